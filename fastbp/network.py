@@ -1,0 +1,315 @@
+"""The network: a stack of dense layers, a loss, a backend, and SGD training."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+from . import kernels
+from ._validation import check_inputs, check_positive_int, check_targets
+from .layers import Dense
+from .losses import check_loss
+from .optim import SGD
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced NaN or infinite values."""
+
+
+class History(dict):
+    """Per-epoch lists ``loss``, ``val_loss``, ``val_accuracy`` and ``seconds`` (training time of
+    each epoch, evaluation excluded), readable as keys or attributes; ``compile_seconds`` holds
+    the time the backend spent compiling before the first epoch."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+class Network:
+    """A multilayer perceptron trained by backpropagation and SGD.
+
+    >>> net = Network([Dense(784, 30, "sigmoid"), Dense(30, 10, "sigmoid")], loss="quadratic")
+    >>> history = net.fit(X, y, epochs=30, batch_size=10, lr=3.0)
+    """
+
+    def __init__(self, layers, loss="quadratic", backend="auto", dtype=None, seed=None):
+        """``backend``: "auto" (default: cupy with a GPU, else numba, else numpy), a name, or a
+        backend object; ``dtype``: "float32" (default) or "float64"; ``seed``: initial weights and
+        the shuffling of every epoch are drawn from it (same seed, same weights)."""
+        layers = list(layers)
+        if not layers or not all(isinstance(layer, Dense) for layer in layers):
+            raise TypeError(f"layers: expected a non-empty list of Dense layers, got {layers!r}")
+        for i, (a, b) in enumerate(zip(layers, layers[1:])):
+            if a.n_out != b.n_in:
+                raise ValueError(f"layers: layer {i} has {a.n_out} outputs but layer {i + 1} expects "
+                                 f"{b.n_in} inputs")
+        for i, layer in enumerate(layers[:-1]):
+            if layer.activation.name == "softmax":
+                raise ValueError(f"layers: softmax is for the output layer only, found at layer {i}")
+        self.layers = layers
+        self.loss = check_loss(loss)
+        if isinstance(backend, kernels.Backend) and dtype is not None and backend.dtype != dtype:
+            raise ValueError(f"dtype: {dtype!r} differs from the given backend's dtype {backend.dtype.name!r}")
+        self.backend = kernels.get_backend(backend, dtype or "float32")
+        self.dtype = self.backend.dtype
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        for layer in layers:
+            layer.build(self.backend, self.rng)
+
+    @classmethod
+    def from_sizes(cls, sizes, activation="sigmoid", output_activation=None, loss="quadratic",
+                   init="scaled_normal", **kwargs):
+        """A network from layer sizes, e.g. ``[784, 30, 10]``; the output layer uses
+        ``output_activation`` (default: ``activation``)."""
+        sizes = list(sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"sizes: expected at least two sizes (inputs and outputs), got {sizes}")
+        acts = [activation] * (len(sizes) - 2) + [output_activation or activation]
+        layers = [Dense(n_in, n_out, act, init=init) for n_in, n_out, act in zip(sizes, sizes[1:], acts)]
+        return cls(layers, loss=loss, **kwargs)
+
+    # --- description ----------------------------------------------------------------------
+    @property
+    def sizes(self):
+        return [self.layers[0].n_in] + [layer.n_out for layer in self.layers]
+
+    def __repr__(self):
+        layers = ", ".join(map(repr, self.layers))
+        return f"Network([{layers}], loss={self.loss!r}, backend={self.backend.name!r}, dtype={self.dtype.name!r})"
+
+    def get_params(self):
+        """The parameters as NumPy arrays: a list of ``{"W": (n_in, n_out), "b": (n_out,)}``."""
+        be = self.backend
+        return [{k: np.array(be.to_numpy(v)) for k, v in layer.params().items()} for layer in self.layers]
+
+    def set_params(self, params):
+        """Replace the parameters (a list like ``get_params()`` returns)."""
+        if len(params) != len(self.layers):
+            raise ValueError(f"params: expected {len(self.layers)} layers, got {len(params)}")
+        for i, (layer, p) in enumerate(zip(self.layers, params)):
+            W = np.asarray(p["W"], dtype=np.float64)
+            b = np.asarray(p["b"], dtype=np.float64)
+            if W.shape != (layer.n_in, layer.n_out) or b.shape != (layer.n_out,):
+                raise ValueError(f"params[{i}]: expected W {(layer.n_in, layer.n_out)} and b "
+                                 f"{(layer.n_out,)}, got {W.shape} and {b.shape}")
+            layer.set_params(self.backend, W, b)
+
+    # --- inference ------------------------------------------------------------------------
+    def _forward(self, x):
+        """All layers' ``(z, a)`` for a batch already on the backend."""
+        cache = []
+        for layer in self.layers:
+            z, x = layer.forward(x)
+            cache.append((z, x))
+        return cache
+
+    def _batches(self, X, batch_size=4096):
+        """Output activations for ``X``, in chunks; yields ``(start, a)`` on the backend."""
+        X, scale = check_inputs(X, self.layers[0].n_in)
+        data = self.backend.prepare_data(X)
+        for start in range(0, X.shape[0], batch_size):
+            idx = np.arange(start, min(start + batch_size, X.shape[0]))
+            x = self.backend.gather(data, idx, scale)
+            yield start, self._forward(x)[-1][1]
+
+    def predict_proba(self, X):
+        """The output layer's activations, as a NumPy array (n_samples, n_outputs)."""
+        be = self.backend
+        return np.concatenate([np.asarray(be.to_numpy(a)) for _, a in self._batches(X)])
+
+    def predict(self, X):
+        """Class labels: the index of the largest output (with one output, 1 where it is >= 0.5)."""
+        a = self.predict_proba(X)
+        if a.shape[1] == 1:
+            return (a[:, 0] >= 0.5).astype(np.int64)
+        return a.argmax(axis=1)
+
+    def evaluate(self, X, y):
+        """``{"accuracy": ..., "loss": ...}`` on (X, y); the loss is the mean per-sample loss."""
+        X, _ = check_inputs(X, self.layers[0].n_in)
+        Y = check_targets(y, X.shape[0], self.layers[-1].n_out)
+        total = 0.0
+        correct = 0
+        be = self.backend
+        for start, a in self._batches(X):
+            Yb = Y[start:start + a.shape[0]]
+            total += be.loss(a, be.asarray(Yb), self.loss)
+            a = np.asarray(be.to_numpy(a))
+            if a.shape[1] == 1:
+                correct += int(np.sum((a[:, 0] >= 0.5) == (Yb[:, 0] >= 0.5)))
+            else:
+                correct += int(np.sum(a.argmax(axis=1) == Yb.argmax(axis=1)))
+        return {"accuracy": correct / X.shape[0], "loss": total / X.shape[0]}
+
+    # --- training -------------------------------------------------------------------------
+    def fit(self, X, y, epochs=1, batch_size=10, lr=0.1, momentum=0.0, weight_decay=0.0,
+            optimizer=None, shuffle=True, validation_data=None, progress=False, callback=None):
+        """Train by mini-batch SGD, continuing from the current weights; returns a History.
+
+        batch_size=1 is per-sample SGD, ``None`` full-batch gradient descent. Each epoch visits the
+        samples in an order drawn from the network's seed (``shuffle=False``: in order).
+        ``optimizer`` (an SGD) replaces lr/momentum/weight_decay. ``callback(epoch, history)`` is
+        called after each epoch; returning True stops training.
+        """
+        epochs = check_positive_int(epochs, "epochs")
+        opt = optimizer if optimizer is not None else SGD(lr, momentum, weight_decay)
+        if not isinstance(opt, SGD):
+            raise TypeError(f"optimizer: expected a fastbp.SGD, got {type(opt).__name__}")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback: expected a callable, got {callback!r}")
+        X, scale = check_inputs(X, self.layers[0].n_in)
+        n = X.shape[0]
+        batch_size = n if batch_size is None else min(check_positive_int(batch_size, "batch_size"), n)
+        Y = check_targets(y, n, self.layers[-1].n_out)
+        if validation_data is not None:
+            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+                raise TypeError("validation_data: expected a pair (X_val, y_val)")
+            Xv, yv = validation_data
+            Xv, _ = check_inputs(Xv, self.layers[0].n_in, "validation_data[0]")
+            check_targets(yv, Xv.shape[0], self.layers[-1].n_out, "validation_data[1]")
+
+        be = self.backend
+        data, targets = be.prepare_data(X), be.asarray(Y)
+        history = History(loss=[], val_loss=[], val_accuracy=[], seconds=[])
+        history["compile_seconds"] = be.warmup(self.layers, self.loss, data, targets, batch_size, opt)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=epochs, desc=f"fastbp[{be.name}]", unit="epoch")
+        try:
+            for epoch in range(epochs):
+                order = self.rng.permutation(n) if shuffle else np.arange(n)
+                t0 = time.perf_counter()
+                total = be.train_epoch(self.layers, self.loss, data, scale, targets, order, batch_size, opt)
+                if total is None:
+                    total = self._train_epoch_generic(data, scale, targets, order, batch_size, opt)
+                history["seconds"].append(time.perf_counter() - t0)
+                history["loss"].append(total / n)
+                if not np.isfinite(total) or not self._params_finite():
+                    raise DivergenceError(
+                        f"training diverged in epoch {epoch + 1}: the loss or the weights became NaN or "
+                        f"infinite (learning rate {opt.lr} may be too large)")
+                if validation_data is not None:
+                    scores = self.evaluate(*validation_data)
+                    history["val_loss"].append(scores["loss"])
+                    history["val_accuracy"].append(scores["accuracy"])
+                if bar is not None:
+                    postfix = {"loss": f"{history['loss'][-1]:.4f}"}
+                    if history["val_accuracy"]:
+                        postfix["val_acc"] = f"{history['val_accuracy'][-1]:.4f}"
+                    bar.set_postfix(postfix)
+                    bar.update(1)
+                if callback is not None and callback(epoch, history):
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        return history
+
+    def _params_finite(self):
+        be = self.backend
+        return all(np.isfinite(be.to_numpy(p)).all() for layer in self.layers for p in layer.params().values())
+
+    def _train_epoch_generic(self, data, scale, targets, order, batch_size, opt):
+        """One epoch through the backend's per-batch kernels; returns the summed loss."""
+        be = self.backend
+        total = 0.0
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            total += self.train_batch(be.gather(data, idx, scale), be.gather(targets, idx, 1.0), opt)
+        return total
+
+    def train_batch(self, x, y, opt):
+        """One SGD step on a batch already on the backend: forward, backward, update.
+        Returns the batch's summed loss (before the update)."""
+        be = self.backend
+        cache = self._forward(x)
+        z, a = cache[-1]
+        loss = be.loss(a, y, self.loss)
+        delta = be.output_delta(z, a, y, self.layers[-1].activation, self.loss)
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            inputs = cache[i - 1][1] if i > 0 else x
+            dW, db, dx = be.backward(inputs, layer.W, delta, need_dx=i > 0)
+            for name, p, g in (("W", layer.W, dW), ("b", layer.b, db)):
+                if name in layer.frozen:
+                    continue
+                v = layer.velocity.get(name)
+                if opt.momentum and v is None:
+                    v = layer.velocity[name] = be.zeros(p.shape)
+                opt.update(be, p, g, v, x.shape[0], decay=name == "W")
+            if i > 0:
+                z_prev, a_prev = cache[i - 1]
+                delta = be.activation_backward(dx, z_prev, a_prev, self.layers[i - 1].activation)
+        return loss
+
+    def gradients(self, X, y):
+        """Gradients of the mean loss over (X, y) with respect to every parameter, as NumPy
+        arrays ``[{"W": dW, "b": db}, ...]`` (no update is made)."""
+        X, scale = check_inputs(X, self.layers[0].n_in)
+        Y = check_targets(y, X.shape[0], self.layers[-1].n_out)
+        be = self.backend
+        x = be.gather(be.prepare_data(X), np.arange(X.shape[0]), scale)
+        cache = self._forward(x)
+        z, a = cache[-1]
+        delta = be.output_delta(z, a, be.asarray(Y), self.layers[-1].activation, self.loss)
+        grads = []
+        for i in range(len(self.layers) - 1, -1, -1):
+            inputs = cache[i - 1][1] if i > 0 else x
+            dW, db, dx = be.backward(inputs, self.layers[i].W, delta, need_dx=i > 0)
+            m = X.shape[0]
+            grads.append({"W": np.asarray(be.to_numpy(dW)) / m, "b": np.asarray(be.to_numpy(db)) / m})
+            if i > 0:
+                delta = be.activation_backward(dx, *cache[i - 1], self.layers[i - 1].activation)
+        return grads[::-1]
+
+    # --- persistence ----------------------------------------------------------------------
+    def save(self, path):
+        """Save architecture and weights to an ``.npz`` file (written to a temporary name, then
+        renamed, so a failed save leaves nothing half-written)."""
+        path = os.fspath(path)
+        config = {
+            "format": "fastbp-network", "version": 1, "loss": self.loss, "dtype": self.dtype.name,
+            "layers": [{"n_in": l.n_in, "n_out": l.n_out, "activation": l.activation.name,
+                        "slope": l.activation.slope, "frozen": sorted(l.frozen)} for l in self.layers],
+        }
+        arrays = {"config": np.array(json.dumps(config))}
+        for i, p in enumerate(self.get_params()):
+            arrays[f"W{i}"], arrays[f"b{i}"] = p["W"], p["b"]
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".npz.tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path, backend="auto", dtype=None):
+        """A network saved by ``save``."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                config = json.loads(str(f["config"]))
+                arrays = {k: f[k] for k in f.files if k != "config"}
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: not a fastbp network file ({e})") from None
+        if config.get("format") != "fastbp-network":
+            raise ValueError(f"{path}: not a fastbp network file (format {config.get('format')!r})")
+        layers = []
+        for i, spec in enumerate(config["layers"]):
+            if f"W{i}" not in arrays or f"b{i}" not in arrays:
+                raise ValueError(f"{path}: layer {i} has no weights stored")
+            layers.append(Dense(spec["n_in"], spec["n_out"], (spec["activation"], spec["slope"]),
+                                init=arrays[f"W{i}"], bias_init=arrays[f"b{i}"], frozen=spec["frozen"]))
+        return cls(layers, loss=config["loss"], backend=backend, dtype=dtype or config["dtype"])

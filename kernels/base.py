@@ -1,0 +1,108 @@
+"""The backend interface: what every compute backend provides.
+
+A backend owns the arrays (allocation, transfer) and the math of training. Layers and the
+network call only these methods, so a new backend is one new module with one class.
+
+Conventions, for every backend:
+- arrays are batch-major (one sample per row), C-contiguous, in ``backend.dtype``;
+- a dense layer stores ``W`` with shape ``(n_in, n_out)`` and ``b`` with shape ``(n_out,)``,
+  so that ``z = x @ W + b``;
+- input data may stay uint8: ``gather(X, idx, scale)`` returns rows ``X[idx] * scale`` as floats;
+- ``delta`` means dL/dz for each sample of the batch, not divided by the batch size;
+  gradients returned by ``backward`` are sums over the batch, and the update step divides
+  them by the batch size (``step = lr / m``), as in ``w -= eta/m * sum(grad)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation function by name, with its one parameter (the leaky-relu slope)."""
+
+    name: str
+    slope: float = 0.01
+
+    def __str__(self) -> str:
+        return f"leaky_relu({self.slope:g})" if self.name == "leaky_relu" else self.name
+
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax")
+LOSSES = ("quadratic", "mse", "binary_cross_entropy", "cross_entropy")
+
+
+class Backend:
+    """Base class of the compute backends. Subclasses implement every method below
+    except ``train_epoch``/``warmup``, which are optional fast paths."""
+
+    name = "base"
+
+    def __init__(self, dtype="float32"):
+        import numpy as np  # the dtype object only, not math
+
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(dtype={self.dtype.name!r})"
+
+    # --- arrays -------------------------------------------------------------------------
+    def asarray(self, a, dtype=None):
+        """``a`` as a C-contiguous array of this backend (``dtype`` defaults to the backend's)."""
+        raise NotImplementedError
+
+    def to_numpy(self, a):
+        """A NumPy array holding ``a`` (no copy when it already is one)."""
+        raise NotImplementedError
+
+    def zeros(self, shape):
+        raise NotImplementedError
+
+    def prepare_data(self, X):
+        """The training inputs as this backend keeps them for a whole ``fit`` (uint8 stays uint8)."""
+        raise NotImplementedError
+
+    def gather(self, X, idx, scale):
+        """Rows ``X[idx]`` as floats of ``self.dtype``, multiplied by ``scale``."""
+        raise NotImplementedError
+
+    # --- layer math ---------------------------------------------------------------------
+    def forward(self, x, W, b, activation: Activation):
+        """Pre-activation and activation of a dense layer: ``(z, a)``."""
+        raise NotImplementedError
+
+    def activation_backward(self, g, z, a, activation: Activation):
+        """dL/dz from ``g`` = dL/da (a vector-Jacobian product; softmax included)."""
+        raise NotImplementedError
+
+    def output_delta(self, z, a, y, activation: Activation, loss: str):
+        """dL/dz at the output layer for each sample."""
+        raise NotImplementedError
+
+    def loss(self, a, y, loss: str) -> float:
+        """The loss summed over the samples of the batch (a Python float)."""
+        raise NotImplementedError
+
+    def backward(self, x, W, delta, need_dx=True):
+        """Gradients of a dense layer: ``(dW, db, dx)``, sums over the batch; ``dx`` = dL/dx
+        (``None`` when not needed, e.g. for the first layer)."""
+        raise NotImplementedError
+
+    def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
+        """In place, with ``u = step * g + decay * p``: ``p -= u``, or with classical momentum
+        ``v = momentum * v - u; p += v`` (``v`` may be ``None`` when ``momentum == 0``).
+        The network passes ``step = lr / m`` and ``decay = lr * weight_decay``."""
+        raise NotImplementedError
+
+    # --- optional fast paths ------------------------------------------------------------
+    def train_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
+        """Run a whole epoch in one call and return the summed training loss, or ``None``
+        when this configuration is not covered (the network then uses the kernels above)."""
+        return None
+
+    def warmup(self, layers, loss, X, Y, batch_size, opt):
+        """Compile or load whatever ``train_epoch`` needs, so that timed epochs exclude it.
+        Returns the seconds spent (0.0 when there is nothing to do)."""
+        return 0.0

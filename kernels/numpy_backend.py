@@ -1,0 +1,177 @@
+"""The NumPy reference backend: the specification every other backend is tested against.
+
+Kept short and plain on purpose: one matrix product per layer per batch, names from the maths.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Activation, Backend
+
+_TINY = 1e-12  # keeps log() finite in the cross-entropy losses
+
+
+# --- activations and their derivatives (plain functions, also exported by fastbp) ---------
+def sigmoid(z):
+    """1 / (1 + exp(-z)), computed without overflow for large |z|."""
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.result_type(z, np.float32))
+
+
+def sigmoid_prime(z):
+    s = sigmoid(z)
+    return s * (1 - s)
+
+
+def tanh(z):
+    return np.tanh(z)
+
+
+def tanh_prime(z):
+    return 1 - np.tanh(z) ** 2
+
+
+def relu(z):
+    return np.maximum(z, 0)
+
+
+def relu_prime(z):
+    """1 where z > 0, else 0 (the derivative at exactly 0 is taken as 0)."""
+    return (z > 0).astype(np.result_type(z, np.float32))
+
+
+def leaky_relu(z, slope=0.01):
+    return np.where(z > 0, z, slope * z)
+
+
+def leaky_relu_prime(z, slope=0.01):
+    """1 where z > 0, else ``slope`` (at exactly 0 the derivative is taken as ``slope``)."""
+    return np.where(z > 0, 1.0, slope).astype(np.result_type(z, np.float32))
+
+
+def identity(z):
+    return z
+
+
+def identity_prime(z):
+    return np.ones_like(z)
+
+
+def softmax(z):
+    """Row-wise softmax, shifted by the row maximum so exp never overflows."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _activate(z, act: Activation):
+    if act.name == "leaky_relu":
+        return leaky_relu(z, act.slope)
+    return _FUNCTIONS[act.name](z)
+
+
+_FUNCTIONS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "identity": identity, "softmax": softmax}
+
+
+def _derivative_from(z, a, act: Activation):
+    """f'(z), using the activation a = f(z) where that is cheaper."""
+    if act.name == "sigmoid":
+        return a * (1 - a)
+    if act.name == "tanh":
+        return 1 - a * a
+    if act.name == "relu":
+        return (z > 0).astype(z.dtype)
+    if act.name == "leaky_relu":
+        return np.where(z > 0, 1, act.slope).astype(z.dtype)
+    if act.name == "identity":
+        return np.ones_like(z)
+    raise ValueError(f"no elementwise derivative for {act.name!r}")
+
+
+# --- losses: per-sample value and dL/da --------------------------------------------------
+def _loss_per_sample(a, y, loss):
+    if loss == "quadratic":
+        return 0.5 * np.sum((a - y) ** 2, axis=1)
+    if loss == "mse":
+        return np.mean((a - y) ** 2, axis=1)
+    if loss == "binary_cross_entropy":
+        a = np.clip(a, _TINY, 1 - _TINY)
+        return -np.sum(y * np.log(a) + (1 - y) * np.log(1 - a), axis=1)
+    if loss == "cross_entropy":
+        return -np.sum(y * np.log(np.maximum(a, _TINY)), axis=1)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def _loss_grad(a, y, loss):
+    if loss == "quadratic":
+        return a - y
+    if loss == "mse":
+        return 2 * (a - y) / a.shape[1]
+    if loss == "binary_cross_entropy":
+        a = np.clip(a, _TINY, 1 - _TINY)
+        return (a - y) / (a * (1 - a))
+    if loss == "cross_entropy":
+        return -y / np.maximum(a, _TINY)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+class NumpyBackend(Backend):
+    """Reference implementation on NumPy arrays."""
+
+    name = "numpy"
+
+    def asarray(self, a, dtype=None):
+        if type(a).__module__.startswith("cupy"):
+            raise TypeError("got a CuPy array on the 'numpy' backend; pass a NumPy array "
+                            "(cupy.asnumpy(a)) or use backend='cupy'")
+        return np.ascontiguousarray(a, dtype=self.dtype if dtype is None else dtype)
+
+    def to_numpy(self, a):
+        return np.asarray(a)
+
+    def zeros(self, shape):
+        return np.zeros(shape, dtype=self.dtype)
+
+    def prepare_data(self, X):
+        if type(X).__module__.startswith("cupy"):
+            raise TypeError("got a CuPy array on the 'numpy' backend; pass a NumPy array")
+        return X if X.dtype == np.uint8 else self.asarray(X)
+
+    def gather(self, X, idx, scale):
+        x = X[idx].astype(self.dtype)
+        if scale != 1:
+            x *= self.dtype.type(scale)
+        return x
+
+    def forward(self, x, W, b, activation):
+        z = x @ W + b
+        return z, _activate(z, activation)
+
+    def activation_backward(self, g, z, a, activation):
+        if activation.name == "softmax":
+            return a * (g - np.sum(g * a, axis=1, keepdims=True))
+        return g * _derivative_from(z, a, activation)
+
+    def output_delta(self, z, a, y, activation, loss):
+        if (activation.name, loss) in (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy")):
+            return a - y  # the derivative of the activation cancels
+        return self.activation_backward(_loss_grad(a, y, loss), z, a, activation)
+
+    def loss(self, a, y, loss):
+        return float(np.sum(_loss_per_sample(a, y, loss)))
+
+    def backward(self, x, W, delta, need_dx=True):
+        dW = x.T @ delta
+        db = delta.sum(axis=0)
+        dx = delta @ W.T if need_dx else None
+        return dW, db, dx
+
+    def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
+        u = step * g
+        if decay:
+            u += decay * p
+        if momentum:
+            v *= momentum
+            v -= u
+            p += v
+        else:
+            p -= u
