@@ -54,6 +54,10 @@ class Network:
                 raise ValueError(f"layers: softmax is for the output layer only, found at layer {i}")
         self.layers = layers
         self.loss = check_loss(loss)
+        out = layers[-1].activation.name
+        if self.loss in ("binary_cross_entropy", "cross_entropy") and out not in ("sigmoid", "softmax"):
+            raise ValueError(f"loss: {self.loss!r} needs outputs in (0, 1), i.e. a sigmoid or softmax "
+                             f"output layer, got {out!r}")
         if isinstance(backend, kernels.Backend) and dtype is not None and backend.dtype != dtype:
             raise ValueError(f"dtype: {dtype!r} differs from the given backend's dtype {backend.dtype.name!r}")
         self.backend = kernels.get_backend(backend, dtype or "float32")

@@ -1,0 +1,156 @@
+"""The command line: ``fastbp train`` (the book's run by default), ``fastbp examples``, ``fastbp info``."""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit code 2, instead of argparse's usage block
+        self.exit(2, f"fastbp: error: {message}\n")
+
+
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return values
+
+
+def build_parser():
+    from .kernels import ACTIVATIONS, BACKENDS, LOSSES
+    from .layers import INITS
+
+    parser = _Parser(prog="fastbp", description="Train multilayer perceptrons by backpropagation, fast.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a network (default: the book's MNIST run)",
+                           description="Train a network. Defaults are the book's run: MNIST, 784-30-10 "
+                                       "sigmoid, quadratic loss, batch 10, lr 3.0, 30 epochs.")
+    train.add_argument("--dataset", default=None,
+                       help="mnist, fashion-mnist, digits, moons, or a folder of four IDX files "
+                            "(default: mnist when available, else fashion-mnist, else digits)")
+    train.add_argument("--data-dir", default=None, help="folder to look for the dataset's files first")
+    train.add_argument("--hidden", type=_int_list, default=[30], help="hidden layer sizes, e.g. 100,30 (default 30)")
+    train.add_argument("--sizes", type=_int_list, default=None,
+                       help="all layer sizes, e.g. 784,30,10 (overrides --hidden; must fit the data)")
+    train.add_argument("--activation", default="sigmoid", choices=ACTIVATIONS)
+    train.add_argument("--output-activation", default=None, choices=ACTIVATIONS,
+                       help="default: softmax with --loss cross_entropy, else --activation")
+    train.add_argument("--loss", default="quadratic", choices=LOSSES)
+    train.add_argument("--init", default="normal", choices=INITS, help="weight initialisation (default: the book's normal)")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--batch-size", type=int, default=10)
+    train.add_argument("--lr", type=float, default=3.0)
+    train.add_argument("--momentum", type=float, default=0.0)
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--backend", default="auto", choices=BACKENDS)
+    train.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--no-download", action="store_true", help="never try to download data")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--save", default=None, metavar="PATH", help="save the trained network (.npz)")
+
+    examples = sub.add_parser("examples", help="list the worked examples, or run one by name")
+    examples.add_argument("name", nargs="?", help="the example to run (omit to list them)")
+    examples.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the example")
+
+    sub.add_parser("info", help="versions and available backends")
+    return parser
+
+
+def _choose_dataset(args, say):
+    """The dataset to train on: the one named, else MNIST if available, else a stated fallback."""
+    from . import datasets
+
+    if args.dataset is not None:
+        return datasets.load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+    try:
+        return datasets.load_mnist(data_dir=args.data_dir, download=not args.no_download)
+    except datasets.DataError as e:
+        reason = str(e).splitlines()[0]
+    try:
+        data = datasets.load_fashion_mnist(data_dir=args.data_dir, download=False)
+        say(f"MNIST is not available ({reason}); using Fashion-MNIST instead.")
+    except datasets.DataError:
+        data = datasets.load_digits()
+        say(f"MNIST is not available ({reason}); Fashion-MNIST is not installed either; "
+            f"using scikit-learn's 8x8 digits instead.")
+    return data
+
+
+def train(args, out=print):
+    import fastbp as fb
+
+    data = _choose_dataset(args, out)
+    X, y, Xt, yt = data.X_train, data.y_train, data.X_test, data.y_test
+    n_classes = int(max(y.max(), yt.max())) + 1
+    sizes = args.sizes or [X.shape[1], *args.hidden, n_classes]
+    if sizes[0] != X.shape[1] or sizes[-1] != n_classes:
+        raise ValueError(f"--sizes: {data.name} needs {X.shape[1]} inputs and {n_classes} outputs, got "
+                         f"{','.join(map(str, sizes))}")
+    out_act = args.output_activation or ("softmax" if args.loss == "cross_entropy" else args.activation)
+    net = fb.Network.from_sizes(sizes, activation=args.activation, output_activation=out_act, loss=args.loss,
+                                init=args.init, backend=args.backend, dtype=args.dtype, seed=args.seed)
+    out(f"training {'-'.join(map(str, sizes))} {args.activation} on {data.name} ({len(X)} train, {len(Xt)} test), "
+        f"loss {args.loss}, batch {args.batch_size}, lr {args.lr}, {args.epochs} epochs, "
+        f"backend {net.backend.name} ({net.dtype.name})")
+    history = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                      weight_decay=args.weight_decay, validation_data=(Xt, yt), progress=not args.no_progress)
+    seconds = statistics.median(history.seconds)
+    out(f"test accuracy {history.val_accuracy[-1]:.4f}, test loss {history.val_loss[-1]:.4f}, "
+        f"{seconds:.4f} s/epoch (median of {len(history.seconds)}), compile {history.compile_seconds:.2f} s, "
+        f"backend {net.backend.name} ({net.dtype.name})")
+    if args.save:
+        net.save(args.save)
+        out(f"saved to {args.save}")
+    return history
+
+
+def info(out=print):
+    import platform
+
+    import numpy
+
+    import fastbp as fb
+    from . import kernels
+
+    out(f"fastbp {fb.__version__}, Python {platform.python_version()}, NumPy {numpy.__version__}")
+    for name in kernels.REGISTRY:
+        out(f"backend {name:6s}: {'available' if kernels.available(name) else 'not available'}")
+    out(f"backend 'auto' resolves to: {kernels.resolve('auto')}")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from .datasets import DataError
+    from .kernels import BackendUnavailable
+
+    try:
+        if args.command == "train":
+            train(args)
+        elif args.command == "info":
+            info()
+        else:
+            from . import examples
+
+            if args.name is None:
+                for name, description in examples.list_examples():
+                    print(f"{name:16s} {description}")
+            else:
+                return examples.run(args.name, args.args) or 0
+    except (DataError, BackendUnavailable, ValueError, OSError) as e:
+        print(f"fastbp: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastbp: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
