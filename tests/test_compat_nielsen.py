@@ -297,3 +297,64 @@ def test_configure_sets_the_default_dtype_and_rejects_bad_values():
             network.configure(backend="tpu")
     finally:
         network.configure(backend="auto", dtype="float64")
+
+
+# --- mnist_loader ----------------------------------------------------------------------------
+def fake_mnist(n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8), rng.integers(0, 10, size=n).astype(np.uint8)
+
+
+def test_mnist_loader_reads_the_books_python2_pickle(tmp_path):
+    rng = np.random.default_rng(0)
+    splits = tuple((rng.random((n, 784)).astype(np.float32), rng.integers(0, 10, n)) for n in (12, 4, 5))
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        pickle.dump(splits, f, protocol=2)  # the protocol Python 2's cPickle wrote
+    from fastbp.compat import mnist_loader
+
+    tr_d, va_d, te_d = mnist_loader.load_data(path)
+    np.testing.assert_array_equal(tr_d[0], splits[0][0])
+    np.testing.assert_array_equal(te_d[1], splits[2][1])
+    training_data, validation_data, test_data = mnist_loader.load_data_wrapper(path)
+    assert len(training_data) == 12 and len(validation_data) == 4 and len(test_data) == 5
+    x, y = training_data[3]
+    assert x.shape == (784, 1) and y.shape == (10, 1) and y[splits[0][1][3], 0] == 1.0 and y.sum() == 1
+    np.testing.assert_array_equal(x[:, 0], splits[0][0][3])
+    assert test_data[2][1] == splits[2][1][2] and isinstance(test_data[2][1], int)
+    net = network.Network([784, 5, 10], backend="numpy")
+    net.SGD(training_data, 1, 4, 1.0, test_data=test_data)  # the book's data runs as it is
+
+
+def write_idx(path, array):
+    """IDX: 0, 0, type 0x08 (uint8), ndim, then the dimensions as big-endian int32, then the bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+
+
+def test_mnist_loader_builds_the_same_tuples_from_idx_files(tmp_path, monkeypatch):
+    pytest.importorskip("fastbp.datasets", reason="fastbp.datasets (read_idx) is not there yet")
+    from fastbp.compat import mnist_loader
+
+    (Xtr, ytr), (Xte, yte) = fake_mnist(18, 0), fake_mnist(5, 1)
+    for split, (X, y) in (("train", (Xtr, ytr)), ("t10k", (Xte, yte))):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", X)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", y)
+    monkeypatch.setenv("FASTBP_MNIST", str(tmp_path))
+    training_data, validation_data, test_data = mnist_loader.load_data_wrapper()
+    assert (len(training_data), len(validation_data), len(test_data)) == (15, 3, 5)  # 5/6 of 18 trains
+    np.testing.assert_allclose(training_data[2][0][:, 0], Xtr[2].reshape(-1) / 255, rtol=1e-6)
+    assert np.argmax(training_data[2][1]) == ytr[2]
+    assert validation_data[0][1] == ytr[15] and test_data[4][1] == yte[4]
+    assert training_data[0][0].dtype == np.float32
+
+
+def test_mnist_loader_says_what_it_tried(tmp_path, monkeypatch):
+    from fastbp.compat import mnist_loader
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        mnist_loader.load_data(tmp_path / "nothing.pkl.gz")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="expected the four IDX files"):
+        mnist_loader.load_data(tmp_path / "empty")
