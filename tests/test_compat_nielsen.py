@@ -204,6 +204,19 @@ def test_zip_iterators_and_lists_give_the_same_result():
     assert_same_params(*nets, rtol=0)
 
 
+def test_whole_array_and_element_by_element_conversions_agree():
+    from fastbp.compat._book import as_arrays
+
+    train, _ = book_data()
+    X, labels = as_arrays(train, 6, 3)  # whole-array path
+    assert X.flags.c_contiguous and X.shape == (23, 6)
+    mixed = [(x.ravel(), int(np.argmax(y))) if i % 2 else (x, y) for i, (x, y) in enumerate(train)]
+    X2, labels2 = as_arrays(mixed, 6, 3)  # (6,) columns and int labels: element by element
+    np.testing.assert_array_equal(X, X2)
+    np.testing.assert_array_equal(labels, labels2)
+    np.testing.assert_array_equal(labels, [int(np.argmax(y)) for _, y in train])
+
+
 @pytest.mark.parametrize("bad,message", [
     (lambda d: d[:3] + [(np.zeros((7, 1)), d[3][1])] + d[4:], r"training_data\[3\]: expected x of shape \(6, 1\), got shape \(7, 1\)"),
     (lambda d: d[:2] + [(d[2][0], np.full((3, 1), 0.5))] + d[3:], r"training_data\[2\]: expected a one-hot target"),

@@ -86,6 +86,10 @@ def as_arrays(data, n_in, n_out, name="training_data", dtype=np.float64):
                         f"{type(data).__name__}") from None
     if not data:
         raise ValueError(f"{name}: expected at least one (x, y) pair, got none")
+    fast = _as_arrays_fast(data, n_in, n_out, dtype)
+    if fast is not None:
+        return fast
+    # element by element: finds and names the first malformed pair
     X = np.empty((len(data), n_in), dtype=dtype)
     labels = np.empty(len(data), dtype=np.int64)
     for i, pair in enumerate(data):
@@ -101,6 +105,31 @@ def as_arrays(data, n_in, n_out, name="training_data", dtype=np.float64):
         i = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
         raise ValueError(f"{name}[{i}]: x contains NaN or infinite values")
     return X, labels
+
+
+def _as_arrays_fast(data, n_in, n_out, dtype):
+    """``as_arrays`` for well-formed data with whole-array operations; None when anything is
+    unusual (the element-by-element path then names the problem)."""
+    try:
+        xs, ys = zip(*data)
+    except (TypeError, ValueError):
+        return None
+    if not (all(type(x) is np.ndarray and x.shape == (n_in, 1) for x in xs)):
+        return None
+    X = np.stack(xs, dtype=dtype).reshape(len(xs), n_in)
+    if not np.isfinite(X).all():
+        return None
+    if all(type(y) is np.ndarray and y.shape == (n_out, 1) for y in ys):
+        Y = np.stack(ys).reshape(len(ys), n_out)
+        if not (((Y == 0) | (Y == 1)).all() and (Y.sum(axis=1) == 1).all()):
+            return None
+        return X, Y.argmax(axis=1).astype(np.int64)
+    if all(type(y) is int or type(y) is np.int64 for y in ys):
+        labels = np.array(ys, dtype=np.int64)
+        if labels.min() < 0 or labels.max() >= n_out:
+            return None
+        return X, labels
+    return None
 
 
 def one_hot(labels, n_out, dtype=np.float64):
@@ -219,10 +248,11 @@ class BookNetwork:
         opt = SGD(eta, weight_decay=weight_decay)
         X, labels = train
         n = X.shape[0]
+        m = min(m, n)
         net = self._push()
         be = net.backend
         data, targets = be.prepare_data(X), be.asarray(one_hot(labels, self.sizes[-1]))
-        be.warmup(net.layers, net.loss, data, targets, min(m, n), opt)
+        be.warmup(net.layers, net.loss, data, targets, m, opt)
         order = list(range(n))  # the book shuffles its list in place, epoch after epoch
         for j in range(epochs):
             random.shuffle(order)
