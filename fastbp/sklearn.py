@@ -211,11 +211,6 @@ class _BaseMLP(BaseEstimator):
         return a
 
     # --- the scikit-learn contract ------------------------------------------------------------
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.non_deterministic = False
-        return tags
-
     def __getstate__(self):
         """Pickles keep the network as NumPy arrays (and its random state), not backend objects,
         so an estimator fitted on a GPU loads on a machine without one."""
@@ -387,10 +382,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             return -float(np.sum((self._outputs(X) - Y) ** 2))
         return float(r2_score(Y, self._outputs(X)))
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self):  # scikit-learn >= 1.6
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"multioutput": True}
 
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
