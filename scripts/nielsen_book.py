@@ -3,8 +3,9 @@
     python scripts/nielsen_book.py [DATA]
 
 DATA: the book's mnist.pkl.gz or a folder of MNIST IDX files. Without it, the loader looks in
-FASTBP_MNIST, the book's ../data/mnist.pkl.gz, $FASTBP_DATA/mnist, and then uses Fashion-MNIST
-($FASTBP_DATA/fashion-mnist or Debian's /usr/share/datasets/fashion-mnist) as a stand-in.
+$FASTBP_MNIST, the book's ../data/mnist.pkl.gz, $FASTBP_DATA and ~/.cache/fastbp/mnist, and then
+uses Fashion-MNIST (~/.cache/fastbp/fashion-mnist or Debian's /usr/share/datasets/fashion-mnist)
+as a stand-in, saying so on stderr. See fastbp/compat/mnist_loader.py.
 """
 import os
 import sys

@@ -15,9 +15,10 @@ Where the data comes from (the first that exists):
    pickle), or a folder of IDX files (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte``,
    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``);
 2. the book's own places: ``../data/mnist.pkl.gz``, ``data/mnist.pkl.gz``, ``mnist.pkl.gz``;
-3. IDX folders: ``$FASTBP_DATA/mnist``, then, as a stand-in with the same shapes,
-   ``$FASTBP_DATA/fashion-mnist`` and ``/usr/share/datasets/fashion-mnist`` (Debian's
-   ``dataset-fashion-mnist`` package). A note on stderr says when a stand-in is used.
+3. IDX folders where ``fastbp.datasets`` keeps them: ``$FASTBP_DATA``, ``~/.cache/fastbp/mnist``,
+   then, as a stand-in with the same shapes, ``~/.cache/fastbp/fashion-mnist`` and
+   ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist`` package). A note on
+   stderr says when a stand-in is used. Nothing is downloaded (``fastbp train`` does that).
 
 From IDX files the 60k training images are split as the book split MNIST: the first 50,000 for
 training, the last 10,000 for validation; the 10k test set is the test set.
@@ -67,9 +68,11 @@ def find_data(path=None):
     for place in BOOK_PLACES:
         if os.path.isfile(place):
             return place, False
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "fastbp")
     data = os.environ.get("FASTBP_DATA")
-    candidates = ([(os.path.join(data, "mnist"), False), (os.path.join(data, "fashion-mnist"), True)]
-                  if data else []) + [(DEBIAN_FASHION, True)]
+    candidates = ([(data, False)] if data else []) + [
+        (os.path.join(cache, "mnist"), False), (os.path.join(cache, "fashion-mnist"), True),
+        (DEBIAN_FASHION, True)]
     for folder, stand_in in candidates:
         if _is_idx_folder(folder):
             return folder, stand_in
