@@ -42,7 +42,9 @@ def build_parser():
     train.add_argument("--output-activation", default=None, choices=ACTIVATIONS,
                        help="default: softmax with --loss cross_entropy, else --activation")
     train.add_argument("--loss", default="quadratic", choices=LOSSES)
-    train.add_argument("--init", default="normal", choices=INITS, help="weight initialisation (default: the book's normal)")
+    train.add_argument("--init", default="scaled_normal", choices=INITS,
+                       help="weight initialisation: scaled_normal N(0, 1/n_in) (default, the book's improved "
+                            "one from network2.py) or normal N(0, 1) as in network.py, xavier, he")
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--batch-size", type=int, default=10)
     train.add_argument("--lr", type=float, default=3.0)

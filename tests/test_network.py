@@ -164,7 +164,7 @@ def digits():
 
 
 def test_trains_digits_to_high_accuracy(digits):
-    net = fb.Network.from_sizes([64, 30, 10], init="normal", backend="numpy", seed=0)
+    net = fb.Network.from_sizes([64, 30, 10], backend="numpy", seed=0)
     history = net.fit(digits.X_train, digits.y_train, epochs=15, batch_size=10, lr=3.0,
                       validation_data=(digits.X_test, digits.y_test))
     assert history.val_accuracy[-1] >= 0.9

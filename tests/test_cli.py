@@ -1,0 +1,81 @@
+"""The command line, on small offline data."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp as fb
+from fastbp import cli, datasets
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_on_digits_reaches_high_accuracy(capsys, tmp_path):
+    model = tmp_path / "digits.npz"
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--epochs", "15", "--backend", "numpy",
+                         "--no-progress", "--save", str(model))
+    assert code == 0, err
+    summary = [line for line in out.splitlines() if line.startswith("test accuracy")]
+    assert len(summary) == 1 and "backend numpy" in summary[0]
+    accuracy = float(summary[0].split()[2].rstrip(","))
+    assert accuracy >= 0.9
+    net = fb.Network.load(model, backend="numpy")
+    digits = datasets.load_digits()
+    assert net.sizes == [64, 30, 10]
+    assert net.evaluate(digits.X_test, digits.y_test)["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+
+
+def test_without_mnist_it_says_which_dataset_it_uses(capsys, monkeypatch):
+    def missing(*args, **kwargs):
+        raise datasets.DataError("no MNIST files found (offline)")
+
+    monkeypatch.setattr(datasets, "load_mnist", missing)
+    monkeypatch.setattr(datasets, "load_fashion_mnist", missing)
+    code, out, err = run(capsys, "train", "--epochs", "1", "--backend", "numpy", "--no-progress")
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert "MNIST is not available (no MNIST files found (offline))" in first
+    assert "digits" in first
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--epochs", "0", "--dataset", "digits"], "epochs"),
+    (["train", "--lr", "-1", "--dataset", "digits"], "lr"),
+    (["train", "--dataset", "nonexistent-set"], "nonexistent-set"),
+    (["train", "--dataset", "digits", "--sizes", "10,5,10"], "--sizes: digits needs 64 inputs"),
+    (["train", "--hidden", "30,x"], "--hidden"),
+    (["train", "--activation", "swish"], "--activation"),
+    (["train", "--backend", "tpu"], "--backend"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_bad_arguments_give_one_line_and_exit_2(capsys, argv, message):
+    try:
+        code, out, err = run(capsys, *argv)
+    except SystemExit as e:  # argparse's own errors
+        code, (out, err) = e.code, capsys.readouterr()
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastbp: error:") and message in lines[0]
+
+
+def test_idx_folder_dataset(capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 60), ("t10k", 20)):
+        datasets.write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        datasets.write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8))
+    code, out, err = run(capsys, "train", "--dataset", str(tmp_path), "--epochs", "1", "--backend", "numpy",
+                         "--no-progress")
+    assert code == 0, err
+    assert "784-30-10" in out and "(60 train, 20 test)" in out
+
+
+def test_info_and_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "fastbp", "info"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "backend numpy : available" in result.stdout
+    assert "'auto' resolves to" in result.stdout
