@@ -1,0 +1,249 @@
+"""The Numba backend: the NumPy reference's maths, compiled for the CPU.
+
+Training runs one compiled call per epoch (``train_epoch``): the whole mini-batch loop (gather
+by the shuffled order, uint8 scaled on the fly, forward, deltas, gradients, SGD update) inside
+one ``@njit`` function, for any depth, every activation and loss, momentum, weight decay, frozen
+parameters and both reductions. The kernels are in ``_numba_kernels.py`` (compiled with
+``cache=True``: a new process loads them from disk instead of compiling).
+
+What is compiled and what is not, honestly: ``train_epoch`` is entirely compiled; of the
+per-batch methods (the generic path, used by ``Network.train_batch``, ``gradients`` and
+inference) the activations, output deltas, losses and SGD updates are compiled, while the
+matrix products ``x @ W`` and ``x.T @ delta`` are NumPy's (BLAS), which is as fast as anything
+for those shapes.
+
+Threads: ``threads=1`` (the default) or ``2``. With two, a two-layer network's epoch runs on two
+persistent workers (two Python threads, each in a ``nogil`` compiled function for the whole
+epoch), each owning half the hidden units, synchronised by one spin barrier per batch built on
+acquire/release atomics (see ``train_epoch_2t``). Deeper networks use one thread. Spinning
+wastes a core when the machine is oversubscribed, hence the default of one thread.
+
+Environment: nothing process-wide is changed. Numba's cache lives in ``__pycache__`` beside the
+kernels (or ``NUMBA_CACHE_DIR``); ``NumbaBackend.info()`` reports versions, the CPU name and
+features Numba compiles for, and whether ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` are set.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+
+from .base import Activation, Backend
+from .numpy_backend import NumpyBackend
+
+import numba  # noqa: E402  (ImportError here makes the registry report the backend unavailable)
+
+from . import _numba_kernels as K  # noqa: E402
+
+_FLUSH = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 0.0}  # deltas below: zero (no subnormals)
+
+
+def _check_threads(threads):
+    if threads is None:
+        return 1
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+        raise TypeError(f"threads: expected 1 or 2 (an int), got {threads!r}")
+    if threads not in (1, 2):
+        raise ValueError(f"threads: expected 1 or 2, got {threads}")
+    return int(threads)
+
+
+class NumbaBackend(NumpyBackend):
+    """CPU backend compiled with Numba. ``threads``: 1 (default) or 2 (see the module doc);
+    ``fused``: False disables the one-call-per-epoch kernel (the per-batch kernels are used)."""
+
+    name = "numba"
+
+    def __init__(self, dtype="float32", threads=None, fused=True):
+        Backend.__init__(self, dtype)
+        self.threads = _check_threads(threads)
+        self.fused = bool(fused)
+        self._T = self.dtype.type
+
+    def __repr__(self):
+        return f"NumbaBackend(dtype={self.dtype.name!r}, threads={self.threads})"
+
+    @staticmethod
+    def is_available():
+        return True  # this module imported numba
+
+    @staticmethod
+    def info():
+        """Versions, and the CPU target Numba compiles for."""
+        import llvmlite.binding as llvm
+
+        return {
+            "numba": numba.__version__,
+            "llvmlite": __import__("llvmlite").__version__,
+            "cpu_name": llvm.get_host_cpu_name(),
+            "avx512f": "+avx512f" in llvm.get_host_cpu_features().flatten(),
+            "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
+            "NUMBA_CPU_FEATURES": os.environ.get("NUMBA_CPU_FEATURES"),
+            "cache_dir": os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(K.__file__), "__pycache__"),
+        }
+
+    # --- per-batch kernels (NumPy's products, compiled elementwise work) ---------------------
+    def _slope(self, activation):
+        return self._T(activation.slope)
+
+    def forward(self, x, W, b, activation):
+        z = x @ W + b
+        return z, K.activate(np.ascontiguousarray(z), K.ACT_CODES[activation.name], self._slope(activation))
+
+    def activation_backward(self, g, z, a, activation):
+        return K.activation_backward(np.ascontiguousarray(g), z, a, K.ACT_CODES[activation.name],
+                                     self._slope(activation))
+
+    def output_delta(self, z, a, y, activation, loss):
+        d, _ = K.output_delta(z, a, np.ascontiguousarray(y, dtype=self.dtype), K.ACT_CODES[activation.name],
+                              self._slope(activation), K.LOSS_CODES[loss])
+        return d
+
+    def loss(self, a, y, loss):
+        # the loss needs no z or activation: run output_delta with the identity and take the value
+        _, total = K.output_delta(a, a, np.ascontiguousarray(y, dtype=self.dtype), K.IDENTITY, self._T(0),
+                                  K.LOSS_CODES[loss])
+        return float(total)
+
+    def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
+        if momentum and v is None:
+            raise ValueError("v: momentum needs a velocity array, got None")
+        K.sgd_update(p.reshape(-1), np.ascontiguousarray(g, dtype=self.dtype).reshape(-1),
+                     v.reshape(-1) if momentum else p.reshape(-1), float(step), float(momentum), float(decay))
+
+    # --- the fused epoch -----------------------------------------------------------------
+    def _plan(self, layers, loss, X, Y, opt):
+        """The flat transposed parameters and codes for the fused kernel, or None when this
+        configuration is not covered."""
+        if not self.fused or loss not in K.LOSS_CODES or X.ndim != 2 or Y.ndim != 2:
+            return None
+        if X.dtype not in (np.uint8, self.dtype) or Y.dtype != self.dtype:
+            return None
+        for layer in layers:
+            if layer.activation.name not in K.ACT_CODES:
+                return None
+            for p in (layer.W, layer.b):
+                if not isinstance(p, np.ndarray) or p.dtype != self.dtype:
+                    return None
+        dt = self.dtype
+        W = np.concatenate([layer.W.T.ravel() for layer in layers]).astype(dt, copy=False)
+        b = np.concatenate([layer.b.ravel() for layer in layers]).astype(dt, copy=False)
+        sizes = np.array([layers[0].n_in] + [layer.n_out for layer in layers], dtype=np.int64)
+        woff = np.zeros(len(layers), dtype=np.int64)
+        boff = np.zeros(len(layers), dtype=np.int64)
+        for i in range(1, len(layers)):
+            woff[i] = woff[i - 1] + sizes[i - 1] * sizes[i]
+            boff[i] = boff[i - 1] + sizes[i]
+        mom = opt.momentum > 0
+        if mom:
+            for layer in layers:
+                for name, p in (("W", layer.W), ("b", layer.b)):
+                    if name not in layer.frozen and layer.velocity.get(name) is None:
+                        layer.velocity[name] = np.zeros(p.shape, dtype=dt)
+            VW = np.concatenate([layer.velocity["W"].T.ravel() if "W" in layer.velocity
+                                 else np.zeros(layer.W.size, dt) for layer in layers]).astype(dt, copy=False)
+            vb = np.concatenate([layer.velocity["b"].ravel() if "b" in layer.velocity
+                                 else np.zeros(layer.b.size, dt) for layer in layers]).astype(dt, copy=False)
+        else:
+            VW = np.zeros(1, dt)
+            vb = np.zeros(b.size, dt)
+        return dict(
+            W=W, b=b, VW=VW, vb=vb, woff=woff, boff=boff, sizes=sizes,
+            acts=np.array([K.ACT_CODES[layer.activation.name] for layer in layers], dtype=np.int64),
+            slopes=np.array([layer.activation.slope for layer in layers], dtype=np.float64),
+            frozen_w=np.array(["W" in layer.frozen for layer in layers]),
+            frozen_b=np.array(["b" in layer.frozen for layer in layers]),
+            loss=K.LOSS_CODES[loss], lr=float(opt.lr), mu=float(opt.momentum), wd=float(opt.weight_decay),
+            mean=opt.reduction == "mean", tiny=_FLUSH[self.dtype], mom=mom,
+        )
+
+    @staticmethod
+    def _unpack(layers, plan):
+        """Copy the flat transposed parameters (and velocities) back into the layers' arrays."""
+        sizes, woff, boff = plan["sizes"], plan["woff"], plan["boff"]
+        for i, layer in enumerate(layers):
+            n_in, n_out = sizes[i], sizes[i + 1]
+            layer.W[...] = plan["W"][woff[i]:woff[i] + n_in * n_out].reshape(n_out, n_in).T
+            layer.b[...] = plan["b"][boff[i]:boff[i] + n_out]
+            if plan["mom"]:
+                if "W" in layer.velocity:
+                    layer.velocity["W"][...] = plan["VW"][woff[i]:woff[i] + n_in * n_out].reshape(n_out, n_in).T
+                if "b" in layer.velocity:
+                    layer.velocity["b"][...] = plan["vb"][boff[i]:boff[i] + n_out]
+
+    def _two_threads(self, plan):
+        return self.threads == 2 and len(plan["acts"]) == 2 and plan["sizes"][1] >= 2
+
+    def train_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
+        plan = self._plan(layers, loss, X, Y, opt)
+        if plan is None:
+            return None
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        bs = int(min(batch_size, len(order)))
+        if self._two_threads(plan):
+            total = self._epoch_2t(plan, X, float(scale), Y, order, bs)
+        else:
+            p = plan
+            total = K.train_epoch(X, float(scale), Y, order, bs, p["W"], p["b"], p["VW"], p["vb"], p["woff"],
+                                  p["boff"], p["sizes"], p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"],
+                                  p["loss"], p["lr"], p["mu"], p["wd"], p["mean"], p["tiny"])
+        self._unpack(layers, plan)
+        return float(total)
+
+    def _epoch_2t(self, p, X, scale, Y, order, bs):
+        dt = self.dtype
+        n0, H, Kout = (int(v) for v in p["sizes"])
+        H1 = p["b"][:H]
+        b0 = H1  # view: the hidden biases, updated in place by their owners
+        nb1 = p["b"][H:]
+        bo = np.stack([nb1, nb1])  # per-worker copies of the output biases
+        vbo = np.stack([p["vb"][H:], p["vb"][H:]])
+        xb = np.zeros((3, bs, n0), dt)
+        Z = np.zeros((bs, H), dt)
+        A = np.zeros((bs, H), dt)
+        D = np.zeros((bs, H), dt)
+        P = np.zeros((2, 2, bs, Kout), dt)
+        flags = np.zeros(32, np.int64)
+        losses = np.zeros(2)
+        K.gather_rows(X, order, 0, min(bs, len(order)), 0, bs, xb[0])
+        vb0 = p["vb"][:H]
+        args = (X, scale, Y, order, bs, p["W"], b0, p["VW"], vb0, bo, vbo, p["woff"], p["sizes"], p["acts"],
+                p["slopes"], p["frozen_w"], p["frozen_b"], p["loss"], p["lr"], p["mu"], p["wd"], p["mean"],
+                p["tiny"], xb, Z, A, D, P, flags, losses)
+        errors = []
+
+        def worker():
+            try:
+                K.train_epoch_2t(1, *args)
+            except BaseException as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        th = threading.Thread(target=worker, daemon=True)
+        th.start()
+        K.train_epoch_2t(0, *args)
+        th.join()
+        if errors:
+            raise errors[0]
+        p["b"][H:] = bo[0]
+        p["vb"][H:] = vbo[0]
+        return losses[0]
+
+    def warmup(self, layers, loss, X, Y, batch_size, opt):
+        """Compile (first run) or load from the on-disk cache the kernels this configuration
+        needs, by running them on copies of the parameters and two samples. Returns seconds."""
+        t0 = time.perf_counter()
+        plan = self._plan(layers, loss, X, Y, opt)
+        if plan is not None:
+            n = min(2, X.shape[0])
+            order = np.arange(n, dtype=np.int64)
+            scale = 1.0 / 255.0 if X.dtype == np.uint8 else 1.0
+            if self._two_threads(plan):
+                self._epoch_2t(plan, X, scale, Y, order, min(batch_size, n))
+            else:
+                p = plan
+                K.train_epoch(X, scale, Y, order, min(batch_size, n), p["W"], p["b"], p["VW"], p["vb"],
+                              p["woff"], p["boff"], p["sizes"], p["acts"], p["slopes"], p["frozen_w"],
+                              p["frozen_b"], p["loss"], p["lr"], p["mu"], p["wd"], p["mean"], p["tiny"])
+        return time.perf_counter() - t0
