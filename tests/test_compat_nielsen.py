@@ -347,7 +347,6 @@ def write_idx(path, array):
 
 
 def test_mnist_loader_builds_the_same_tuples_from_idx_files(tmp_path, monkeypatch):
-    pytest.importorskip("fastbp.datasets", reason="fastbp.datasets (read_idx) is not there yet")
     from fastbp.compat import mnist_loader
 
     (Xtr, ytr), (Xte, yte) = fake_mnist(18, 0), fake_mnist(5, 1)
@@ -369,5 +368,24 @@ def test_mnist_loader_says_what_it_tried(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         mnist_loader.load_data(tmp_path / "nothing.pkl.gz")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="expected the four IDX files"):
+    with pytest.raises(ValueError, match="missing train-images-idx3-ubyte"):
         mnist_loader.load_data(tmp_path / "empty")
+
+
+def test_mnist_loader_uses_fashion_mnist_as_a_stand_in_and_says_so(tmp_path, monkeypatch, capsys):
+    from fastbp.compat import mnist_loader
+
+    folder = tmp_path / "data" / "fashion-mnist"
+    folder.mkdir(parents=True)
+    (Xtr, ytr), (Xte, yte) = fake_mnist(12, 2), fake_mnist(4, 3)
+    for split, (X, y) in (("train", (Xtr, ytr)), ("t10k", (Xte, yte))):
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", X)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", y)
+    monkeypatch.chdir(tmp_path)  # no ../data/mnist.pkl.gz
+    monkeypatch.delenv("FASTBP_MNIST", raising=False)
+    monkeypatch.setenv("FASTBP_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no cached MNIST
+    tr_d, va_d, te_d = mnist_loader.load_data()
+    assert "using Fashion-MNIST" in capsys.readouterr().err
+    assert (len(tr_d[1]), len(va_d[1]), len(te_d[1])) == (10, 2, 4)
+    np.testing.assert_array_equal(te_d[1], yte)

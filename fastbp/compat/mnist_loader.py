@@ -15,10 +15,10 @@ Where the data comes from (the first that exists):
    pickle), or a folder of IDX files (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte``,
    ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``);
 2. the book's own places: ``../data/mnist.pkl.gz``, ``data/mnist.pkl.gz``, ``mnist.pkl.gz``;
-3. IDX folders where ``fastbp.datasets`` keeps them: ``$FASTBP_DATA``, ``~/.cache/fastbp/mnist``,
-   then, as a stand-in with the same shapes, ``~/.cache/fastbp/fashion-mnist`` and
-   ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist`` package). A note on
-   stderr says when a stand-in is used. Nothing is downloaded (``fastbp train`` does that).
+3. where ``fastbp.datasets`` finds MNIST's IDX files (``$FASTBP_DATA``, the cache
+   ``~/.cache/fastbp/mnist``), then, as a stand-in with the same shapes, Fashion-MNIST (there, or
+   Debian's ``/usr/share/datasets/fashion-mnist``); a note on stderr says when it stands in.
+   Nothing is downloaded (``fastbp train`` downloads MNIST into the cache).
 
 From IDX files the 60k training images are split as the book split MNIST: the first 50,000 for
 training, the last 10,000 for validation; the 10k test set is the test set.
@@ -37,26 +37,13 @@ from ._book import vectorized_result
 __all__ = ["load_data", "load_data_wrapper", "vectorized_result", "find_data"]
 
 BOOK_PLACES = ("../data/mnist.pkl.gz", "data/mnist.pkl.gz", "mnist.pkl.gz")
-DEBIAN_FASHION = "/usr/share/datasets/fashion-mnist"
 N_TRAIN = 50_000
-
-
-def _idx_file(folder, stem):
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def _is_idx_folder(folder):
-    return os.path.isdir(folder) and all(
-        _idx_file(folder, f"{split}-{kind}") for split in ("train", "t10k")
-        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"))
 
 
 def find_data(path=None):
     """The file or folder ``load_data`` reads, and whether it is a stand-in for MNIST."""
+    from .. import datasets
+
     if path is None:
         path = os.environ.get("FASTBP_MNIST") or None
     if path is not None:
@@ -68,18 +55,17 @@ def find_data(path=None):
     for place in BOOK_PLACES:
         if os.path.isfile(place):
             return place, False
-    cache = os.path.join(os.path.expanduser("~"), ".cache", "fastbp")
-    data = os.environ.get("FASTBP_DATA")
-    candidates = ([(data, False)] if data else []) + [
-        (os.path.join(cache, "mnist"), False), (os.path.join(cache, "fashion-mnist"), True),
-        (DEBIAN_FASHION, True)]
-    for folder, stand_in in candidates:
-        if _is_idx_folder(folder):
-            return folder, stand_in
-    tried = list(BOOK_PLACES) + [folder for folder, _ in candidates]
-    raise FileNotFoundError("no MNIST data found; tried " + ", ".join(tried) + ". Pass a path to "
-                            "mnist.pkl.gz or an IDX folder, set FASTBP_MNIST or FASTBP_DATA, or install "
-                            "Debian's dataset-fashion-mnist as a stand-in")
+    folder = datasets.find_mnist()
+    if folder is not None:
+        return os.fspath(folder), False
+    folder = datasets.find_fashion_mnist()
+    if folder is not None:
+        return os.fspath(folder), True
+    raise FileNotFoundError(
+        f"no MNIST data found: not in {', '.join(BOOK_PLACES)}, nor where fastbp.datasets looks "
+        f"($FASTBP_DATA, {datasets.cache_dir('mnist')}), and no Fashion-MNIST to stand in. Pass a "
+        f"path to mnist.pkl.gz or an IDX folder, set FASTBP_MNIST or FASTBP_DATA, or run "
+        f"`fastbp train` once to download MNIST into the cache")
 
 
 def _from_pickle(path):
@@ -94,21 +80,15 @@ def _from_pickle(path):
 
 
 def _from_idx(folder):
-    if not _is_idx_folder(folder):
-        raise FileNotFoundError(f"{folder}: expected the four IDX files train-images-idx3-ubyte, "
-                                f"train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
-                                f"(optionally .gz)")
-    from ..datasets import read_idx
+    """The book's three splits from an IDX folder: the first 50,000 training images train (5/6
+    of them for smaller sets), the rest validate; the test set tests. Images as x / 255."""
+    from ..datasets import load_idx_dir
 
-    arrays = {}
-    for split in ("train", "t10k"):
-        images = np.asarray(read_idx(_idx_file(folder, f"{split}-images-idx3-ubyte")))
-        labels = np.asarray(read_idx(_idx_file(folder, f"{split}-labels-idx1-ubyte")))
-        arrays[split] = ((images.reshape(len(images), -1) / np.float32(255)).astype(np.float32),
-                         labels.astype(np.int64))
-    (X, y), test = arrays["train"], arrays["t10k"]
+    split = load_idx_dir(folder)
+    scale = lambda X: X.astype(np.float32) / np.float32(255)  # noqa: E731
+    X, y = scale(split.X_train), split.y_train
     n_train = N_TRAIN if len(y) > N_TRAIN else len(y) * 5 // 6
-    return (X[:n_train], y[:n_train]), (X[n_train:], y[n_train:]), test
+    return (X[:n_train], y[:n_train]), (X[n_train:], y[n_train:]), (scale(split.X_test), split.y_test)
 
 
 def load_data(path=None):
