@@ -1,0 +1,55 @@
+"""What the examples share: argument parsing and plots written atomically (matplotlib optional)."""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+DEFAULT_OUT = "fastbp-examples"
+
+
+def parser(name, doc):
+    """An argument parser for example ``name``, described by the first line of its docstring."""
+    return argparse.ArgumentParser(prog=f"fastbp examples {name}", description=doc.strip().splitlines()[0])
+
+
+def add_backend(p, default):
+    from ..kernels import BACKENDS
+
+    p.add_argument("--backend", default=default, choices=BACKENDS, help=f"compute backend (default {default})")
+
+
+def add_plots(p):
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"folder for the PNG plots (default ./{DEFAULT_OUT}/)")
+    p.add_argument("--no-plots", action="store_true", help="do not draw plots")
+
+
+def figure_class(no_plots=False, out=print):
+    """matplotlib's Figure class (no pyplot, so no global state or GUI), or None with a message
+    when plots are off or matplotlib is not installed."""
+    if no_plots:
+        out("plots skipped (--no-plots)")
+        return None
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        out("plots skipped: matplotlib is not installed (pip install 'fastbp[plot]')")
+        return None
+    return Figure
+
+
+def save_png(fig, folder, filename):
+    """Write ``fig`` to ``folder/filename`` through a temporary file and a rename; returns the path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / filename
+    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
