@@ -1,37 +1,64 @@
-"""Data: IDX files (MNIST's format), the MNIST and Fashion-MNIST loaders, and small offline sets.
+"""Data: IDX files (MNIST's format), the MNIST and Fashion-MNIST loaders, and two small offline sets.
 
-Every loader returns a ``Split(X_train, y_train, X_test, y_test, name)``: images flattened to
-(n, 784) uint8 (scaling to [0, 1] is the backends' job), labels int64. Unpack the arrays with
-``X, y, Xt, yt = split[:4]`` or use the attributes.
+Every loader returns a :class:`Split`, a named tuple ``(X_train, y_train, X_test, y_test, name)``.
+Images are flattened to ``(n, 784)`` and stay uint8 in 0..255 (scaling to [0, 1] happens in the
+backends); labels are int64. Use the attributes (``split.X_train``), or unpack the arrays with
+``X, y, Xt, yt = split[:4]`` (``X, y, Xt, yt, name = split`` unpacks all five).
 
-Where the files come from, for ``load_mnist``/``load_fashion_mnist``: ``data_dir``, then
-``$FASTBP_DATA`` (the files themselves or a subfolder named after the dataset), then (Fashion-MNIST
-only) Debian's ``/usr/share/datasets/fashion-mnist``, then the cache ``~/.cache/fastbp/<name>``
-(``$XDG_CACHE_HOME`` respected), and finally a download from public mirrors. Downloads are checked
-against the published MD5 checksums before they are moved into the cache; files a user supplies
-are checked for structure (IDX header and length) only, since they may be subsets.
+Where ``load_mnist`` and ``load_fashion_mnist`` look for the four IDX files
+(``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+``t10k-labels-idx1-ubyte``, each raw or ``.gz``), taking the first folder that holds all four:
+
+1. ``data_dir``, then its subfolder named after the dataset (``mnist`` or ``fashion-mnist``);
+2. ``$FASTBP_DATA/<name>``, then ``$FASTBP_DATA`` itself (a bare ``$FASTBP_DATA`` is taken for
+   whichever dataset is asked for: keep datasets in named subfolders when you have more than one);
+3. for Fashion-MNIST, Debian's ``/usr/share/datasets/fashion-mnist``
+   (``apt-get install dataset-fashion-mnist``);
+4. the cache, ``~/.cache/fastbp/<name>`` (``$XDG_CACHE_HOME/fastbp/<name>`` when that is set);
+5. with ``download=True``, a download from public mirrors into the cache.
+
+Checksums: files that fastbp downloads are checked against the published MD5 checksums of the
+``.gz`` files before they are moved into the cache, so a bad download never lands there. Files
+that a user supplies (``data_dir``, ``$FASTBP_DATA``, Debian's package, anything put in the cache
+by hand) are checked for structure only (IDX header, dimensions, length, label counts), since
+they may be subsets or recompressed copies: Debian's Fashion-MNIST ``.gz`` files, for one, hold
+the same data as the originals but were compressed again and have other checksums.
 """
 from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
+import math
 import os
-import socket
-import tempfile
+import secrets
+import struct
+import sys
 import urllib.error
 import urllib.request
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+__all__ = ["DataError", "DataNotFoundError", "Split", "read_idx", "write_idx", "load_idx_dir", "load_mnist",
+           "load_fashion_mnist", "find_dataset", "find_mnist", "find_fashion_mnist", "mnist_available",
+           "download_dataset", "cache_dir", "load_digits", "make_moons", "load_dataset", "DATASETS"]
+
 
 class DataError(ValueError):
-    """A data file is missing, corrupt or not what it should be."""
+    """A data file is corrupt, malformed, or not what it should be."""
+
+
+class DataNotFoundError(DataError):
+    """A dataset's files are not there and could not be downloaded."""
 
 
 class Split(NamedTuple):
+    """A train/test split. ``X, y, Xt, yt = split[:4]`` unpacks the four arrays."""
+
     X_train: np.ndarray
     y_train: np.ndarray
     X_test: np.ndarray
@@ -39,262 +66,391 @@ class Split(NamedTuple):
     name: str = "data"
 
 
-# --- IDX ------------------------------------------------------------------------------------
-_IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32, 0x0E: np.float64}
-_TYPE_CODES = {np.dtype(t): code for code, t in _IDX_TYPES.items()}
+# --- IDX files ------------------------------------------------------------------------------
+# The magic number is 0x00 0x00 TYPE NDIM; then NDIM big-endian uint32 dimensions; then the data,
+# big-endian, row-major.
+IDX_TYPES = {0x08: np.dtype("u1"), 0x09: np.dtype("i1"), 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+             0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_TYPE_CODES = {dtype.newbyteorder("="): code for code, dtype in IDX_TYPES.items()}
+_KNOWN_TYPES = ", ".join(f"0x{code:02X} {dtype.name}" for code, dtype in IDX_TYPES.items())
+GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path):
+def _file_bytes(path):
+    """The file's contents, decompressed when it starts with gzip's magic bytes."""
     with open(path, "rb") as f:
         raw = f.read()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
+    if raw[:2] != GZIP_MAGIC:
+        return raw, False
     try:
-        return gzip.decompress(raw)
+        return gzip.decompress(raw), True
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: corrupt gzip data ({e})") from None
 
 
-def read_idx(path):
-    """An IDX file (raw or gzip-compressed) as a NumPy array in native byte order."""
-    path = os.fspath(path)
-    data = _read_bytes(path)
+def _parse_header(data):
+    """``(dtype, dims, header length)`` of an IDX file's bytes; DataError if the header is bad."""
     if len(data) < 4:
-        raise DataError(f"{path}: too short for an IDX header ({len(data)} bytes)")
+        raise DataError(f"too short for an IDX header: {len(data)} bytes")
     magic = int.from_bytes(data[:4], "big")
-    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES or data[3] == 0:
-        raise DataError(f"{path}: bad magic number 0x{magic:08X} (expected 0x0000TTNN: two zero bytes, a type "
-                        f"code TT among {', '.join(f'{c:02X}' for c in _IDX_TYPES)} and NN >= 1 dimensions)")
+    if data[0] != 0 or data[1] != 0:
+        raise DataError(f"bad magic number 0x{magic:08X} (expected 0x0000TTNN: two zero bytes, a type code "
+                        f"TT, then NN the number of dimensions, e.g. 0x00000803 for uint8 images)")
+    if data[2] not in IDX_TYPES:
+        raise DataError(f"bad magic number 0x{magic:08X}: unknown data type code 0x{data[2]:02X} "
+                        f"(known: {_KNOWN_TYPES})")
     ndim = data[3]
+    if ndim == 0:
+        raise DataError(f"magic number 0x{magic:08X} says 0 dimensions (expected at least 1)")
     header = 4 + 4 * ndim
     if len(data) < header:
-        raise DataError(f"{path}: truncated header: {ndim} dimensions need {header} bytes, file has {len(data)}")
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    dtype = np.dtype(_IDX_TYPES[data[2]]).newbyteorder(">")
-    expected = int(np.prod(dims)) * dtype.itemsize
+        raise DataError(f"truncated header: {ndim} dimensions need {header} bytes, file has {len(data)}")
+    return IDX_TYPES[data[2]], struct.unpack(f">{ndim}I", data[4:header]), header
+
+
+def read_idx(path):
+    """Read an IDX file, raw or gzip-compressed, as a NumPy array in native byte order.
+
+    Compression is detected by gzip's magic bytes, not by the name. The magic number, the number of
+    dimensions and the length (header + product of dimensions x item size, exactly) are checked; a
+    bad file raises :class:`DataError` naming the file and what is wrong with it.
+    """
+    path = os.fspath(path)
+    data, compressed = _file_bytes(path)
+    try:
+        dtype, dims, header = _parse_header(data)
+    except DataError as e:
+        note = ""
+        if path.endswith(".gz") and not compressed:
+            note = " (the name ends in .gz, but the file is not gzip-compressed)"
+        raise DataError(f"{path}: {e}{note}") from None
+    expected = math.prod(dims) * dtype.itemsize
     have = len(data) - header
-    shape = "x".join(map(str, dims))
-    if have < expected:
-        raise DataError(f"{path}: truncated: header promises {shape} {dtype.name} = {expected} bytes of data, "
-                        f"file has {have}")
-    if have > expected:
-        raise DataError(f"{path}: {have - expected} trailing bytes after the {shape} {dtype.name} data "
-                        f"the header promises")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return arr.astype(dtype.newbyteorder("="))
+    if have != expected:
+        problem = "truncated" if have < expected else f"{have - expected} trailing bytes"
+        where = " (after decompression)" if compressed else ""
+        raise DataError(f"{path}: {problem}: header promises {'x'.join(map(str, dims))} {dtype.name} = "
+                        f"{expected} bytes of data, file has {have}{where}")
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return array.astype(dtype.newbyteorder("="))  # a writable copy in native byte order
 
 
-def _atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it to ``path``."""
+@contextmanager
+def _atomic_file(path):
+    """A binary file to write ``path`` through: it is written under a temporary name in the same
+    folder and renamed to ``path`` only when the block succeeds; on an error it is removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    # os.open with mode 0o666 gives the file the permissions the umask allows, as open() would.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
 def write_idx(path, array):
-    """Write ``array`` as an IDX file (gzip-compressed when the name ends with .gz), atomically."""
+    """Write ``array`` as an IDX file, gzip-compressed when ``path`` ends with ``.gz``.
+
+    Supported dtypes: uint8, int8, int16, int32, float32, float64 (others raise TypeError; convert
+    first, e.g. ``labels.astype(np.uint8)``). The file is written atomically: under a temporary name
+    in the same folder, then renamed, so a failure leaves no partial file behind.
+    """
     array = np.asarray(array)
-    if array.dtype not in _TYPE_CODES:
-        raise TypeError(f"array: IDX stores {', '.join(str(np.dtype(t)) for t in _IDX_TYPES.values())}, "
-                        f"got dtype {array.dtype}")
-    if array.ndim == 0:
-        raise ValueError("array: IDX needs at least one dimension")
-    header = bytes([0, 0, _TYPE_CODES[array.dtype], array.ndim])
-    header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    payload = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-    if os.fspath(path).endswith(".gz"):
-        payload = gzip.compress(payload, mtime=0)
-    _atomic_write(path, lambda f: f.write(payload))
+    code = _TYPE_CODES.get(array.dtype.newbyteorder("="))
+    if code is None:
+        raise TypeError(f"write_idx: IDX cannot store dtype {array.dtype} (supported: {_KNOWN_TYPES})")
+    if not 1 <= array.ndim <= 255:
+        raise ValueError(f"write_idx: IDX needs 1 to 255 dimensions, got {array.ndim}")
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = np.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes()
+    with _atomic_file(path) as f:
+        if os.fspath(path).endswith(".gz"):
+            with gzip.GzipFile(fileobj=f, mode="wb", filename="", mtime=0) as gz:
+                gz.write(header)
+                gz.write(data)
+        else:
+            f.write(header)
+            f.write(data)
 
 
-# --- folders of four IDX files --------------------------------------------------------------
+# --- folders of the four standard IDX files ---------------------------------------------------
 FILES = {"X_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
          "X_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
 
 
 def _find_file(folder, stem):
-    for name in (stem + ".gz", stem):
+    """``folder/stem``, raw or .gz (also the common ``train-images.idx3-ubyte`` spelling), or None."""
+    dotted = stem.replace("-idx", ".idx")
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
         if (Path(folder) / name).is_file():
             return Path(folder) / name
     return None
 
 
-def _has_idx_files(folder):
-    return folder is not None and Path(folder).is_dir() and all(_find_file(folder, s) for s in FILES.values())
+def _missing_files(folder):
+    """The standard names not found in ``folder`` (all four when it is not a folder)."""
+    if not Path(folder).is_dir():
+        return list(FILES.values())
+    return [stem for stem in FILES.values() if _find_file(folder, stem) is None]
 
 
 def load_idx_dir(path, name=None):
-    """A ``Split`` from a folder holding the four standard IDX files (raw or .gz)."""
+    """A :class:`Split` from a folder holding the four standard IDX files, each raw or ``.gz``:
+    ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+    ``t10k-labels-idx1-ubyte``.
+
+    Images are flattened to ``(n, pixels)``, C-contiguous, in the file's dtype (uint8 for MNIST);
+    labels become int64. Checked: all four files are there (the error names the missing ones), each
+    is a valid IDX file, labels are 1-D non-negative integers, one per image, and train and test
+    images have the same size. ``name`` defaults to the folder's name.
+    """
     folder = Path(path)
     if not folder.is_dir():
-        raise DataError(f"{folder}: no such folder")
-    found = {key: _find_file(folder, stem) for key, stem in FILES.items()}
-    missing = [FILES[key] + "[.gz]" for key, p in found.items() if p is None]
+        raise DataNotFoundError(f"{folder}: no such folder")
+    missing = _missing_files(folder)
     if missing:
-        raise DataError(f"{folder}: missing {', '.join(missing)}")
-    arrays = {key: read_idx(p) for key, p in found.items()}
+        present = sorted(p.name for p in folder.iterdir() if "idx" in p.name)
+        raise DataNotFoundError(f"{folder}: missing {', '.join(missing)} (each raw or .gz); "
+                                f"found {', '.join(present) or 'no IDX files'}")
+    paths = {key: _find_file(folder, stem) for key, stem in FILES.items()}
+    arrays = {key: read_idx(p) for key, p in paths.items()}
     for part in ("train", "test"):
-        X, y, where = arrays[f"X_{part}"], arrays[f"y_{part}"], found[f"y_{part}"]
-        if X.dtype != np.uint8 or X.ndim < 2:
-            raise DataError(f"{found[f'X_{part}']}: expected uint8 images, got {X.dtype} of shape {X.shape}")
+        X, y = arrays[f"X_{part}"], arrays[f"y_{part}"]
+        X_path, y_path = paths[f"X_{part}"], paths[f"y_{part}"]
+        if X.ndim < 2:
+            raise DataError(f"{X_path}: expected images of shape (n, ...), got shape {X.shape}")
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{where}: expected 1-D integer labels, got {y.dtype} of shape {y.shape}")
-        if len(X) != len(y):
-            raise DataError(f"{where}: {len(y)} labels for {len(X)} images in {found[f'X_{part}'].name}")
-    flat = {k: (np.ascontiguousarray(v.reshape(len(v), -1)) if k.startswith("X") else v.astype(np.int64))
-            for k, v in arrays.items()}
-    if flat["X_train"].shape[1] != flat["X_test"].shape[1]:
-        raise DataError(f"{folder}: train images have {flat['X_train'].shape[1]} pixels, test images "
-                        f"{flat['X_test'].shape[1]}")
-    return Split(name=name or folder.name, **flat)
+            raise DataError(f"{y_path}: expected 1-D integer labels, got {y.dtype} of shape {y.shape}")
+        if len(y) != len(X):
+            raise DataError(f"{y_path}: {len(y)} labels, but {X_path.name} has {len(X)} images")
+        if len(y) and y.min() < 0:
+            raise DataError(f"{y_path}: labels must be non-negative class numbers, found {y.min()}")
+    if arrays["X_train"].shape[1:] != arrays["X_test"].shape[1:]:
+        size = lambda X: "x".join(map(str, X.shape[1:]))  # noqa: E731
+        raise DataError(f"{folder}: train images are {size(arrays['X_train'])}, "
+                        f"test images {size(arrays['X_test'])}")
+    flat = lambda X: np.ascontiguousarray(X.reshape(len(X), -1))  # noqa: E731
+    return Split(flat(arrays["X_train"]), arrays["y_train"].astype(np.int64),
+                 flat(arrays["X_test"]), arrays["y_test"].astype(np.int64), name or folder.name)
 
 
-# --- MNIST and Fashion-MNIST: where to find them, how to fetch them ---------------------------
-SOURCES = {
-    "mnist": {
-        "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
-                    "https://storage.googleapis.com/cvdf-datasets/mnist/"],
-        "md5": {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-                "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-                "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"},
-        "system": [],
-    },
-    "fashion-mnist": {
-        "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
-        "md5": {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-                "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-                "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
-        "system": ["/usr/share/datasets/fashion-mnist"],
-    },
+# --- MNIST and Fashion-MNIST: where to find them, how to fetch them -----------------------------
+class Source(NamedTuple):
+    """What fastbp knows about a downloadable dataset."""
+
+    title: str                 # for messages
+    mirrors: tuple             # base URLs, tried in turn; each + file name is a file's URL
+    md5: dict                  # the published MD5 of each .gz file
+    system_dirs: tuple = ()    # where a system package installs the files
+
+
+DATASETS = {
+    "mnist": Source(
+        "MNIST",
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/", "https://storage.googleapis.com/cvdf-datasets/mnist/"),
+        {"train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+         "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+         "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+         "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}),
+    "fashion-mnist": Source(
+        "Fashion-MNIST",
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        {"train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+         "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+         "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"},
+        ("/usr/share/datasets/fashion-mnist",)),  # Debian's dataset-fashion-mnist: the four .gz files
 }
-TIMEOUT = 3.0  # seconds to wait for a mirror to answer
+TIMEOUT = 5.0  # seconds a mirror gets to connect (and between blocks of data) before it is given up
 
 
 def cache_dir(name):
+    """The cache folder for dataset ``name``: ``$XDG_CACHE_HOME/fastbp/<name>``, by default
+    ``~/.cache/fastbp/<name>``."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "fastbp" / name
 
 
-def find_dataset(name, data_dir=None):
-    """The folder holding dataset ``name``'s four IDX files, without downloading; None if none."""
-    candidates = []
+def _candidates(name, data_dir=None):
+    """The folders to look in for dataset ``name``, in order (see the module's docstring)."""
+    folders = []
     if data_dir is not None:
-        candidates += [Path(data_dir), Path(data_dir) / name]
+        folders += [Path(data_dir), Path(data_dir) / name]
     if os.environ.get("FASTBP_DATA"):
-        candidates += [Path(os.environ["FASTBP_DATA"]) / name, Path(os.environ["FASTBP_DATA"])]
-    candidates += [Path(p) for p in SOURCES[name]["system"]] + [cache_dir(name)]
-    return next((c for c in candidates if _has_idx_files(c)), None)
+        folders += [Path(os.environ["FASTBP_DATA"]) / name, Path(os.environ["FASTBP_DATA"])]
+    folders += [Path(p) for p in DATASETS[name].system_dirs]
+    return folders + [cache_dir(name)]
 
 
-def _md5(path):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def find_dataset(name, data_dir=None):
+    """The first folder holding all four IDX files of ``name`` ("mnist" or "fashion-mnist"),
+    searched as the module's docstring says; None when there is none. Downloads nothing and
+    reads only file names."""
+    return next((folder for folder in _candidates(name, data_dir) if not _missing_files(folder)), None)
+
+
+def find_mnist(data_dir=None):
+    """The folder holding MNIST's four IDX files, or None; downloads nothing."""
+    return find_dataset("mnist", data_dir)
+
+
+def find_fashion_mnist(data_dir=None):
+    """The folder holding Fashion-MNIST's four IDX files, or None; downloads nothing."""
+    return find_dataset("fashion-mnist", data_dir)
+
+
+def mnist_available(data_dir=None):
+    """Whether MNIST can be loaded without downloading."""
+    return find_mnist(data_dir) is not None
+
+
+def _offline_hint(name):
+    files = ", ".join(DATASETS[name].md5)
+    return (f"to use it offline, put the four files ({files}; raw or .gz) in a folder and pass "
+            f"data_dir=FOLDER (fastbp train --data-dir FOLDER), set FASTBP_DATA=FOLDER, or copy them "
+            f"into {cache_dir(name)}")
 
 
 def _fetch(url, dest, md5):
-    """Download ``url`` to ``dest`` through a temporary file; the checksum is verified before the
-    rename, so a bad download never lands in the cache."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+    """Download ``url`` to ``dest``, checking its MD5 before it is renamed into place."""
+    digest = hashlib.md5()
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        print(f"fastbp: downloading {url}", file=sys.stderr)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with _atomic_file(dest) as f:
             for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
                 f.write(block)
-        actual = _md5(tmp)
-        if actual != md5:
-            raise DataError(f"{url}: wrong checksum: expected MD5 {md5}, got {actual}; the file was discarded")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+            if digest.hexdigest() != md5:
+                raise DataError(f"{url}: checksum mismatch for {dest.name}: expected MD5 {md5}, got "
+                                f"{digest.hexdigest()}; the download was deleted")
 
 
-def download(name, folder=None):
-    """Download dataset ``name``'s four files into ``folder`` (default: its cache folder), trying
-    each mirror in turn; returns the folder."""
-    source = SOURCES[name]
-    folder = Path(folder) if folder is not None else cache_dir(name)
-    folder.mkdir(parents=True, exist_ok=True)
+def _try_mirrors(name, folder):
+    """Fetch the files of ``name`` missing from ``folder``, each from the first mirror that serves
+    it; returns the mirrors that failed, with why ("url (reason)"), empty when all files are there.
+    A checksum mismatch raises DataError at once."""
     failures = []
-    for mirror in source["mirrors"]:
+    for mirror in DATASETS[name].mirrors:
         try:
-            for filename, md5 in source["md5"].items():
+            for filename, md5 in DATASETS[name].md5.items():
                 if not (folder / filename).is_file():
                     _fetch(mirror + filename, folder / filename, md5)
-            return folder
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
-            failures.append(f"{mirror} ({getattr(e, 'reason', e)})")
-    raise DataError(f"could not download {name}: no mirror answered: {'; '.join(failures)}. Offline, put the "
-                    f"four IDX files in a folder and pass it as data_dir (or set FASTBP_DATA)")
+            return []
+        except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, refused, reset, ...
+            failures.append(f"{mirror} ({getattr(e, 'reason', None) or e})")
+    return failures
 
 
-def _load_named(name, data_dir=None, download_ok=True):
+def download_dataset(name, folder=None):
+    """Download the four ``.gz`` files of ``name`` ("mnist" or "fashion-mnist") into ``folder``
+    (default: its cache folder) and return the folder.
+
+    Files already there are kept; each missing one is fetched from the first mirror that serves
+    it (each gets ``TIMEOUT`` seconds to answer), its MD5 checked, and only then renamed into
+    place. A checksum mismatch raises :class:`DataError` at once (the bad file is deleted); when no
+    mirror can be reached, :class:`DataNotFoundError` names those tried and how to work offline.
+    """
+    folder = Path(folder) if folder is not None else cache_dir(name)
+    failures = _try_mirrors(name, folder)
+    if failures:
+        raise DataNotFoundError(f"could not download {DATASETS[name].title}: no mirror could be reached\n"
+                                f"  tried: {'; '.join(failures)}\n  {_offline_hint(name)}")
+    return folder
+
+
+def _describe(folder):
+    """A folder's name, with what it lacks when it holds some of the files."""
+    missing = _missing_files(folder)
+    return f"{folder} (missing {', '.join(missing)})" if len(missing) < len(FILES) else str(folder)
+
+
+def _load_named(name, data_dir, download):
     folder = find_dataset(name, data_dir)
-    if folder is None:
-        if not download_ok:
-            raise DataError(f"{name} not found (looked in data_dir, $FASTBP_DATA"
-                            f"{', ' + ', '.join(SOURCES[name]['system']) if SOURCES[name]['system'] else ''}"
-                            f" and {cache_dir(name)}) and downloading is off")
-        folder = download(name)
-    return load_idx_dir(folder, name=name)
+    if folder is not None:
+        return load_idx_dir(folder, name=name)
+    failures = _try_mirrors(name, cache_dir(name)) if download else []
+    if download and not failures:
+        return load_idx_dir(cache_dir(name), name=name)
+    reason = "no download mirror could be reached" if download else "downloading is off"
+    tried = f"  tried: {'; '.join(failures)}\n" if failures else ""
+    raise DataNotFoundError(f"{DATASETS[name].title} not found locally, and {reason}\n"
+                            f"  looked in: {', '.join(map(_describe, _candidates(name, data_dir)))}\n"
+                            f"{tried}  {_offline_hint(name)}")
 
 
 def load_mnist(data_dir=None, download=True):
-    """MNIST (60,000 training and 10,000 test digits); see the module's docstring for where it is
-    looked for."""
+    """MNIST, 60,000 training and 10,000 test handwritten digits, as a :class:`Split` named "mnist".
+
+    Looks in ``data_dir``, ``$FASTBP_DATA`` and the cache, then downloads (when ``download``) from
+    public mirrors into the cache, MD5-checked; see the module's docstring for the details and for
+    which files are checksummed. Raises :class:`DataNotFoundError` when it is not there and cannot
+    be downloaded, :class:`DataError` when a file is bad.
+    """
     return _load_named("mnist", data_dir, download)
 
 
 def load_fashion_mnist(data_dir=None, download=True):
-    """Fashion-MNIST (60,000 + 10,000 images of clothing, MNIST's format); also found in Debian's
-    ``dataset-fashion-mnist`` package."""
+    """Fashion-MNIST, 60,000 + 10,000 28x28 images of clothing in MNIST's format, as a
+    :class:`Split` named "fashion-mnist".
+
+    Searched like :func:`load_mnist`, and also in Debian's ``/usr/share/datasets/fashion-mnist``
+    (``apt-get install dataset-fashion-mnist``), before the cache.
+    """
     return _load_named("fashion-mnist", data_dir, download)
 
 
-# --- small offline data sets ----------------------------------------------------------------
+# --- small offline data sets --------------------------------------------------------------------
 def load_digits(n_train=1500):
-    """scikit-learn's bundled 8x8 digits (1,797 images) as uint8 in 0..255 (pixel values 0..16
-    times 255/16); the first ``n_train`` images train, the rest test."""
-    from sklearn.datasets import load_digits as sk_digits
+    """scikit-learn's bundled 8x8 digits, 1,797 images, as a :class:`Split` named "digits".
 
-    d = sk_digits()
-    X = np.rint(d.data * (255 / 16)).astype(np.uint8)
-    y = d.target.astype(np.int64)
+    Pixels (0..16) are scaled to uint8 0..255 (x 255/16, rounded) like every other dataset here;
+    images are (n, 64). The split is fixed: the first ``n_train`` (1,500) images train, the
+    remaining 297 test.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    digits = sklearn_digits()
+    X = np.rint(digits.data * (255 / 16)).astype(np.uint8)
+    y = digits.target.astype(np.int64)
     return Split(X[:n_train], y[:n_train], X[n_train:], y[n_train:], "digits")
 
 
 def make_moons(n_samples=2000, noise=0.2, random_state=0, test_fraction=0.3):
-    """scikit-learn's two moons (float64 features, labels 0/1), split with ``random_state=42``."""
-    from sklearn.datasets import make_moons as sk_moons
+    """scikit-learn's two interleaving half circles as a :class:`Split` named "moons": float64
+    features (n, 2), int64 labels 0/1, split with ``train_test_split(random_state=42)``."""
+    from sklearn.datasets import make_moons as sklearn_moons
     from sklearn.model_selection import train_test_split
 
-    X, y = sk_moons(n_samples=n_samples, noise=noise, random_state=random_state)
+    X, y = sklearn_moons(n_samples=n_samples, noise=noise, random_state=random_state)
     X_train, X_test, y_train, y_test = train_test_split(X, y.astype(np.int64), test_size=test_fraction,
                                                         random_state=42)
     return Split(X_train, y_train, X_test, y_test, "moons")
 
 
-LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
+NAMES = ("mnist", "fashion-mnist", "digits", "moons")
 
 
-def load_dataset(name, data_dir=None, download=True):
-    """A ``Split`` by name ("mnist", "fashion-mnist", "digits", "moons") or from a folder of IDX files."""
-    if name in LOADERS:
-        return LOADERS[name](data_dir=data_dir, download=download)
-    if name == "digits":
+def load_dataset(name_or_path, data_dir=None, download=True):
+    """A :class:`Split` by name ("mnist", "fashion-mnist", "digits", "moons") or from a folder of
+    the four IDX files (see :func:`load_idx_dir`). A name wins over a folder of the same name:
+    write ``./mnist`` for the folder. ``data_dir`` and ``download`` apply to MNIST and
+    Fashion-MNIST."""
+    if name_or_path == "mnist":
+        return load_mnist(data_dir=data_dir, download=download)
+    if name_or_path == "fashion-mnist":
+        return load_fashion_mnist(data_dir=data_dir, download=download)
+    if name_or_path == "digits":
         return load_digits()
-    if name == "moons":
+    if name_or_path == "moons":
         return make_moons()
-    if os.path.isdir(name):
-        return load_idx_dir(name)
-    raise ValueError(f"dataset: expected mnist, fashion-mnist, digits, moons or a folder of IDX files, got {name!r}")
+    if os.path.isdir(name_or_path):
+        return load_idx_dir(name_or_path)
+    raise ValueError(f"unknown dataset {os.fspath(name_or_path)!r}: expected one of {', '.join(NAMES)}, "
+                     f"or a folder of IDX files")

@@ -1,167 +1,435 @@
-"""IDX files, the dataset search and download logic (without any network), the offline sets."""
+"""fastbp.datasets on small files made here: no network, no MNIST needed."""
 import gzip
 import hashlib
 import os
+import socket
+import struct
+import time
 import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
 
 from fastbp import datasets
-from fastbp.datasets import DataError
+from fastbp.datasets import DataError, DataNotFoundError
+
+DEBIAN_DIRS = datasets.DATASETS["fashion-mnist"].system_dirs  # before the fixture below replaces it
+STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
-@pytest.mark.parametrize("suffix", ["", ".gz"])
-def test_idx_round_trip(tmp_path, dtype, suffix):
-    a = (np.arange(2 * 3 * 4) - 5).astype(dtype).reshape(2, 3, 4)
-    path = tmp_path / f"a.idx{suffix}"
-    datasets.write_idx(path, a)
-    b = datasets.read_idx(path)
-    assert b.dtype == np.dtype(dtype) and b.dtype.isnative
-    np.testing.assert_array_equal(a, b)
-    assert os.listdir(tmp_path) == [path.name]
+# --- helpers that make fixture files -----------------------------------------------------------
+def idx_bytes(array, type_code=0x08):
+    """Hand-made IDX bytes, independent of write_idx: magic, big-endian dims, big-endian data."""
+    big = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}[type_code]
+    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.asarray(array, dtype=big).tobytes()
 
 
-def test_gzip_is_detected_by_content(tmp_path):
-    datasets.write_idx(tmp_path / "a.gz", np.arange(5, dtype=np.uint8))
-    os.rename(tmp_path / "a.gz", tmp_path / "renamed-idx1-ubyte")
-    np.testing.assert_array_equal(datasets.read_idx(tmp_path / "renamed-idx1-ubyte"), np.arange(5))
-
-
-def write_raw(path, data):
-    path.write_bytes(data)
-    return path
-
-
-@pytest.mark.parametrize("content,message", [
-    (b"\x00\x00\x08\x01\x00\x00\x00\x05abc", r"truncated: header promises 5 uint8 = 5 bytes of data, file has 3"),
-    (b"\x00\x00\x08\x01\x00\x00\x00\x02abc", r"1 trailing bytes"),
-    (b"\x01\x02\x08\x01\x00\x00\x00\x01a", r"bad magic number 0x01020801"),
-    (b"\x00\x00\x07\x01\x00\x00\x00\x01a", r"bad magic number 0x00000701"),
-    (b"\x00\x00\x08\x03\x00\x00", r"truncated header: 3 dimensions need 16 bytes"),
-    (b"\x00\x00", r"too short"),
-    (b"\x1f\x8b\x08\x00garbage", r"corrupt gzip"),
-])
-def test_bad_idx_files_are_named_and_explained(tmp_path, content, message):
-    path = write_raw(tmp_path / "bad-idx", content)
-    with pytest.raises(DataError, match=message) as info:
-        datasets.read_idx(path)
-    assert str(path) in str(info.value)
-
-
-def test_write_idx_rejects_unsupported_dtype_and_leaves_nothing(tmp_path, monkeypatch):
-    with pytest.raises(TypeError, match="dtype"):
-        datasets.write_idx(tmp_path / "x", np.zeros(3, dtype=np.uint16))
-
-    def fail(*a, **k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(gzip, "compress", fail)
-    with pytest.raises(OSError):
-        datasets.write_idx(tmp_path / "x.gz", np.zeros(3, dtype=np.uint8))
-    assert os.listdir(tmp_path) == []
-
-
-def make_idx_dir(folder, n_train=30, n_test=10, gz=True, seed=0):
+def make_idx_dir(folder, n_train=12, n_test=5, gz=True, seed=0, skip=()):
+    """A folder with the four standard files of tiny fake MNIST (28x28 uint8 images, labels 0..9)."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    sfx = ".gz" if gz else ""
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        datasets.write_idx(folder / f"{prefix}-images-idx3-ubyte{sfx}", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        datasets.write_idx(folder / f"{prefix}-labels-idx1-ubyte{sfx}", rng.integers(0, 10, n).astype(np.uint8))
-    return folder
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+              "train-labels-idx1-ubyte": rng.integers(0, 10, n_train).astype(np.uint8),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+              "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test).astype(np.uint8)}
+    for stem, array in arrays.items():
+        if stem not in skip:
+            data = idx_bytes(array)
+            (folder / (stem + ".gz" if gz else stem)).write_bytes(gzip.compress(data) if gz else data)
+    return arrays
 
 
-def test_load_idx_dir(tmp_path):
-    split = datasets.load_idx_dir(make_idx_dir(tmp_path / "d", gz=False))
-    X, y, Xt, yt = split[:4]
-    assert X.shape == (30, 784) and X.dtype == np.uint8 and X.flags.c_contiguous
-    assert y.dtype == np.int64 and Xt.shape == (10, 784) and split.name == "d"
+def md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def test_load_idx_dir_names_missing_files_and_count_mismatch(tmp_path):
-    folder = make_idx_dir(tmp_path / "d")
-    os.remove(folder / "t10k-labels-idx1-ubyte.gz")
-    with pytest.raises(DataError, match=r"missing t10k-labels-idx1-ubyte\[\.gz\]"):
-        datasets.load_idx_dir(folder)
-    datasets.write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(9, np.uint8))
-    with pytest.raises(DataError, match="9 labels for 10 images"):
-        datasets.load_idx_dir(folder)
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    """Every test: a private cache, no $FASTBP_DATA, no system folder, and no real network."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("FASTBP_DATA", raising=False)
+    for name in ("mnist", "fashion-mnist"):
+        monkeypatch.setitem(datasets.DATASETS, name, datasets.DATASETS[name]._replace(
+            system_dirs=(str(tmp_path / "system" / name),)))
+    real_urlopen = urllib.request.urlopen
 
+    def local_only(url, *args, **kwargs):
+        assert str(url).startswith("file:"), f"a test tried the network: {url}"
+        return real_urlopen(url, *args, **kwargs)
 
-def test_the_shared_mnist_test_folder_is_rejected_clearly_when_incomplete(tmp_path):
-    folder = make_idx_dir(tmp_path / "d")
-    for f in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
-        os.remove(folder / f)
-    with pytest.raises(DataError, match="missing train-images-idx3-ubyte.*train-labels-idx1-ubyte"):
-        datasets.load_idx_dir(folder)
+    monkeypatch.setattr(urllib.request, "urlopen", local_only)
 
 
 @pytest.fixture
-def fake_mirror(tmp_path, monkeypatch):
-    """MNIST served from a local folder through file:// URLs, with checksums of the fixture files."""
-    mirror = make_idx_dir(tmp_path / "mirror")
-    md5 = {f: hashlib.md5((mirror / f).read_bytes()).hexdigest() for f in os.listdir(mirror)}
-    monkeypatch.setitem(datasets.SOURCES, "mnist", {"mirrors": [mirror.as_uri() + "/"], "md5": md5, "system": []})
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("FASTBP_DATA", raising=False)
-    calls = []
-    real = datasets.urllib.request.urlopen
-    monkeypatch.setattr(datasets.urllib.request, "urlopen", lambda url, timeout: calls.append(url) or real(url, timeout=timeout))
-    return mirror, md5, calls
+def mirror(tmp_path, monkeypatch):
+    """A fake MNIST mirror: a file:// folder of four .gz files, with the checksums patched to match."""
+    folder = tmp_path / "mirror"
+    arrays = make_idx_dir(folder)
+    source = datasets.DATASETS["mnist"]._replace(
+        mirrors=(folder.as_uri() + "/",), md5={s + ".gz": md5(folder / (s + ".gz")) for s in STEMS})
+    monkeypatch.setitem(datasets.DATASETS, "mnist", source)
+    return arrays
 
 
-def test_download_lands_in_cache_and_is_reused(fake_mirror, tmp_path):
-    mirror, md5, calls = fake_mirror
+@pytest.fixture
+def fetches(monkeypatch):
+    """The URLs that _fetch was asked for."""
+    calls, real_fetch = [], datasets._fetch
+
+    def counting(url, dest, md5):
+        calls.append(url)
+        return real_fetch(url, dest, md5)
+
+    monkeypatch.setattr(datasets, "_fetch", counting)
+    return calls
+
+
+# --- IDX reading and writing ---------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_idx_round_trip(tmp_path, dtype, suffix):
+    rng = np.random.default_rng(1)
+    info = np.iinfo(dtype) if np.issubdtype(dtype, np.integer) else None
+    array = (rng.integers(info.min, info.max, (3, 4, 5), endpoint=True) if info
+             else rng.standard_normal((3, 4, 5))).astype(dtype)
+    path = tmp_path / f"a.idx{suffix}"
+    datasets.write_idx(path, array)
+    assert (path.read_bytes()[:2] == b"\x1f\x8b") == (suffix == ".gz")
+    back = datasets.read_idx(path)
+    assert back.dtype == dtype and back.dtype.isnative and back.shape == (3, 4, 5)
+    np.testing.assert_array_equal(back, array)
+    assert back.flags.writeable
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_write_idx_matches_the_format_and_accepts_big_endian_input(tmp_path):
+    array = np.arange(6, dtype=">i4").reshape(2, 3)
+    datasets.write_idx(tmp_path / "a", array)
+    assert (tmp_path / "a").read_bytes() == idx_bytes(array, 0x0C)
+    assert datasets.read_idx(tmp_path / "a").dtype == np.dtype("=i4")
+
+
+def test_write_idx_rejects_what_idx_cannot_store(tmp_path):
+    with pytest.raises(TypeError, match="cannot store dtype int64"):
+        datasets.write_idx(tmp_path / "a", np.arange(3, dtype=np.int64))
+    with pytest.raises(TypeError, match="cannot store dtype bool"):
+        datasets.write_idx(tmp_path / "a", np.ones(3, dtype=bool))
+    with pytest.raises(ValueError, match="dimensions"):
+        datasets.write_idx(tmp_path / "a", np.uint8(3))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gzip_is_detected_by_magic_not_by_name(tmp_path):
+    array = np.arange(10, dtype=np.uint8)
+    (tmp_path / "compressed-without-suffix").write_bytes(gzip.compress(idx_bytes(array)))
+    (tmp_path / "raw-with-suffix.gz").write_bytes(idx_bytes(array))
+    np.testing.assert_array_equal(datasets.read_idx(tmp_path / "compressed-without-suffix"), array)
+    np.testing.assert_array_equal(datasets.read_idx(str(tmp_path / "raw-with-suffix.gz")), array)
+
+
+def test_write_failure_leaves_nothing_behind(tmp_path, monkeypatch):
+    old = np.arange(4, dtype=np.uint8)
+    datasets.write_idx(tmp_path / "keep.gz", old)
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(datasets.os, "fsync", disk_full)
+    for name in ("new", "new.gz", "keep.gz"):
+        with pytest.raises(OSError, match="No space"):
+            datasets.write_idx(tmp_path / name, np.zeros((50, 50), np.float32))
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.gz"]  # no partial file, no temporary file
+    monkeypatch.undo()
+    np.testing.assert_array_equal(datasets.read_idx(tmp_path / "keep.gz"), old)  # the old file is intact
+
+
+# --- bad files -------------------------------------------------------------------------------
+GOOD = idx_bytes(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
+
+
+@pytest.mark.parametrize("data,message", [
+    (b"\x00\x01" + GOOD[2:], "bad magic number 0x00010803"),
+    (b"\x12\x34\x56\x78" + GOOD[4:], "bad magic number 0x12345678"),
+    (b"\x00\x00\x0a\x03" + GOOD[4:], "bad magic number 0x00000A03: unknown data type code 0x0A"),
+    (b"\x00\x00\x08\x00", "0 dimensions"),
+    (b"\x00\x00", "too short for an IDX header"),
+    (GOOD[:10], "truncated header: 3 dimensions need 16 bytes, file has 10"),
+    (GOOD[:-4], "truncated: header promises 2x3x4 uint8 = 24 bytes of data, file has 20"),
+    (GOOD + b"\x00\x00", "2 trailing bytes: header promises 2x3x4 uint8 = 24 bytes of data, file has 26"),
+    (idx_bytes(np.zeros(3), 0x0E)[:-1], "header promises 3 float64 = 24 bytes of data, file has 23"),
+])
+def test_bad_idx_files_say_what_is_wrong(tmp_path, data, message):
+    path = tmp_path / "bad-idx3-ubyte"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=message) as raised:
+        datasets.read_idx(path)
+    assert str(raised.value).startswith(f"{path}: ")
+    assert isinstance(raised.value, ValueError)
+
+
+def test_truncated_data_inside_gzip(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(GOOD[:-1]))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: truncated: .* file has 23 \(after decompression\)"):
+        datasets.read_idx(path)
+
+
+@pytest.mark.parametrize("damage", ["cut", "flip"])
+def test_corrupt_gzip(tmp_path, damage):
+    packed = gzip.compress(GOOD * 50)
+    if damage == "cut":
+        packed = packed[:len(packed) // 2]
+    else:
+        packed = packed[:20] + bytes(b ^ 0xFF for b in packed[20:40]) + packed[40:]
+    path = tmp_path / "x.gz"
+    path.write_bytes(packed)
+    with pytest.raises(DataError, match=f"{path}: corrupt gzip data"):
+        datasets.read_idx(path)
+
+
+def test_gz_name_without_gzip_content_says_so(tmp_path):
+    path = tmp_path / "x.gz"
+    path.write_bytes(b"PK\x03\x04 this is a zip file")
+    with pytest.raises(DataError, match="bad magic number .* not gzip-compressed"):
+        datasets.read_idx(path)
+
+
+# --- IDX folders -----------------------------------------------------------------------------
+@pytest.mark.parametrize("gz", [True, False])
+def test_load_idx_dir(tmp_path, gz):
+    arrays = make_idx_dir(tmp_path / "set", gz=gz)
+    split = datasets.load_idx_dir(tmp_path / "set")
+    X, y, Xt, yt = split[:4]
+    assert X.shape == (12, 784) and Xt.shape == (5, 784) and X.dtype == np.uint8 and X.flags.c_contiguous
+    assert y.dtype == yt.dtype == np.int64 and split.name == "set"
+    np.testing.assert_array_equal(X, arrays["train-images-idx3-ubyte"].reshape(12, 784))
+    np.testing.assert_array_equal(yt, arrays["t10k-labels-idx1-ubyte"])
+    assert datasets.load_idx_dir(tmp_path / "set", name="mine").name == "mine"
+
+
+def test_load_idx_dir_names_missing_files(tmp_path):
+    make_idx_dir(tmp_path, skip=("train-images-idx3-ubyte", "train-labels-idx1-ubyte"))
+    with pytest.raises(DataNotFoundError) as raised:
+        datasets.load_idx_dir(tmp_path)
+    message = str(raised.value)
+    assert "missing train-images-idx3-ubyte, train-labels-idx1-ubyte" in message
+    assert "found t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz" in message
+    with pytest.raises(DataNotFoundError, match="no such folder"):
+        datasets.load_idx_dir(tmp_path / "nowhere")
+
+
+def test_load_idx_dir_count_mismatch(tmp_path):
+    make_idx_dir(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(4, np.uint8))))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: 4 labels, but t10k-images-idx3-ubyte.gz has 5 images"):
+        datasets.load_idx_dir(tmp_path)
+
+
+@pytest.mark.parametrize("labels,message", [
+    (np.zeros(5, np.float32), "expected 1-D integer labels, got float32"),
+    (np.zeros((5, 1), np.uint8), r"expected 1-D integer labels, got uint8 of shape \(5, 1\)"),
+    (np.array([0, 1, -1, 2, 3], np.int8), "labels must be non-negative class numbers, found -1"),
+])
+def test_load_idx_dir_bad_labels(tmp_path, labels, message):
+    make_idx_dir(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels, {
+        np.dtype(np.float32): 0x0D, np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09}[labels.dtype])))
+    with pytest.raises(DataError, match=message):
+        datasets.load_idx_dir(tmp_path)
+
+
+def test_load_idx_dir_image_sizes_must_agree(tmp_path):
+    make_idx_dir(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros((5, 8, 8), np.uint8))))
+    with pytest.raises(DataError, match="train images are 28x28, test images 8x8"):
+        datasets.load_idx_dir(tmp_path)
+
+
+def test_shared_mnist_test_pair_is_readable_but_not_a_full_folder():
+    folder = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+    if not os.path.isfile(os.path.join(folder, "t10k-labels-idx1-ubyte.gz")):
+        pytest.skip("shared MNIST test split not present")
+    labels = datasets.read_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz"))
+    assert labels.shape == (10000,) and labels.dtype == np.uint8 and labels.max() == 9
+    with pytest.raises(DataNotFoundError, match="missing train-images-idx3-ubyte, train-labels-idx1-ubyte"):
+        datasets.load_idx_dir(folder)
+
+
+# --- finding and downloading MNIST -------------------------------------------------------------
+def test_download_lands_in_cache_and_is_used_next_time(tmp_path, mirror, fetches):
     split = datasets.load_mnist()
-    assert split.X_train.shape == (30, 784) and split.name == "mnist"
-    assert sorted(os.listdir(tmp_path / "cache" / "fastbp" / "mnist")) == sorted(md5)
-    assert len(calls) == 4
+    cache = tmp_path / "cache" / "fastbp" / "mnist"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(s + ".gz" for s in STEMS)  # no temp files
+    assert len(fetches) == 4 and split.name == "mnist"
+    np.testing.assert_array_equal(split.X_train, mirror["train-images-idx3-ubyte"].reshape(12, 784))
+    np.testing.assert_array_equal(split.y_test, mirror["t10k-labels-idx1-ubyte"])
+    assert datasets.find_mnist() == cache and datasets.mnist_available()
+
+    again = datasets.load_mnist()
+    assert len(fetches) == 4  # nothing downloaded the second time
+    np.testing.assert_array_equal(again.X_test, split.X_test)
+
+
+def test_download_tries_the_next_mirror_and_keeps_files_already_there(tmp_path, mirror, fetches, monkeypatch):
+    source = datasets.DATASETS["mnist"]
+    monkeypatch.setitem(datasets.DATASETS, "mnist", source._replace(
+        mirrors=((tmp_path / "empty-mirror").as_uri() + "/",) + source.mirrors))
+    cache = datasets.cache_dir("mnist")
+    cache.mkdir(parents=True)
+    (cache / "train-images-idx3-ubyte.gz").write_bytes((tmp_path / "mirror" / "train-images-idx3-ubyte.gz").read_bytes())
     datasets.load_mnist()
-    assert len(calls) == 4  # the second call used the cache
+    assert [url.rsplit("/", 2)[-2] for url in fetches] == ["empty-mirror", "mirror", "mirror", "mirror"]
+    assert "train-images" not in " ".join(fetches[1:])
 
 
-def test_checksum_mismatch_leaves_nothing_in_cache(fake_mirror, tmp_path):
-    mirror, md5, calls = fake_mirror
-    md5["t10k-images-idx3-ubyte.gz"] = "0" * 32
-    with pytest.raises(DataError, match=r"wrong checksum: expected MD5 0{32}, got [0-9a-f]{32}"):
+def test_checksum_mismatch_leaves_nothing_in_cache(tmp_path, mirror, monkeypatch):
+    source = datasets.DATASETS["mnist"]
+    good = source.md5["train-images-idx3-ubyte.gz"]
+    monkeypatch.setitem(datasets.DATASETS, "mnist", source._replace(
+        md5={**source.md5, "train-images-idx3-ubyte.gz": "0" * 32}))
+    with pytest.raises(DataError) as raised:
         datasets.load_mnist()
-    assert "t10k-images-idx3-ubyte.gz" not in os.listdir(tmp_path / "cache" / "fastbp" / "mnist")
-    assert not [f for f in os.listdir(tmp_path / "cache" / "fastbp" / "mnist") if f.endswith(".part")]
+    message = str(raised.value)
+    assert "checksum mismatch for train-images-idx3-ubyte.gz" in message
+    assert f"expected MD5 {'0' * 32}, got {good}" in message
+    assert not isinstance(raised.value, DataNotFoundError)
+    cache = tmp_path / "cache" / "fastbp" / "mnist"
+    assert not cache.exists() or list(cache.iterdir()) == []  # neither the file nor a temporary one
+    assert not datasets.mnist_available()
 
 
-def test_unreachable_mirrors_give_a_clear_offline_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.delenv("FASTBP_DATA", raising=False)
+@pytest.mark.parametrize("error", [urllib.error.URLError(socket.timeout("timed out")),
+                                   urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")),
+                                   socket.timeout("timed out")])
+def test_unreachable_mirrors_give_up_quickly_and_explain_offline_use(tmp_path, monkeypatch, error):
+    timeouts = []
 
-    def offline(url, timeout):
-        assert timeout <= 5
-        raise urllib.error.URLError("Temporary failure in name resolution")
+    def unreachable(url, timeout=None):
+        timeouts.append(timeout)
+        raise error
 
-    monkeypatch.setattr(datasets.urllib.request, "urlopen", offline)
-    with pytest.raises(DataError, match=r"no mirror answered.*name resolution.*FASTBP_DATA"):
-        datasets.load_mnist()
-    with pytest.raises(DataError, match="downloading is off"):
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    start = time.perf_counter()
+    with pytest.raises(DataNotFoundError) as raised:
+        datasets.load_mnist(data_dir=tmp_path / "nothing-here")
+    assert time.perf_counter() - start < 1
+    assert timeouts and all(t is not None and t <= 10 for t in timeouts)  # a short timeout is asked for
+    assert len(timeouts) == len(datasets.DATASETS["mnist"].mirrors)  # one attempt per mirror, then it stops
+    message = str(raised.value)
+    assert message.splitlines()[0] == "MNIST not found locally, and no download mirror could be reached"
+    for url in datasets.DATASETS["mnist"].mirrors:
+        assert url in message
+    assert "timed out" in message or "refused" in message
+    assert "offline" in message and str(tmp_path / "nothing-here") in message
+    assert not (tmp_path / "cache").exists()
+
+
+def test_download_dataset_reports_unreachable_mirrors(monkeypatch):
+    def unreachable(url, timeout=None):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    with pytest.raises(DataNotFoundError, match="could not download Fashion-MNIST: no mirror could be reached"):
+        datasets.download_dataset("fashion-mnist")
+
+
+def test_no_download_means_no_download(tmp_path, mirror, fetches):
+    with pytest.raises(DataNotFoundError, match="MNIST not found locally, and downloading is off") as raised:
         datasets.load_mnist(download=False)
+    assert fetches == [] and "offline" in str(raised.value)
 
 
-def test_fastbp_data_and_data_dir_are_searched(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    make_idx_dir(tmp_path / "env" / "mnist", n_train=12)
+def test_partial_folder_is_named_in_the_error(tmp_path):
+    make_idx_dir(tmp_path / "half", skip=("train-images-idx3-ubyte", "train-labels-idx1-ubyte"))
+    with pytest.raises(DataNotFoundError, match=r"half \(missing train-images-idx3-ubyte, train-labels-idx1-ubyte\)"):
+        datasets.load_mnist(data_dir=tmp_path / "half", download=False)
+
+
+def test_search_order_data_dir_then_fastbp_data_then_cache(tmp_path, monkeypatch, fetches):
+    make_idx_dir(tmp_path / "cache" / "fastbp" / "mnist", n_train=3)
+    assert datasets.load_mnist().X_train.shape[0] == 3
+    make_idx_dir(tmp_path / "env", n_train=4)                       # $FASTBP_DATA holding the files
     monkeypatch.setenv("FASTBP_DATA", str(tmp_path / "env"))
-    assert datasets.load_mnist(download=False).X_train.shape[0] == 12
-    make_idx_dir(tmp_path / "mine", n_train=7)
-    assert datasets.load_mnist(data_dir=tmp_path / "mine", download=False).X_train.shape[0] == 7
+    assert datasets.load_mnist().X_train.shape[0] == 4
+    make_idx_dir(tmp_path / "env" / "mnist", n_train=5)             # ... its mnist subfolder comes first
+    assert datasets.load_mnist().X_train.shape[0] == 5
+    assert datasets.find_mnist() == tmp_path / "env" / "mnist"
+    make_idx_dir(tmp_path / "mine", n_train=6)                      # data_dir comes before all
+    assert datasets.load_mnist(data_dir=tmp_path / "mine").X_train.shape[0] == 6
+    assert datasets.load_dataset("mnist", data_dir=str(tmp_path / "mine")).X_train.shape[0] == 6
+    assert fetches == []
 
 
-def test_small_offline_sets_and_dispatch(tmp_path):
-    d = datasets.load_digits()
-    assert d.X_train.shape == (1500, 64) and d.X_train.dtype == np.uint8 and d.X_train.max() == 255
-    assert d.X_test.shape == (297, 64) and set(np.unique(d.y_train)) == set(range(10))
-    m = datasets.make_moons(200)
-    assert m.X_train.shape == (140, 2) and m.X_test.shape == (60, 2) and set(np.unique(m.y_train)) == {0, 1}
+def test_fashion_mnist_search_order(tmp_path, monkeypatch, fetches):
+    system = tmp_path / "system" / "fashion-mnist"                  # stands in for Debian's folder
+    make_idx_dir(tmp_path / "cache" / "fastbp" / "fashion-mnist", n_train=3)
+    assert datasets.load_fashion_mnist().X_train.shape[0] == 3
+    make_idx_dir(system, n_train=4)
+    split = datasets.load_fashion_mnist()
+    assert split.X_train.shape[0] == 4 and split.name == "fashion-mnist"
+    make_idx_dir(tmp_path / "env" / "fashion-mnist", n_train=5)
+    make_idx_dir(tmp_path / "env" / "mnist", n_train=7)
+    monkeypatch.setenv("FASTBP_DATA", str(tmp_path / "env"))
+    assert datasets.load_fashion_mnist().X_train.shape[0] == 5
+    assert datasets.load_mnist().X_train.shape[0] == 7
+    assert datasets.find_fashion_mnist() == tmp_path / "env" / "fashion-mnist"
+    assert fetches == []
+
+
+def test_debian_fashion_mnist_is_searched_before_the_cache(tmp_path, monkeypatch):
+    assert DEBIAN_DIRS == ("/usr/share/datasets/fashion-mnist",)
+    assert datasets.DATASETS["mnist"].system_dirs != DEBIAN_DIRS
+    debian = DEBIAN_DIRS[0]
+    if not os.path.isfile(os.path.join(debian, "t10k-labels-idx1-ubyte.gz")):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    monkeypatch.setitem(datasets.DATASETS, "fashion-mnist",
+                        datasets.DATASETS["fashion-mnist"]._replace(system_dirs=DEBIAN_DIRS))
+    make_idx_dir(tmp_path / "cache" / "fastbp" / "fashion-mnist")
+    assert str(datasets.find_fashion_mnist()) == debian
+    labels = datasets.read_idx(os.path.join(debian, "t10k-labels-idx1-ubyte.gz"))
+    assert labels.shape == (10000,) and np.bincount(labels).tolist() == [1000] * 10
+
+
+def test_cache_dir_respects_xdg_cache_home(tmp_path, monkeypatch):
+    assert datasets.cache_dir("mnist") == tmp_path / "cache" / "fastbp" / "mnist"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert datasets.cache_dir("fashion-mnist") == tmp_path / "home" / ".cache" / "fastbp" / "fashion-mnist"
+
+
+# --- small offline sets and dispatch -------------------------------------------------------------
+def test_load_digits():
+    split = datasets.load_digits()
+    X, y, Xt, yt, name = split
+    assert name == "digits" and X.shape == (1500, 64) and Xt.shape == (297, 64)
+    assert X.dtype == Xt.dtype == np.uint8 and y.dtype == yt.dtype == np.int64
+    assert X.min() == 0 and X.max() == 255 and set(np.unique(y)) == set(range(10))
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    np.testing.assert_array_equal(X[:5], np.rint(raw.data[:5] * 255 / 16))
+    np.testing.assert_array_equal(yt, raw.target[1500:])
+
+
+def test_make_moons():
+    split = datasets.make_moons(n_samples=200, test_fraction=0.25)
+    assert split.name == "moons" and split.X_train.shape == (150, 2) and split.X_test.shape == (50, 2)
+    assert split.X_train.dtype == np.float64 and split.y_train.dtype == np.int64
+    assert set(np.unique(split.y_train)) == {0, 1}
+    np.testing.assert_array_equal(datasets.make_moons(n_samples=200, test_fraction=0.25).X_test, split.X_test)
+
+
+def test_load_dataset_dispatch(tmp_path, monkeypatch):
     assert datasets.load_dataset("digits").name == "digits"
-    assert datasets.load_dataset(str(make_idx_dir(tmp_path / "x"))).X_test.shape == (10, 784)
-    with pytest.raises(ValueError, match="dataset: expected mnist, fashion-mnist, digits, moons"):
+    assert datasets.load_dataset("moons").X_train.shape == (1400, 2)
+    make_idx_dir(tmp_path / "folder")
+    assert datasets.load_dataset(str(tmp_path / "folder")).X_train.shape == (12, 784)
+    assert datasets.load_dataset(tmp_path / "folder").name == "folder"
+    seen = []
+    monkeypatch.setattr(datasets, "load_fashion_mnist", lambda **kw: seen.append(kw) or "fashion")
+    assert datasets.load_dataset("fashion-mnist", data_dir="d", download=False) == "fashion"
+    assert seen == [{"data_dir": "d", "download": False}]
+    with pytest.raises(ValueError, match="unknown dataset 'cifar': expected one of mnist, fashion-mnist, digits, moons"):
         datasets.load_dataset("cifar")
