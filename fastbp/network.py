@@ -192,9 +192,7 @@ class Network:
             for epoch in range(epochs):
                 order = self.rng.permutation(n) if shuffle else np.arange(n)
                 t0 = time.perf_counter()
-                total = be.train_epoch(self.layers, self.loss, data, scale, targets, order, batch_size, opt)
-                if total is None:
-                    total = self._train_epoch_generic(data, scale, targets, order, batch_size, opt)
+                total = self.run_epoch(data, scale, targets, order, batch_size, opt)
                 history["seconds"].append(time.perf_counter() - t0)
                 history["loss"].append(total / n)
                 if not np.isfinite(total) or not self._params_finite():
@@ -222,9 +220,16 @@ class Network:
         be = self.backend
         return all(np.isfinite(be.to_numpy(p)).all() for layer in self.layers for p in layer.params().values())
 
-    def _train_epoch_generic(self, data, scale, targets, order, batch_size, opt):
-        """One epoch through the backend's per-batch kernels; returns the summed loss."""
+    def run_epoch(self, data, scale, targets, order, batch_size, opt):
+        """One epoch over data already on the backend (``backend.prepare_data(X)``, targets as a
+        float matrix), visiting the samples in ``order``: through the backend's fused
+        ``train_epoch`` when it covers this configuration, else batch by batch. Returns the
+        summed loss. ``fit`` is the checked entry point; this is for code (such as the textbook
+        compat layer) that prepares its data once and drives the epochs itself."""
         be = self.backend
+        total = be.train_epoch(self.layers, self.loss, data, scale, targets, order, batch_size, opt)
+        if total is not None:
+            return total
         total = 0.0
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]

@@ -256,22 +256,9 @@ class BookNetwork:
         order = list(range(n))  # the book shuffles its list in place, epoch after epoch
         for j in range(epochs):
             random.shuffle(order)
-            run_epoch(net, data, targets, np.array(order, dtype=np.int64), m, opt)
+            net.run_epoch(data, 1.0, targets, np.array(order, dtype=np.int64), m, opt)
             if after_epoch is not None:
                 self._pull()
                 if after_epoch(j):
                     break
         self._pull()
-
-
-def run_epoch(net, data, targets, order, batch_size, opt):
-    """One epoch of ``net`` visiting the samples in ``order``, through the backend's fused
-    ``train_epoch`` when it has one, else batch by batch; returns the summed loss."""
-    be = net.backend
-    total = be.train_epoch(net.layers, net.loss, data, 1.0, targets, order, batch_size, opt)
-    if total is None:
-        total = 0.0
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            total += net.train_batch(be.gather(data, idx, 1.0), be.gather(targets, idx, 1.0), opt)
-    return total
