@@ -66,6 +66,22 @@ def _store_release(typingctx, arr, idx, value):
 
 
 @intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Prefetch the cache line holding ``arr[idx]`` (a hint; never faults)."""
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(2), i32(1)])
+        return context.get_dummy_value()
+    return types.void(arr, idx), codegen
+
+
+@intrinsic
 def _cpu_relax(typingctx):
     """The x86 ``pause`` instruction (a hint inside spin loops)."""
     def codegen(context, builder, sig, args):
@@ -166,24 +182,30 @@ def activate_rows(Z, A, m, lo, hi, code, slope):
 
 @njit(**JIT)
 def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
-    """dL/dz of one sample into d[:n]; returns the sample's loss (float64)."""
+    """dL/dz of one sample into d[:n]; returns the sample's loss (float64). Branches stay
+    outside the loops, so each loop vectorises."""
     T = d.dtype.type
     value = 0.0
-    for k in range(n):  # the loss value and dL/da
-        ak = np.float64(a[k])
-        yk = np.float64(y[k])
-        if loss == QUADRATIC:
-            value += 0.5 * (ak - yk) ** 2
-            d[k] = a[k] - y[k]
-        elif loss == MSE:
-            value += (ak - yk) ** 2 / n
-            d[k] = T(2.0 * (ak - yk) / n)
-        elif loss == BCE:
-            c = min(max(ak, TINY), 1.0 - TINY)
+    if loss == QUADRATIC:
+        for k in range(n):
+            e = a[k] - y[k]
+            value += 0.5 * np.float64(e * e)
+            d[k] = e
+    elif loss == MSE:
+        for k in range(n):
+            e = np.float64(a[k]) - np.float64(y[k])
+            value += e * e / n
+            d[k] = T(2.0 * e / n)
+    elif loss == BCE:
+        for k in range(n):
+            c = min(max(np.float64(a[k]), TINY), 1.0 - TINY)
+            yk = np.float64(y[k])
             value -= yk * math.log(c) + (1.0 - yk) * math.log(1.0 - c)
             d[k] = T((c - yk) / (c * (1.0 - c)))
-        else:
-            c = max(ak, TINY)
+    else:
+        for k in range(n):
+            c = max(np.float64(a[k]), TINY)
+            yk = np.float64(y[k])
             value -= yk * math.log(c)
             d[k] = T(-yk / c)
     if (act == SIGMOID and loss == BCE) or (act == SOFTMAX and loss == CE):
@@ -195,124 +217,189 @@ def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
             dot += d[k] * a[k]
         for k in range(n):
             d[k] = a[k] * (d[k] - dot)
-    else:
+    elif act == SIGMOID:
+        for k in range(n):
+            d[k] *= a[k] * (T(1) - a[k])
+    elif act != IDENTITY:
         for k in range(n):
             d[k] *= dact(z[k], a[k], act, slope)
     for k in range(n):
-        if abs(d[k]) < tiny:
-            d[k] = T(0)
+        d[k] = d[k] if abs(d[k]) >= tiny else T(0)
     return value
 
 
 @njit(**JIT)
-def forward_units(x, m, n_in, W, wo, b, lo, hi, zs, Z):
-    """Z[s, j] = zs * (x[s, :n_in] . W[wo + j*n_in :][:n_in]) + b[j] for s < m, lo <= j < hi.
-    Blocked: two units x five samples per pass over the weights."""
+def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
+    """Z[s, j] = zs * (x[s, :ld] . W[wo + j*ld :][:ld]) + b[j] for s < m, lo <= j < hi.
+    ``ld`` is the padded row length (zeros beyond n_in, a multiple of the vector length, so the
+    vectorised loops need no scalar tail). Blocked: four units x five samples per pass, so each
+    loaded weight serves five samples and each loaded input four units."""
     j = lo
-    while j < hi:
-        two = j + 1 < hi
-        w0 = W[wo + j * n_in: wo + (j + 1) * n_in]
-        w1 = W[wo + (j + 1) * n_in: wo + (j + 2) * n_in] if two else w0
+    while j + 4 <= hi:
+        w0 = W[wo + j * ld: wo + (j + 1) * ld]
+        w1 = W[wo + (j + 1) * ld: wo + (j + 2) * ld]
+        w2 = W[wo + (j + 2) * ld: wo + (j + 3) * ld]
+        w3 = W[wo + (j + 3) * ld: wo + (j + 4) * ld]
         s = 0
         while s + 5 <= m:
             x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
-            p0 = p1 = p2 = p3 = p4 = q0 = q1 = q2 = q3 = q4 = zs - zs
-            for i in range(n_in):
-                u = w0[i]
-                v = w1[i]
+            p00 = p01 = p02 = p03 = p10 = p11 = p12 = p13 = p20 = p21 = p22 = p23 = zs - zs
+            p30 = p31 = p32 = p33 = p40 = p41 = p42 = p43 = zs - zs
+            for i in range(ld):
+                u0 = w0[i]
+                u1 = w1[i]
+                u2 = w2[i]
+                u3 = w3[i]
                 t = x0[i]
-                p0 += t * u
-                q0 += t * v
+                p00 += t * u0
+                p01 += t * u1
+                p02 += t * u2
+                p03 += t * u3
                 t = x1[i]
-                p1 += t * u
-                q1 += t * v
+                p10 += t * u0
+                p11 += t * u1
+                p12 += t * u2
+                p13 += t * u3
                 t = x2[i]
-                p2 += t * u
-                q2 += t * v
+                p20 += t * u0
+                p21 += t * u1
+                p22 += t * u2
+                p23 += t * u3
                 t = x3[i]
-                p3 += t * u
-                q3 += t * v
+                p30 += t * u0
+                p31 += t * u1
+                p32 += t * u2
+                p33 += t * u3
                 t = x4[i]
-                p4 += t * u
-                q4 += t * v
+                p40 += t * u0
+                p41 += t * u1
+                p42 += t * u2
+                p43 += t * u3
+            _store4(Z, s, j, p00, p01, p02, p03, zs, b)
+            _store4(Z, s + 1, j, p10, p11, p12, p13, zs, b)
+            _store4(Z, s + 2, j, p20, p21, p22, p23, zs, b)
+            _store4(Z, s + 3, j, p30, p31, p32, p33, zs, b)
+            _store4(Z, s + 4, j, p40, p41, p42, p43, zs, b)
+            s += 5
+        while s < m:
+            x0 = x[s]
+            p00 = p01 = p02 = p03 = zs - zs
+            for i in range(ld):
+                t = x0[i]
+                p00 += t * w0[i]
+                p01 += t * w1[i]
+                p02 += t * w2[i]
+                p03 += t * w3[i]
+            _store4(Z, s, j, p00, p01, p02, p03, zs, b)
+            s += 1
+        j += 4
+    while j < hi:
+        w0 = W[wo + j * ld: wo + (j + 1) * ld]
+        s = 0
+        while s + 5 <= m:
+            x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
+            p0 = p1 = p2 = p3 = p4 = zs - zs
+            for i in range(ld):
+                u = w0[i]
+                p0 += x0[i] * u
+                p1 += x1[i] * u
+                p2 += x2[i] * u
+                p3 += x3[i] * u
+                p4 += x4[i] * u
             Z[s, j] = p0 * zs + b[j]
             Z[s + 1, j] = p1 * zs + b[j]
             Z[s + 2, j] = p2 * zs + b[j]
             Z[s + 3, j] = p3 * zs + b[j]
             Z[s + 4, j] = p4 * zs + b[j]
-            if two:
-                Z[s, j + 1] = q0 * zs + b[j + 1]
-                Z[s + 1, j + 1] = q1 * zs + b[j + 1]
-                Z[s + 2, j + 1] = q2 * zs + b[j + 1]
-                Z[s + 3, j + 1] = q3 * zs + b[j + 1]
-                Z[s + 4, j + 1] = q4 * zs + b[j + 1]
             s += 5
         while s < m:
             x0 = x[s]
-            p0 = q0 = zs - zs
-            for i in range(n_in):
-                t = x0[i]
-                p0 += t * w0[i]
-                q0 += t * w1[i]
+            p0 = zs - zs
+            for i in range(ld):
+                p0 += x0[i] * w0[i]
             Z[s, j] = p0 * zs + b[j]
-            if two:
-                Z[s, j + 1] = q0 * zs + b[j + 1]
             s += 1
-        j += 2
+        j += 1
 
 
 @njit(**JIT)
-def accumulate_units(x, m, n_in, P, po, D, lo, hi, cs):
-    """P[po + j*n_in + i] += cs * sum_s D[s, j] * x[s, i] for lo <= j < hi (the weight gradient,
-    scaled, added straight into the weights or the velocities). Two units x five samples."""
+def _store4(Z, s, j, p0, p1, p2, p3, zs, b):
+    Z[s, j] = p0 * zs + b[j]
+    Z[s, j + 1] = p1 * zs + b[j + 1]
+    Z[s, j + 2] = p2 * zs + b[j + 2]
+    Z[s, j + 3] = p3 * zs + b[j + 3]
+
+
+@njit(**JIT)
+def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
+    """P[po + j*ld + i] += cs * sum_s D[s, j] * x[s, i] for lo <= j < hi, i < ld (the weight
+    gradient, scaled, added straight into the weights or the velocities). Blocked: four units x
+    five samples per pass."""
     j = lo
+    while j + 4 <= hi:
+        t0 = P[po + j * ld: po + (j + 1) * ld]
+        t1 = P[po + (j + 1) * ld: po + (j + 2) * ld]
+        t2 = P[po + (j + 2) * ld: po + (j + 3) * ld]
+        t3 = P[po + (j + 3) * ld: po + (j + 4) * ld]
+        s = 0
+        while s + 5 <= m:
+            x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
+            c00, c10, c20, c30, c40 = cs * D[s, j], cs * D[s + 1, j], cs * D[s + 2, j], cs * D[s + 3, j], cs * D[s + 4, j]
+            j1 = j + 1
+            c01, c11, c21, c31, c41 = cs * D[s, j1], cs * D[s + 1, j1], cs * D[s + 2, j1], cs * D[s + 3, j1], cs * D[s + 4, j1]
+            j2 = j + 2
+            c02, c12, c22, c32, c42 = cs * D[s, j2], cs * D[s + 1, j2], cs * D[s + 2, j2], cs * D[s + 3, j2], cs * D[s + 4, j2]
+            j3 = j + 3
+            c03, c13, c23, c33, c43 = cs * D[s, j3], cs * D[s + 1, j3], cs * D[s + 2, j3], cs * D[s + 3, j3], cs * D[s + 4, j3]
+            for i in range(ld):
+                a0, a1, a2, a3, a4 = x0[i], x1[i], x2[i], x3[i], x4[i]
+                t0[i] += c00 * a0 + c10 * a1 + c20 * a2 + c30 * a3 + c40 * a4
+                t1[i] += c01 * a0 + c11 * a1 + c21 * a2 + c31 * a3 + c41 * a4
+                t2[i] += c02 * a0 + c12 * a1 + c22 * a2 + c32 * a3 + c42 * a4
+                t3[i] += c03 * a0 + c13 * a1 + c23 * a2 + c33 * a3 + c43 * a4
+            s += 5
+        while s < m:
+            x0 = x[s]
+            c0, c1, c2, c3 = cs * D[s, j], cs * D[s, j + 1], cs * D[s, j + 2], cs * D[s, j + 3]
+            for i in range(ld):
+                a0 = x0[i]
+                t0[i] += c0 * a0
+                t1[i] += c1 * a0
+                t2[i] += c2 * a0
+                t3[i] += c3 * a0
+            s += 1
+        j += 4
     while j < hi:
-        two = j + 1 < hi
-        t0 = P[po + j * n_in: po + (j + 1) * n_in]
-        t1 = P[po + (j + 1) * n_in: po + (j + 2) * n_in] if two else t0
+        t0 = P[po + j * ld: po + (j + 1) * ld]
         s = 0
         while s + 5 <= m:
             x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
             c0, c1, c2, c3, c4 = cs * D[s, j], cs * D[s + 1, j], cs * D[s + 2, j], cs * D[s + 3, j], cs * D[s + 4, j]
-            if two:
-                e0, e1, e2, e3, e4 = (cs * D[s, j + 1], cs * D[s + 1, j + 1], cs * D[s + 2, j + 1],
-                                      cs * D[s + 3, j + 1], cs * D[s + 4, j + 1])
-                for i in range(n_in):
-                    a0, a1, a2, a3, a4 = x0[i], x1[i], x2[i], x3[i], x4[i]
-                    t0[i] += c0 * a0 + c1 * a1 + c2 * a2 + c3 * a3 + c4 * a4
-                    t1[i] += e0 * a0 + e1 * a1 + e2 * a2 + e3 * a3 + e4 * a4
-            else:
-                for i in range(n_in):
-                    t0[i] += c0 * x0[i] + c1 * x1[i] + c2 * x2[i] + c3 * x3[i] + c4 * x4[i]
+            for i in range(ld):
+                t0[i] += c0 * x0[i] + c1 * x1[i] + c2 * x2[i] + c3 * x3[i] + c4 * x4[i]
             s += 5
         while s < m:
             x0 = x[s]
             c0 = cs * D[s, j]
-            if two:
-                e0 = cs * D[s, j + 1]
-                for i in range(n_in):
-                    t0[i] += c0 * x0[i]
-                    t1[i] += e0 * x0[i]
-            else:
-                for i in range(n_in):
-                    t0[i] += c0 * x0[i]
+            for i in range(ld):
+                t0[i] += c0 * x0[i]
             s += 1
-        j += 2
+        j += 1
 
 
 @njit(**JIT)
-def update_layer_units(x, m, n_in, W, VW, wo, b, vb, D, lo, hi, zs, step, mu, decay, frozen_w, frozen_b):
-    """One SGD step for units lo:hi of a layer (rows of the transposed W), from the deltas D and
-    the inputs x (scaled by zs): u = step*g + decay*w; with momentum v = mu*v - u, w += v,
-    else w -= u. Biases: the same without decay."""
+def update_layer_units(x, m, ld, W, VW, wo, b, vb, D, lo, hi, zs, step, mu, decay, frozen_w, frozen_b):
+    """One SGD step for units lo:hi of a layer (rows of the transposed W, stride ld), from the
+    deltas D and the inputs x (scaled by zs): u = step*g + decay*w; with momentum v = mu*v - u,
+    w += v, else w -= u. Biases: the same without decay."""
     T = W.dtype.type
     if not frozen_w:
-        lo_i = wo + lo * n_in
-        hi_i = wo + hi * n_in
+        lo_i = wo + lo * ld
+        hi_i = wo + hi * ld
         if mu > 0:
             for i in range(lo_i, hi_i):
                 VW[i] = T(mu) * VW[i] - T(decay) * W[i]
-            accumulate_units(x, m, n_in, VW, wo, D, lo, hi, T(-step * zs))
+            accumulate_units(x, m, ld, VW, wo, D, lo, hi, T(-step * zs))
             for i in range(lo_i, hi_i):
                 W[i] += VW[i]
         else:
@@ -320,7 +407,7 @@ def update_layer_units(x, m, n_in, W, VW, wo, b, vb, D, lo, hi, zs, step, mu, de
                 keep = T(1.0 - decay)
                 for i in range(lo_i, hi_i):
                     W[i] *= keep
-            accumulate_units(x, m, n_in, W, wo, D, lo, hi, T(-step * zs))
+            accumulate_units(x, m, ld, W, wo, D, lo, hi, T(-step * zs))
     if not frozen_b:
         for j in range(lo, hi):
             g = D[0, j] - D[0, j]
@@ -334,9 +421,9 @@ def update_layer_units(x, m, n_in, W, VW, wo, b, vb, D, lo, hi, zs, step, mu, de
 
 
 @njit(**JIT)
-def backprop_units(D, m, n_out, W, wo, n_in, lo, hi, Zp, Ap, Dp, code, slope, tiny):
+def backprop_units(D, m, n_out, W, wo, ld, lo, hi, Zp, Ap, Dp, code, slope, tiny):
     """Deltas of the layer below, for its units lo:hi: Dp[s, i] = f'(z) * sum_j D[s, j] W[j, i]
-    (W transposed: row j holds the n_in weights of unit j). Uses W before its update."""
+    (W transposed, stride ld: row j holds the weights of unit j). Uses W before its update."""
     T = Dp.dtype.type
     for s in range(m):
         g = Dp[s]
@@ -344,7 +431,7 @@ def backprop_units(D, m, n_out, W, wo, n_in, lo, hi, Zp, Ap, Dp, code, slope, ti
             g[i] = T(0)
         for j in range(n_out):
             d = D[s, j]
-            w = W[wo + j * n_in: wo + (j + 1) * n_in]
+            w = W[wo + j * ld: wo + (j + 1) * ld]
             for i in range(lo, hi):
                 g[i] += d * w[i]
         z = Zp[s]
@@ -356,7 +443,7 @@ def backprop_units(D, m, n_out, W, wo, n_in, lo, hi, Zp, Ap, Dp, code, slope, ti
 
 @njit(**JIT)
 def gather_rows(X, order, start, m, lo, hi, xb):
-    """xb[s, :] = X[order[start + s], :] as floats (uint8 stays unscaled) for lo <= s < hi < m."""
+    """xb[s, :n_in] = X[order[start + s], :] as floats (uint8 stays unscaled), lo <= s < min(hi, m)."""
     T = xb.dtype.type
     n_in = X.shape[1]
     for s in range(lo, min(hi, m)):
@@ -366,24 +453,37 @@ def gather_rows(X, order, start, m, lo, hi, xb):
             o[i] = T(r[i])
 
 
+@njit(**JIT)
+def prefetch_rows(X, order, start, lo, hi):
+    """Ask the CPU to start loading rows X[order[start + s]] for lo <= s < hi (the next batch),
+    so that they are in cache when gathered."""
+    step = max(1, 64 // X.itemsize)
+    n_in = X.shape[1]
+    for s in range(lo, hi):
+        r = X[order[start + s]]
+        for i in range(0, n_in, step):
+            _prefetch(r, i)
+
+
 # --- the fused epoch, one thread, any depth ------------------------------------------------------
 @njit(**JIT)
-def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, acts, slopes,
+def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, acts, slopes,
                 frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny):
-    """One epoch of mini-batch SGD over X[order]; W/b are the flat transposed parameters of all
-    layers (modified in place). Returns the summed loss of the epoch (float64)."""
+    """One epoch of mini-batch SGD over X[order]. W holds every layer's weights transposed
+    (layer l: rows of stride lds[l] from woff[l], zero-padded), b the biases (from boff[l]);
+    both are modified in place, with the velocities VW/vb under momentum.
+    Returns the summed loss of the epoch (float64)."""
     T = W.dtype.type
     L = acts.shape[0]
     n = order.shape[0]
-    n0 = sizes[0]
     maxw = 1
     for l in range(1, L + 1):
-        maxw = max(maxw, sizes[l])
-    xb = np.empty((bs, n0), W.dtype)
-    yb = np.empty((bs, sizes[L]), W.dtype)
-    Z = np.empty((L, bs, maxw), W.dtype)
-    A = np.empty((L, bs, maxw), W.dtype)
-    D = np.empty((L, bs, maxw), W.dtype)
+        maxw = max(maxw, lds[l])
+    xb = np.zeros((bs, lds[0]), W.dtype)
+    yb = np.zeros((bs, sizes[L]), W.dtype)
+    Z = np.zeros((L, bs, maxw), W.dtype)
+    A = np.zeros((L, bs, maxw), W.dtype)
+    D = np.zeros((L, bs, maxw), W.dtype)
     zs0 = T(scale)
     one = T(1)
     decay = lr * wd
@@ -392,9 +492,10 @@ def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, acts, s
         m = min(bs, n - start)
         gather_rows(X, order, start, m, 0, m, xb)
         gather_rows(Y, order, start, m, 0, m, yb)
+        prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
         for l in range(L):
             x = xb if l == 0 else A[l - 1]
-            forward_units(x, m, sizes[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
+            forward_units(x, m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
                           sizes[l + 1], zs0 if l == 0 else one, Z[l])
             activate_rows(Z[l], A[l], m, 0, sizes[l + 1], acts[l], T(slopes[l]))
         out = L - 1
@@ -403,13 +504,12 @@ def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, acts, s
                                       T(slopes[out]), loss, T(tiny))
         step = lr / m if mean else lr
         for l in range(L - 1, -1, -1):
-            n_in = sizes[l]
             n_out = sizes[l + 1]
-            if l > 0:
-                backprop_units(D[l], m, n_out, W, woff[l], n_in, 0, n_in, Z[l - 1], A[l - 1],
+            if l > 0:  # over the padded width: zero weights there give zero deltas
+                backprop_units(D[l], m, n_out, W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
             x = xb if l == 0 else A[l - 1]
-            update_layer_units(x, m, n_in, W, VW, woff[l], b[boff[l]:boff[l] + n_out],
+            update_layer_units(x, m, lds[l], W, VW, woff[l], b[boff[l]:boff[l] + n_out],
                                vb[boff[l]:boff[l] + n_out], D[l], 0, n_out,
                                scale if l == 0 else 1.0, step, mu, decay, frozen_w[l], frozen_b[l])
     return total
@@ -427,21 +527,23 @@ def _barrier(flags, t, k):
 
 
 @njit(**JIT)
-def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes, acts, slopes,
+def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes, lds, acts, slopes,
                    frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, xb, Z, A, D, P, flags, losses):
-    """Worker t (0 or 1) of a two-layer epoch. Worker t owns hidden units split[t]:split[t+1]:
-    their rows of W0, their columns of W1, their biases b0. Per batch k:
+    """Worker t (0 or 1) of a two-layer epoch. Worker t owns a half of the hidden units: their
+    rows of W0 and entries of b0, their columns of W1. Per batch k:
       gather half of batch k+1's rows into xb[(k+1) % 3]; forward layer 0 for its units;
       partial output sums P[k % 2, t] = its units' share of a0 @ W1; ONE barrier;
-      both workers compute the same output layer from P[k%2, 0] + P[k%2, 1] + b1 (b1/vb1 are
-      per-worker copies updated identically: bo/vbo rows t), the output delta, then each
-      back-propagates into and updates only what it owns.
-    Triple-buffered inputs and double-buffered partial sums make the single barrier enough:
-    a worker is never more than one barrier ahead of the other."""
+      both workers compute the same output layer from P[k%2, 0] + P[k%2, 1] + b1 (b1 and its
+      velocity are per-worker copies bo[t]/vbo[t], updated identically), the output delta and
+      loss, then each back-propagates into, and updates, only what it owns.
+    Triple-buffered inputs and double-buffered partial sums make the single barrier enough: a
+    worker is never more than one barrier ahead of the other, so it never writes a buffer the
+    other may still read."""
     T = W.dtype.type
     n = order.shape[0]
-    n0, H, K = sizes[0], sizes[1], sizes[2]
-    h = (H + 1) // 2
+    H, K = sizes[1], sizes[2]
+    ld0, ld1 = lds[0], lds[1]
+    h = (H // 2 + 3) // 4 * 4 if H >= 8 else (H + 1) // 2  # a multiple of 4: whole blocks
     lo, hi = (0, h) if t == 0 else (h, H)
     yb = np.empty((bs, K), W.dtype)
     z1 = np.empty((bs, K), W.dtype)
@@ -450,6 +552,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
     b1 = bo[t]
     vb1 = vbo[t]
     zs0 = T(scale)
+    slope0 = T(slopes[0])
+    slope1 = T(slopes[1])
     decay = lr * wd
     total = 0.0
     nb = (n + bs - 1) // bs
@@ -459,17 +563,21 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
         if k + 1 < nb:  # this worker's half of the next batch's rows
             m2 = min(bs, n - start - bs)
             half = (m2 + 1) // 2
-            gather_rows(X, order, start + bs, m2, 0 if t == 0 else half, half if t == 0 else m2,
-                        xb[(k + 1) % 3])
+            s0, s1 = (0, half) if t == 0 else (half, m2)
+            gather_rows(X, order, start + bs, m2, s0, s1, xb[(k + 1) % 3])
+            if k + 2 < nb:
+                m3 = min(bs, n - start - 2 * bs)
+                half = (m3 + 1) // 2
+                s0, s1 = (0, half) if t == 0 else (half, m3)
+                prefetch_rows(X, order, start + 2 * bs, s0, s1)
         x = xb[k % 3]
-        Zt, At, Dt = Z, A, D
-        forward_units(x, m, n0, W, woff[0], b, lo, hi, zs0, Zt)
-        activate_rows(Zt, At, m, lo, hi, acts[0], T(slopes[0]))
+        forward_units(x, m, ld0, W, woff[0], b, lo, hi, zs0, Z)
+        activate_rows(Z, A, m, lo, hi, acts[0], slope0)
         p = P[k % 2, t]
         for s in range(m):  # this worker's share of the output pre-activations
-            a = At[s]
+            a = A[s]
             for o in range(K):
-                w = W[woff[1] + o * H: woff[1] + (o + 1) * H]
+                w = W[woff[1] + o * ld1: woff[1] + (o + 1) * ld1]
                 acc = T(0)
                 for j in range(lo, hi):
                     acc += a[j] * w[j]
@@ -481,30 +589,16 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
         for s in range(m):
             for o in range(K):
                 z1[s, o] = p0[s, o] + p1[s, o] + b1[o]
-        activate_rows(z1, a1, m, 0, K, acts[1], T(slopes[1]))
+        activate_rows(z1, a1, m, 0, K, acts[1], slope1)
         for s in range(m):
-            v = output_delta_row(z1[s], a1[s], yb[s], d1[s], K, acts[1], T(slopes[1]), loss, T(tiny))
-            total += v
+            total += output_delta_row(z1[s], a1[s], yb[s], d1[s], K, acts[1], slope1, loss, T(tiny))
         step = lr / m if mean else lr
-        # deltas of this worker's hidden units (with W1 before its update)
-        for s in range(m):
-            g = Dt[s]
-            for j in range(lo, hi):
-                g[j] = T(0)
-            for o in range(K):
-                d = d1[s, o]
-                w = W[woff[1] + o * H: woff[1] + (o + 1) * H]
-                for j in range(lo, hi):
-                    g[j] += d * w[j]
-            z = Zt[s]
-            a = At[s]
-            for j in range(lo, hi):
-                v = g[j] * dact(z[j], a[j], acts[0], T(slopes[0]))
-                g[j] = v if abs(v) >= tiny else T(0)
-        # update this worker's columns of W1 and its copy of b1
+        # deltas of this worker's hidden units (from W1 before its update)
+        backprop_units(d1, m, K, W, woff[1], ld1, lo, hi if t == 0 else ld1, Z, A, D, acts[0], slope0, T(tiny))
+        # this worker's columns of W1, and its copy of b1
         if not frozen_w[1]:
             for o in range(K):
-                base = woff[1] + o * H
+                base = woff[1] + o * ld1
                 for j in range(lo, hi):
                     g = d1[0, o] * A[0, j]
                     for s in range(1, m):
@@ -524,8 +618,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
                     b1[o] += vb1[o]
                 else:
                     b1[o] -= T(step) * g
-        # update this worker's rows of W0 and entries of b0
-        update_layer_units(x, m, n0, W, VW, woff[0], b, vb, Dt, lo, hi, scale, step, mu, decay,
+        # this worker's rows of W0 and entries of b0
+        update_layer_units(x, m, ld0, W, VW, woff[0], b, vb, D, lo, hi, scale, step, mu, decay,
                            frozen_w[0], frozen_b[0])
     losses[t] = total
 

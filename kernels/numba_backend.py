@@ -128,29 +128,30 @@ class NumbaBackend(NumpyBackend):
                 if not isinstance(p, np.ndarray) or p.dtype != self.dtype:
                     return None
         dt = self.dtype
-        W = np.concatenate([layer.W.T.ravel() for layer in layers]).astype(dt, copy=False)
-        b = np.concatenate([layer.b.ravel() for layer in layers]).astype(dt, copy=False)
         sizes = np.array([layers[0].n_in] + [layer.n_out for layer in layers], dtype=np.int64)
+        pad = 128 // dt.itemsize  # rows padded to 128 bytes: the vector loops need no scalar tail
+        lds = (sizes + pad - 1) // pad * pad
         woff = np.zeros(len(layers), dtype=np.int64)
         boff = np.zeros(len(layers), dtype=np.int64)
         for i in range(1, len(layers)):
-            woff[i] = woff[i - 1] + sizes[i - 1] * sizes[i]
+            woff[i] = woff[i - 1] + sizes[i] * lds[i - 1]
             boff[i] = boff[i - 1] + sizes[i]
+        W = self._pack([layer.W for layer in layers], sizes, lds)
+        b = np.concatenate([layer.b.ravel() for layer in layers]).astype(dt, copy=False)
         mom = opt.momentum > 0
         if mom:
             for layer in layers:
                 for name, p in (("W", layer.W), ("b", layer.b)):
                     if name not in layer.frozen and layer.velocity.get(name) is None:
                         layer.velocity[name] = np.zeros(p.shape, dtype=dt)
-            VW = np.concatenate([layer.velocity["W"].T.ravel() if "W" in layer.velocity
-                                 else np.zeros(layer.W.size, dt) for layer in layers]).astype(dt, copy=False)
+            VW = self._pack([layer.velocity.get("W") for layer in layers], sizes, lds)
             vb = np.concatenate([layer.velocity["b"].ravel() if "b" in layer.velocity
                                  else np.zeros(layer.b.size, dt) for layer in layers]).astype(dt, copy=False)
         else:
             VW = np.zeros(1, dt)
             vb = np.zeros(b.size, dt)
         return dict(
-            W=W, b=b, VW=VW, vb=vb, woff=woff, boff=boff, sizes=sizes,
+            W=W, b=b, VW=VW, vb=vb, woff=woff, boff=boff, sizes=sizes, lds=lds,
             acts=np.array([K.ACT_CODES[layer.activation.name] for layer in layers], dtype=np.int64),
             slopes=np.array([layer.activation.slope for layer in layers], dtype=np.float64),
             frozen_w=np.array(["W" in layer.frozen for layer in layers]),
@@ -159,17 +160,34 @@ class NumbaBackend(NumpyBackend):
             mean=opt.reduction == "mean", tiny=_FLUSH[self.dtype], mom=mom,
         )
 
+    def _pack(self, mats, sizes, lds):
+        """Matrices (n_in, n_out) (None: zeros) as one flat buffer of their transposes, each row
+        zero-padded to its layer's stride."""
+        flat = np.zeros(int(np.sum(sizes[1:] * lds[:-1])), dtype=self.dtype)
+        o = 0
+        for i, M in enumerate(mats):
+            n_in, n_out, ld = sizes[i], sizes[i + 1], lds[i]
+            if M is not None:
+                flat[o:o + n_out * ld].reshape(n_out, ld)[:, :n_in] = M.T
+            o += n_out * ld
+        return flat
+
     @staticmethod
-    def _unpack(layers, plan):
+    def _view(flat, plan, i):
+        """Layer i's (n_in, n_out) weights inside a flat transposed buffer."""
+        n_in, n_out, ld, o = plan["sizes"][i], plan["sizes"][i + 1], plan["lds"][i], plan["woff"][i]
+        return flat[o:o + n_out * ld].reshape(n_out, ld)[:, :n_in].T
+
+    def _unpack(self, layers, plan):
         """Copy the flat transposed parameters (and velocities) back into the layers' arrays."""
-        sizes, woff, boff = plan["sizes"], plan["woff"], plan["boff"]
+        sizes, boff = plan["sizes"], plan["boff"]
         for i, layer in enumerate(layers):
-            n_in, n_out = sizes[i], sizes[i + 1]
-            layer.W[...] = plan["W"][woff[i]:woff[i] + n_in * n_out].reshape(n_out, n_in).T
+            n_out = sizes[i + 1]
+            layer.W[...] = self._view(plan["W"], plan, i)
             layer.b[...] = plan["b"][boff[i]:boff[i] + n_out]
             if plan["mom"]:
                 if "W" in layer.velocity:
-                    layer.velocity["W"][...] = plan["VW"][woff[i]:woff[i] + n_in * n_out].reshape(n_out, n_in).T
+                    layer.velocity["W"][...] = self._view(plan["VW"], plan, i)
                 if "b" in layer.velocity:
                     layer.velocity["b"][...] = plan["vb"][boff[i]:boff[i] + n_out]
 
@@ -187,7 +205,7 @@ class NumbaBackend(NumpyBackend):
         else:
             p = plan
             total = K.train_epoch(X, float(scale), Y, order, bs, p["W"], p["b"], p["VW"], p["vb"], p["woff"],
-                                  p["boff"], p["sizes"], p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"],
+                                  p["boff"], p["sizes"], p["lds"], p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"],
                                   p["loss"], p["lr"], p["mu"], p["wd"], p["mean"], p["tiny"])
         self._unpack(layers, plan)
         return float(total)
@@ -200,17 +218,17 @@ class NumbaBackend(NumpyBackend):
         nb1 = p["b"][H:]
         bo = np.stack([nb1, nb1])  # per-worker copies of the output biases
         vbo = np.stack([p["vb"][H:], p["vb"][H:]])
-        xb = np.zeros((3, bs, n0), dt)
-        Z = np.zeros((bs, H), dt)
-        A = np.zeros((bs, H), dt)
-        D = np.zeros((bs, H), dt)
+        xb = np.zeros((3, bs, int(p["lds"][0])), dt)
+        Z = np.zeros((bs, int(p["lds"][1])), dt)
+        A = np.zeros((bs, int(p["lds"][1])), dt)
+        D = np.zeros((bs, int(p["lds"][1])), dt)
         P = np.zeros((2, 2, bs, Kout), dt)
         flags = np.zeros(32, np.int64)
         losses = np.zeros(2)
         K.gather_rows(X, order, 0, min(bs, len(order)), 0, bs, xb[0])
         vb0 = p["vb"][:H]
-        args = (X, scale, Y, order, bs, p["W"], b0, p["VW"], vb0, bo, vbo, p["woff"], p["sizes"], p["acts"],
-                p["slopes"], p["frozen_w"], p["frozen_b"], p["loss"], p["lr"], p["mu"], p["wd"], p["mean"],
+        args = (X, scale, Y, order, bs, p["W"], b0, p["VW"], vb0, bo, vbo, p["woff"], p["sizes"], p["lds"],
+                p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"], p["loss"], p["lr"], p["mu"], p["wd"], p["mean"],
                 p["tiny"], xb, Z, A, D, P, flags, losses)
         errors = []
 
@@ -244,6 +262,6 @@ class NumbaBackend(NumpyBackend):
             else:
                 p = plan
                 K.train_epoch(X, scale, Y, order, min(batch_size, n), p["W"], p["b"], p["VW"], p["vb"],
-                              p["woff"], p["boff"], p["sizes"], p["acts"], p["slopes"], p["frozen_w"],
+                              p["woff"], p["boff"], p["sizes"], p["lds"], p["acts"], p["slopes"], p["frozen_w"],
                               p["frozen_b"], p["loss"], p["lr"], p["mu"], p["wd"], p["mean"], p["tiny"])
         return time.perf_counter() - t0
