@@ -1,0 +1,435 @@
+"""The CuPy backend: the NumPy reference's maths on an NVIDIA GPU.
+
+Arrays live on the GPU. ``fit`` moves the training data there once (``prepare_data``: uint8 stays
+uint8 and is scaled in the kernels), never per batch; results come back as NumPy only through
+``to_numpy`` (``predict``, ``get_params``). The kernels take CuPy arrays only: a NumPy array where
+device data is expected raises TypeError instead of being copied silently (``asarray`` and
+``prepare_data`` are the explicit transfers; batch indices may be NumPy).
+
+Two paths:
+- per batch (any depth, any batch size; the network's generic loop): the products go to cuBLAS
+  (``@``), the elementwise work (bias + activation, deltas, loss, SGD step, gather + scale) is one
+  fused ``cupy.ElementwiseKernel``/``ReductionKernel`` each;
+- ``train_epoch``, the fused whole-epoch kernel (``fused_epoch.cu``) for two-layer networks at
+  small batch sizes: ONE launch per epoch, one thread block, both weight matrices resident in
+  shared memory (784x30 + 30x10 float32 is about 96 KB, above the default 48 KB limit, hence the
+  opt-in ``cudaFuncAttributeMaxDynamicSharedMemorySize``). Every configuration it does not cover
+  (deeper nets, batch sizes above ``FUSED_MAX_BATCH``, shapes whose shared memory does not fit)
+  returns None and takes the per-batch path: never a wrong result.
+
+The CUDA source is a text template: ``render_fused_epoch`` substitutes sizes and types, so the
+rendering can be checked (and compiled with nvcc) on a machine without a GPU. CuPy is imported
+only when the backend is constructed; without CuPy or without a GPU the constructor raises
+``BackendUnavailable`` with one message saying what is missing and what to install.
+"""
+from __future__ import annotations
+
+import os
+import string
+import time
+
+import numpy as np
+
+from .base import ACTIVATIONS, LOSSES, Backend
+
+cp = None  # the cupy module, imported by _import_cupy() when the backend is constructed
+
+ACT_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4, "softmax": 5}
+LOSS_CODES = {"quadratic": 0, "mse": 1, "binary_cross_entropy": 2, "cross_entropy": 3}
+CANCELLING = (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy"))
+C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.uint8): "unsigned char"}
+
+FUSED_MAX_BATCH = 128  # larger batches: the per-batch cuBLAS path (the GPU is busy enough there)
+FUSED_THREADS = 1024   # threads of the fused kernel's one block
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_epoch.cu")
+
+INSTALL_HINT = ("install the 'gpu' extra (pip install 'fastbp[gpu]', which brings cupy-cuda12x for "
+                "a CUDA 12 driver) or, for a CUDA 13 driver, pip install cupy-cuda13x; nvidia-smi "
+                "shows the driver's CUDA version")
+
+
+def _import_cupy():
+    """The cupy module; raises BackendUnavailable (one message: what is missing, how to fix it)."""
+    global cp
+    if cp is not None:
+        return cp
+    from . import BackendUnavailable
+
+    try:
+        import cupy
+    except Exception as e:  # ImportError, or a CUDA library that fails to load
+        raise BackendUnavailable(f"backend 'cupy' is not available: CuPy cannot be imported "
+                                 f"({type(e).__name__}: {e}); {INSTALL_HINT}") from e
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # no driver, or a driver too old for this CuPy's CUDA
+        raise BackendUnavailable(f"backend 'cupy' is not available: CuPy {cupy.__version__} is "
+                                 f"installed but finds no usable NVIDIA GPU ({type(e).__name__}: "
+                                 f"{e}); check the driver with nvidia-smi, or {INSTALL_HINT}") from e
+    if count < 1:
+        raise BackendUnavailable(f"backend 'cupy' is not available: CuPy {cupy.__version__} is "
+                                 f"installed but finds no NVIDIA GPU; {INSTALL_HINT}")
+    cp = cupy
+    return cp
+
+
+# --- the CUDA source template --------------------------------------------------------------
+def _source():
+    with open(SOURCE, encoding="utf-8") as f:
+        return f.read()
+
+
+def math_preamble():
+    """The math section of fused_epoch.cu (activations, derivatives, losses as templates): the
+    preamble of the per-batch elementwise kernels."""
+    text = _source()
+    begin, end = "// ---- BEGIN MATH ----", "// ---- END MATH ----"
+    return text[text.index(begin) + len(begin):text.index(end)]
+
+
+def _check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _check_size(value, name, upper=None):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    if upper is not None and value > upper:
+        raise ValueError(f"{name}: expected at most {upper}, got {value}")
+    return int(value)
+
+
+def fused_block_samples(batch_size):
+    """Samples per register block in the hidden layer's forward pass: the batch, up to 16."""
+    return min(int(batch_size), 16)
+
+
+def fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, dtype):
+    """Dynamic shared memory the fused kernel needs (the layout described in fused_epoch.cu)."""
+    per_sample = n_in + n_out + 3 * n_hidden + 3 * n_out
+    words = n_hidden * n_in + n_hidden * n_out + n_hidden + n_out + batch_size * per_sample
+    return words * np.dtype(dtype).itemsize
+
+
+def render_fused_epoch(n_in, n_hidden, n_out, batch_size, dtype="float32", input_dtype="uint8",
+                       hidden="sigmoid", output="sigmoid", loss="quadratic", threads=FUSED_THREADS):
+    """The CUDA source of the fused epoch kernel for one configuration (sizes and types are
+    substituted as text). ``input_dtype``: the stored training inputs' dtype (uint8 or ``dtype``)."""
+    n_in = _check_size(n_in, "n_in")
+    n_hidden = _check_size(n_hidden, "n_hidden")
+    n_out = _check_size(n_out, "n_out")
+    batch_size = _check_size(batch_size, "batch_size", FUSED_MAX_BATCH)
+    threads = _check_size(threads, "threads", 1024)
+    if threads % 32:
+        raise ValueError(f"threads: expected a multiple of 32 (whole warps), got {threads}")
+    if threads < batch_size:
+        raise ValueError(f"threads: expected at least batch_size ({batch_size}), got {threads}")
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+    xt = np.dtype(input_dtype)
+    if xt not in (np.dtype(np.uint8), dt):
+        raise ValueError(f"input_dtype: expected 'uint8' or the network's dtype {dt.name!r}, got {xt.name!r}")
+    _check_choice(hidden, "hidden", tuple(a for a in ACTIVATIONS if a != "softmax"))
+    _check_choice(output, "output", ACTIVATIONS)
+    _check_choice(loss, "loss", LOSSES)
+    values = dict(
+        T=C_TYPES[dt], XT=C_TYPES[xt], N0=n_in, H=n_hidden, K=n_out, BS=batch_size,
+        SB=fused_block_samples(batch_size), NT=threads, HID_ACT=ACT_CODES[hidden],
+        OUT_ACT=ACT_CODES[output], LOSS=LOSS_CODES[loss], CANCEL=int((output, loss) in CANCELLING),
+    )
+    return string.Template(_source()).substitute(values)
+
+
+# --- the per-batch elementwise kernels, built on first use ----------------------------------
+_KERNELS = {}
+
+
+def _kernel(key):
+    """The elementwise/reduction kernel named by ``key`` (compiled by CuPy on first call)."""
+    k = _KERNELS.get(key)
+    if k is not None:
+        return k
+    pre = math_preamble()
+    kind = key[0]
+    if kind == "gather":  # out[s, i] = X[idx[s], i] * scale, the row length n_in
+        k = cp.ElementwiseKernel(
+            "raw X data, raw I idx, int64 n_in, T scale", "T out",
+            "const long long s = i / n_in; out = T(data[idx[s] * n_in + (i - s * n_in)]) * scale;",
+            "fastbp_gather")
+    elif kind == "bias_act":  # z += b (broadcast over rows); a = f(z)
+        code = key[1]
+        k = cp.ElementwiseKernel(
+            "raw T b, int64 n_out, T slope", "T z, T a",
+            f"z = z + b[i % n_out]; a = fb_activate(z, {code}, slope);",
+            f"fastbp_bias_act{code}", preamble=pre)
+    elif kind == "act_back":  # d = g * f'(z)
+        code = key[1]
+        k = cp.ElementwiseKernel(
+            "T g, T z, T a, T slope", "T d", f"d = g * fb_dact(z, a, {code}, slope);",
+            f"fastbp_act_back{code}", preamble=pre)
+    elif kind == "loss_grad":  # dL/da
+        loss = key[1]
+        k = cp.ElementwiseKernel(
+            "T a, T y, int32 n_out", "T g", f"g = fb_loss_grad(a, y, {loss}, n_out);",
+            f"fastbp_loss_grad{loss}", preamble=pre)
+    elif kind == "out_delta":  # d = dL/da * f'(z)
+        code, loss = key[1], key[2]
+        k = cp.ElementwiseKernel(
+            "T z, T a, T y, T slope, int32 n_out", "T d",
+            f"d = fb_loss_grad(a, y, {loss}, n_out) * fb_dact(z, a, {code}, slope);",
+            f"fastbp_out_delta{code}_{loss}", preamble=pre)
+    elif kind == "loss":  # the summed per-element loss terms, in float64
+        loss = key[1]
+        k = cp.ReductionKernel(
+            "T p, T t", "float64 total", f"fb_loss_term(p, t, {loss})", "a + b", "total = a", "0",
+            f"fastbp_loss{loss}", reduce_type="float64", preamble=pre)
+    elif kind == "sgd":  # p -= step*g + decay*p
+        k = cp.ElementwiseKernel(
+            "T g, T step, T decay", "T p", "p -= step * g + decay * p;", "fastbp_sgd")
+    elif kind == "sgd_momentum":  # v = mu*v - (step*g + decay*p); p += v
+        k = cp.ElementwiseKernel(
+            "T g, T step, T decay, T mu", "T p, T v",
+            "v = mu * v - (step * g + decay * p); p += v;", "fastbp_sgd_momentum")
+    else:  # pragma: no cover - a programming error
+        raise KeyError(key)
+    _KERNELS[key] = k
+    return k
+
+
+def _describe(a):
+    t = type(a)
+    return f"{t.__module__}.{t.__name__}"
+
+
+class CupyBackend(Backend):
+    """GPU backend on CuPy. ``fused``: False disables the whole-epoch kernel (per-batch path only);
+    ``threads``: threads of the fused kernel's block (a multiple of 32, at most 1024)."""
+
+    name = "cupy"
+
+    def __init__(self, dtype="float32", fused=True, threads=FUSED_THREADS):
+        Backend.__init__(self, dtype)
+        self.threads = _check_size(threads, "threads", 1024)
+        if self.threads % 32:
+            raise ValueError(f"threads: expected a multiple of 32 (whole warps), got {threads}")
+        self.fused = bool(fused)
+        _import_cupy()
+        self._fused_kernels = {}
+        self._max_shared = None
+
+    def __repr__(self):
+        return f"CupyBackend(dtype={self.dtype.name!r}, fused={self.fused})"
+
+    @staticmethod
+    def is_available():
+        """Whether CuPy imports and sees at least one GPU (never raises)."""
+        try:
+            import cupy
+
+            return cupy.cuda.runtime.getDeviceCount() > 0
+        except Exception:
+            return False
+
+    @staticmethod
+    def info():
+        """The device and the versions in use."""
+        _import_cupy()
+        dev = cp.cuda.Device()
+        props = cp.cuda.runtime.getDeviceProperties(dev.id)
+        name = props["name"]
+        return {
+            "cupy": cp.__version__, "device": name.decode() if isinstance(name, bytes) else str(name),
+            "compute_capability": dev.compute_capability,
+            "cuda_runtime": cp.cuda.runtime.runtimeGetVersion(),
+            "cuda_driver": cp.cuda.runtime.driverGetVersion(),
+            "max_shared_per_block_optin": dev.attributes.get("MaxSharedMemoryPerBlockOptin"),
+        }
+
+    # --- arrays ---------------------------------------------------------------------------
+    def _device(self, a, name):
+        """``a`` when it is a CuPy array; TypeError (no silent copy) otherwise."""
+        if not isinstance(a, cp.ndarray):
+            raise TypeError(f"{name}: expected a CuPy array on the 'cupy' backend, got {_describe(a)}; "
+                            f"move host data explicitly with backend.asarray(...)")
+        return a
+
+    def asarray(self, a, dtype=None):
+        return cp.ascontiguousarray(cp.asarray(a, dtype=self.dtype if dtype is None else dtype))
+
+    def to_numpy(self, a):
+        return cp.asnumpy(a) if isinstance(a, cp.ndarray) else np.asarray(a)
+
+    def zeros(self, shape):
+        return cp.zeros(shape, dtype=self.dtype)
+
+    def prepare_data(self, X):
+        """The training inputs on the GPU for a whole fit: the one host-to-device copy of X (uint8
+        stays uint8, other data becomes ``self.dtype``); CuPy arrays are kept as they are."""
+        if X.dtype == np.uint8:
+            return cp.ascontiguousarray(cp.asarray(X))
+        return self.asarray(X)
+
+    def gather(self, X, idx, scale):
+        """Rows ``X[idx] * scale`` as ``self.dtype``; ``X`` must be device data (``prepare_data``
+        or ``asarray``), ``idx`` may be NumPy (a small copy) or CuPy."""
+        self._device(X, "X")
+        if X.ndim != 2:
+            raise ValueError(f"X: expected a 2-D array, got shape {X.shape}")
+        idx = cp.asarray(idx)
+        out = cp.empty((idx.shape[0], X.shape[1]), dtype=self.dtype)
+        if out.size:
+            _kernel(("gather",))(X, idx, X.shape[1], float(scale), out)
+        return out
+
+    # --- layer math -----------------------------------------------------------------------
+    @staticmethod
+    def _slope(activation):
+        return float(activation.slope)  # a Python float: CuPy casts it to the kernel's T
+
+    def forward(self, x, W, b, activation):
+        self._device(x, "x")
+        self._device(W, "W")
+        self._device(b, "b")
+        z = x @ W  # cuBLAS
+        if activation.name == "softmax":
+            z += b
+            e = cp.exp(z - z.max(axis=1, keepdims=True))
+            return z, e / e.sum(axis=1, keepdims=True)
+        a = cp.empty_like(z)
+        _kernel(("bias_act", ACT_CODES[activation.name]))(b, W.shape[1], self._slope(activation), z, a)
+        return z, a
+
+    def activation_backward(self, g, z, a, activation):
+        self._device(g, "g")
+        if activation.name == "softmax":
+            return a * (g - cp.sum(g * a, axis=1, keepdims=True))
+        return _kernel(("act_back", ACT_CODES[activation.name]))(g, z, a, self._slope(activation))
+
+    def output_delta(self, z, a, y, activation, loss):
+        self._device(a, "a")
+        self._device(y, "y")
+        if (activation.name, loss) in CANCELLING:
+            return a - y  # the derivative of the activation cancels
+        n_out = a.shape[1]
+        if activation.name == "softmax":
+            g = _kernel(("loss_grad", LOSS_CODES[loss]))(a, y, n_out)
+            return self.activation_backward(g, z, a, activation)
+        return _kernel(("out_delta", ACT_CODES[activation.name], LOSS_CODES[loss]))(
+            z, a, y, self._slope(activation), n_out)
+
+    def loss(self, a, y, loss):
+        self._device(a, "a")
+        self._device(y, "y")
+        total = float(_kernel(("loss", LOSS_CODES[loss]))(a, y))
+        return total / a.shape[1] if loss == "mse" else total
+
+    def backward(self, x, W, delta, need_dx=True):
+        self._device(x, "x")
+        self._device(delta, "delta")
+        dW = x.T @ delta  # cuBLAS, the transposed operand read in place
+        db = delta.sum(axis=0)
+        dx = delta @ W.T if need_dx else None
+        return dW, db, dx
+
+    def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
+        self._device(p, "p")
+        self._device(g, "g")
+        # Python floats: CuPy casts them to the parameters' type, as NumPy does in the reference
+        if momentum:
+            if v is None:
+                raise ValueError("v: momentum needs a velocity array, got None")
+            self._device(v, "v")
+            _kernel(("sgd_momentum",))(g, float(step), float(decay), float(momentum), p, v)
+        else:
+            _kernel(("sgd",))(g, float(step), float(decay), p)
+
+    # --- the fused epoch ------------------------------------------------------------------
+    def _shared_limit(self):
+        """The most dynamic shared memory one block may opt in to on this GPU (bytes)."""
+        if self._max_shared is None:
+            self._max_shared = int(cp.cuda.Device().attributes["MaxSharedMemoryPerBlockOptin"])
+        return self._max_shared
+
+    def fused_config(self, layers, loss, X, Y, batch_size):
+        """The fused kernel's render arguments for this configuration, or None when it is not
+        covered (then the per-batch path runs)."""
+        if not self.fused or len(layers) != 2 or loss not in LOSS_CODES:
+            return None
+        if not (1 <= batch_size <= min(FUSED_MAX_BATCH, self.threads)):
+            return None
+        if not (isinstance(X, cp.ndarray) and isinstance(Y, cp.ndarray) and X.ndim == 2 and Y.ndim == 2):
+            return None
+        if X.dtype not in (np.uint8, self.dtype) or Y.dtype != self.dtype:
+            return None
+        if not (X.flags.c_contiguous and Y.flags.c_contiguous):
+            return None
+        hidden, output = layers[0].activation.name, layers[1].activation.name
+        if hidden == "softmax":
+            return None
+        for layer in layers:
+            for p in (layer.W, layer.b):
+                if not (isinstance(p, cp.ndarray) and p.dtype == self.dtype and p.flags.c_contiguous):
+                    return None
+        n_in, n_hidden, n_out = layers[0].n_in, layers[0].n_out, layers[1].n_out
+        if X.shape[1] != n_in or Y.shape[1] != n_out:
+            return None
+        if fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, self.dtype) > self._shared_limit():
+            return None
+        return dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out, batch_size=int(batch_size),
+                    dtype=self.dtype.name, input_dtype=X.dtype.name, hidden=hidden, output=output,
+                    loss=loss, threads=self.threads)
+
+    def _fused_kernel(self, config):
+        key = tuple(sorted(config.items()))
+        kernel = self._fused_kernels.get(key)
+        if kernel is None:
+            kernel = cp.RawKernel(render_fused_epoch(**config), "fused_epoch")
+            shared = fused_epoch_shared_bytes(config["n_in"], config["n_hidden"], config["n_out"],
+                                              config["batch_size"], config["dtype"])
+            kernel.max_dynamic_shared_size_bytes = shared  # the opt-in above 48 KB
+            self._fused_kernels[key] = kernel
+        return kernel
+
+    def train_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
+        config = self.fused_config(layers, loss, X, Y, min(batch_size, len(order)))
+        if config is None:
+            return None
+        kernel = self._fused_kernel(config)
+        shared = fused_epoch_shared_bytes(config["n_in"], config["n_hidden"], config["n_out"],
+                                          config["batch_size"], self.dtype)
+        l0, l1 = layers
+        momentum = opt.momentum > 0
+        if momentum:  # velocities as the network makes them: zeros on first use, trainable params only
+            for layer in layers:
+                for name, p in (("W", layer.W), ("b", layer.b)):
+                    if name not in layer.frozen and layer.velocity.get(name) is None:
+                        layer.velocity[name] = self.zeros(p.shape)
+
+        def velocity(layer, name):  # a dummy (never read) without momentum or when frozen
+            v = layer.velocity.get(name)
+            return v if momentum and v is not None else getattr(layer, name)
+
+        frozen = (("W" in l0.frozen) * 1 | ("b" in l0.frozen) * 2 | ("W" in l1.frozen) * 4
+                  | ("b" in l1.frozen) * 8)
+        order = cp.asarray(np.ascontiguousarray(order, dtype=np.int64))  # once per epoch
+        parts = cp.zeros(self.threads, dtype=cp.float64)
+        args = (X, Y, order, np.int32(order.shape[0]), np.float64(scale),
+                l0.W, l0.b, l1.W, l1.b,
+                velocity(l0, "W"), velocity(l0, "b"), velocity(l1, "W"), velocity(l1, "b"),
+                np.float64(opt.lr), np.float64(opt.momentum), np.float64(opt.lr * opt.weight_decay),
+                np.int32(opt.reduction == "mean"), np.int32(frozen),
+                np.float64(l0.activation.slope), np.float64(l1.activation.slope), parts)
+        kernel((1,), (self.threads,), args, shared_mem=shared)
+        return float(parts.sum())  # the one synchronisation of the epoch
+
+    def warmup(self, layers, loss, X, Y, batch_size, opt):
+        """Compile (or load from CuPy's on-disk cache) the fused kernel this configuration needs,
+        so that timed epochs exclude it. Returns seconds."""
+        t0 = time.perf_counter()
+        config = self.fused_config(layers, loss, X, Y, min(batch_size, X.shape[0]))
+        if config is not None:
+            self._fused_kernel(config).compile()
+            cp.cuda.Device().synchronize()
+        return time.perf_counter() - t0
