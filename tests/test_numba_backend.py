@@ -1,0 +1,216 @@
+"""The numba backend against the NumPy reference: per-batch kernels, the fused epoch (one and two
+threads), momentum, weight decay, frozen parameters, reductions, and the fallback path.
+Tiny networks only: the first run compiles (seconds), later runs load Numba's on-disk cache."""
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import fastbp as fb  # noqa: E402
+from fastbp.kernels import Activation, get_backend  # noqa: E402
+from fastbp.kernels.numba_backend import NumbaBackend  # noqa: E402
+
+TOL = {"float64": dict(rtol=1e-9, atol=1e-11), "float32": dict(rtol=2e-4, atol=2e-5)}
+ACTS = [Activation("sigmoid"), Activation("tanh"), Activation("relu"), Activation("leaky_relu", 0.2),
+        Activation("identity"), Activation("softmax")]
+VALID = [(act, loss) for act in ACTS for loss in fb.kernels.LOSSES
+         if loss in ("quadratic", "mse") or act.name in ("sigmoid", "softmax")]
+
+
+def arrays(dtype, m=7, n_in=12, n_out=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(m, n_in)).astype(dtype)
+    W = (rng.normal(size=(n_in, n_out)) / 3).astype(dtype)
+    b = rng.normal(size=n_out).astype(dtype)
+    y = np.eye(n_out, dtype=dtype)[rng.integers(0, n_out, m)]
+    return x, W, b, y
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("act,loss", VALID, ids=lambda v: str(v))
+def test_per_batch_kernels_match_numpy(dtype, act, loss):
+    ref, nb = get_backend("numpy", dtype), get_backend("numba", dtype)
+    x, W, b, y = arrays(dtype)
+    tol = TOL[dtype]
+    (z0, a0), (z1, a1) = ref.forward(x, W, b, act), nb.forward(x, W, b, act)
+    np.testing.assert_allclose(z1, z0, **tol)
+    np.testing.assert_allclose(a1, a0, **tol)
+    assert a1.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(nb.output_delta(z0, a0, y, act, loss), ref.output_delta(z0, a0, y, act, loss), **tol)
+    assert nb.loss(a0, y, loss) == pytest.approx(ref.loss(a0, y, loss), rel=tol["rtol"] * 10, abs=tol["atol"])
+    g = np.random.default_rng(1).normal(size=a0.shape).astype(dtype)
+    np.testing.assert_allclose(nb.activation_backward(g, z0, a0, act), ref.activation_backward(g, z0, a0, act), **tol)
+    delta = ref.output_delta(z0, a0, y, act, loss)
+    for r, n in zip(ref.backward(x, W, delta), nb.backward(x, W, delta)):
+        np.testing.assert_allclose(n, r, **tol)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("momentum,decay", [(0.0, 0.0), (0.0, 0.01), (0.9, 0.0), (0.5, 0.02)])
+def test_sgd_update_matches_numpy(dtype, momentum, decay):
+    ref, nb = get_backend("numpy", dtype), get_backend("numba", dtype)
+    rng = np.random.default_rng(2)
+    p, g, v = (rng.normal(size=(6, 4)).astype(dtype) for _ in range(3))
+    p2, v2 = p.copy(), v.copy()
+    ref.sgd_update(p, g, v, 0.3, momentum, decay)
+    nb.sgd_update(p2, g, v2, 0.3, momentum, decay)
+    np.testing.assert_allclose(p2, p, **TOL[dtype])
+    if momentum:
+        np.testing.assert_allclose(v2, v, **TOL[dtype])
+
+
+def make_net(backend, dtype, sizes, hidden, out, loss, frozen=(), seed=0):
+    layers = [fb.Dense(i, o, hidden if k < len(sizes) - 2 else out, frozen=frozen if k == 0 else ())
+              for k, (i, o) in enumerate(zip(sizes, sizes[1:]))]
+    return fb.Network(layers, loss=loss, backend=backend, dtype=dtype, seed=seed)
+
+
+def data(n=23, n_in=12, n_out=5, seed=1, uint8=True):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, (n, n_in)).astype(np.uint8) if uint8 else rng.normal(size=(n, n_in))
+    return X, rng.integers(0, n_out, n)
+
+
+def train(backend, dtype, sizes=(12, 7, 5), hidden="sigmoid", out="sigmoid", loss="quadratic", epochs=2,
+          batch_size=5, frozen=(), X=None, y=None, **fit):
+    net = make_net(backend, dtype, list(sizes), hidden, out, loss, frozen)
+    if X is None:
+        X, y = data(n_in=sizes[0], n_out=sizes[-1])
+    h = net.fit(X, y, epochs=epochs, batch_size=batch_size, lr=fit.pop("lr", 0.5), **fit)
+    return h, net.get_params(), net
+
+
+def assert_same(a, b, dtype, scale=1.0):
+    (ha, pa), (hb, pb) = a[:2], b[:2]
+    tol = {k: v * scale for k, v in TOL[dtype].items()}
+    np.testing.assert_allclose(ha["loss"], hb["loss"], **tol)
+    for la, lb in zip(pa, pb):
+        np.testing.assert_allclose(la["W"], lb["W"], **tol)
+        np.testing.assert_allclose(la["b"], lb["b"], **tol)
+
+
+# depth 1, 2, 3; every output activation and loss; batch sizes with a smaller last batch (23 samples)
+CONFIGS = [
+    ((12, 5), "sigmoid", "sigmoid", "binary_cross_entropy", 5),
+    ((12, 9, 5), "sigmoid", "sigmoid", "quadratic", 5),
+    ((12, 9, 5), "tanh", "softmax", "cross_entropy", 7),
+    ((12, 9, 5), ("leaky_relu", 0.2), "identity", "mse", 1),
+    ((12, 7, 6, 5), "relu", "softmax", "quadratic", 10),
+    ((12, 7, 6, 5), "sigmoid", "tanh", "mse", 23),
+    ((40, 11, 6, 5), "identity", "sigmoid", "mse", 6),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("sizes,hidden,out,loss,bs", CONFIGS, ids=lambda v: str(v))
+def test_fused_epoch_matches_numpy_and_per_batch_path(dtype, sizes, hidden, out, loss, bs):
+    kw = dict(sizes=sizes, hidden=hidden, out=out, loss=loss, batch_size=bs)
+    ref = train("numpy", dtype, **kw)
+    fused = train("numba", dtype, **kw)
+    per_batch = train(NumbaBackend(dtype, fused=False), dtype, **kw)
+    assert fused[2].backend.name == "numba"
+    assert_same(fused, ref, dtype)
+    assert_same(per_batch, ref, dtype)
+    assert_same(fused, per_batch, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("fit", [dict(momentum=0.9), dict(weight_decay=0.01), dict(momentum=0.5, weight_decay=0.02),
+                                 dict(optimizer=fb.SGD(0.1, reduction="sum"))], ids=str)
+def test_optimizer_options_match_numpy(dtype, fit):
+    ref = train("numpy", dtype, epochs=3, **dict(fit))
+    fused = train("numba", dtype, epochs=3, **dict(fit))
+    assert_same(fused, ref, dtype)
+    if fit.get("momentum"):
+        for lr_, lf in zip(ref[2].layers, fused[2].layers):
+            for name in "Wb":
+                np.testing.assert_allclose(lf.velocity[name], lr_.velocity[name], **TOL[dtype])
+
+
+@pytest.mark.parametrize("frozen", [("W",), ("b",), ("W", "b")])
+def test_frozen_parameters_stay_fixed_and_match_numpy(frozen):
+    before = make_net("numpy", "float64", [12, 7, 5], "sigmoid", "sigmoid", "quadratic", frozen).get_params()
+    ref = train("numpy", "float64", frozen=frozen, momentum=0.5)
+    fused = train("numba", "float64", frozen=frozen, momentum=0.5)
+    assert_same(fused, ref, "float64")
+    for name in frozen:
+        np.testing.assert_array_equal(fused[1][0][name], before[0][name])
+
+
+def test_float_inputs_and_single_sample_batches():
+    X, y = data(uint8=False)
+    assert_same(train("numba", "float64", X=X, y=y, batch_size=1), train("numpy", "float64", X=X, y=y, batch_size=1),
+                "float64")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("hidden_units,bs,fit", [(7, 5, {}), (13, 10, dict(momentum=0.5, weight_decay=0.01)),
+                                                 (30, 4, dict(optimizer=fb.SGD(0.05, reduction="sum")))], ids=str)
+def test_two_threads_match_one_thread(dtype, hidden_units, bs, fit):
+    X, y = data(n=47)
+    kw = dict(sizes=(12, hidden_units, 5), batch_size=bs, X=X, y=y, epochs=2)
+    one = train(NumbaBackend(dtype, threads=1), dtype, **kw, **dict(fit))
+    two = train(NumbaBackend(dtype, threads=2), dtype, **kw, **dict(fit))
+    assert two[2].backend.threads == 2
+    assert_same(two, one, dtype)
+    assert_same(two, train("numpy", dtype, **kw, **dict(fit)), dtype)
+
+
+def test_two_threads_with_frozen_layer_and_softmax():
+    kw = dict(out="softmax", loss="cross_entropy", frozen=("b",), momentum=0.5)
+    assert_same(train(NumbaBackend("float64", threads=2), "float64", **kw), train("numpy", "float64", **kw), "float64")
+
+
+def test_unsupported_configuration_falls_back_to_per_batch_kernels(monkeypatch):
+    calls = []
+    original = NumbaBackend._plan
+
+    def no_plan(self, *args):
+        calls.append(original(self, *args) is not None)  # it would have been covered
+        return None
+
+    monkeypatch.setattr(NumbaBackend, "_plan", no_plan)
+    fallback = train("numba", "float64", momentum=0.5)
+    monkeypatch.undo()
+    assert calls and all(calls)
+    assert_same(fallback, train("numpy", "float64", momentum=0.5), "float64")
+
+
+def test_warmup_reports_seconds_and_leaves_weights_alone():
+    net = make_net("numba", "float32", [12, 7, 5], "sigmoid", "sigmoid", "quadratic")
+    before = net.get_params()
+    X, y = data()
+    be = net.backend
+    seconds = be.warmup(net.layers, "quadratic", X, be.asarray(np.eye(5)[y]), 10, fb.SGD(0.5))
+    assert isinstance(seconds, float) and seconds >= 0
+    for p, q in zip(before, net.get_params()):
+        np.testing.assert_array_equal(p["W"], q["W"])
+        np.testing.assert_array_equal(p["b"], q["b"])
+    history = net.fit(X, y, epochs=1)
+    assert history["compile_seconds"] >= 0
+
+
+def test_threads_argument_is_checked():
+    assert get_backend("numba", "float32").threads == 1
+    assert get_backend("numba", "float32", threads=2).threads == 2
+    with pytest.raises(ValueError, match="threads"):
+        NumbaBackend("float32", threads=3)
+    with pytest.raises(TypeError, match="threads"):
+        NumbaBackend("float32", threads="2")
+    with pytest.raises(ValueError, match="dtype"):
+        NumbaBackend("int8")
+
+
+def test_registry_and_info():
+    assert fb.kernels.available("numba")
+    assert NumbaBackend.is_available()
+    info = NumbaBackend.info()
+    assert {"numba", "cpu_name", "NUMBA_CPU_FEATURES"} <= set(info)
+
+
+def test_sigmoid_saturates_without_overflow():
+    nb = get_backend("numba", "float32")
+    z = np.array([[-1e4, -100.0, 0.0, 100.0, 1e4]], dtype=np.float32)
+    _, a = nb.forward(z, np.eye(5, dtype=np.float32), np.zeros(5, np.float32), Activation("sigmoid"))
+    assert np.all(np.isfinite(a))
+    np.testing.assert_allclose(a, [[0.0, 0.0, 0.5, 1.0, 1.0]], atol=1e-30)
