@@ -1,0 +1,269 @@
+"""Side-by-side training speed of fastbp's backends and of other engines, one table.
+
+    python scripts/bench.py                                  # Fashion-MNIST, 784-30-10, batch 10, lr 3.0
+    python scripts/bench.py --epochs 10 --engines numpy-f32,numba-f32-t1,numba-f32-t2
+    python scripts/bench.py --dataset mnist-test --batch-size 100
+
+Every engine trains the same network (784-30-10 sigmoid, quadratic loss; scikit-learn's
+MLPClassifier has its own loss, log-loss with a softmax output) on the same data, in its own
+subprocess, with BLAS and PyTorch pinned to ``--blas-threads`` threads (threadpoolctl,
+torch.set_num_threads) and fastbp's numba backend at the thread count in the engine's name.
+Columns: seconds per epoch (median over the epochs; compilation excluded), samples per second,
+the ratio of the engine's time to fastbp numba's (float32, first thread count given), and test
+accuracy after the run. OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are removed from the subprocesses'
+environment so that OpenBLAS picks its kernel for this CPU (the table shows which it ran).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ENGINES = ("numpy-f32", "numpy-f64", "numba-f32-t1", "numba-f32-t2", "numba-f64-t1", "numba-f64-t2",
+           "torch-manual", "torch-autograd", "sklearn")
+SIZES = (784, 30, 10)
+
+
+# --- data ------------------------------------------------------------------------------------
+def load(name):
+    """(X_train, y_train, X_test, y_test), uint8 images flattened."""
+    import fastbp as fb
+
+    if name == "fashion-mnist":
+        d = fb.datasets.load_fashion_mnist(download=False)
+    elif name == "mnist":
+        d = fb.datasets.load_mnist(download=False)
+    elif name == "mnist-test":  # the 10k MNIST test digits, split 8,000 / 2,000
+        folder = os.environ.get("FASTBP_MNIST_DIR", "/work/shared/data/mnist")
+        X = fb.datasets.read_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"))
+        y = fb.datasets.read_idx(os.path.join(folder, "t10k-labels-idx1-ubyte.gz")).astype(np.int64)
+        X = np.ascontiguousarray(X.reshape(len(X), -1))
+        return X[:8000], y[:8000], X[8000:], y[8000:]
+    elif name == "digits":
+        d = fb.datasets.load_digits()
+    else:
+        raise SystemExit(f"--dataset: expected fashion-mnist, mnist, mnist-test or digits, got {name!r}")
+    return d.X_train, d.y_train, d.X_test, d.y_test
+
+
+# --- one engine, in its own process ------------------------------------------------------------
+def run_fastbp(engine, data, args):
+    import fastbp as fb
+
+    X, y, Xt, yt = data
+    kind, dtype = engine.split("-")[0], {"f32": "float32", "f64": "float64"}[engine.split("-")[1]]
+    options = {"threads": int(engine.split("-t")[1])} if kind == "numba" else {}
+    backend = fb.get_backend(kind, dtype, **options)
+    net = fb.Network.from_sizes([X.shape[1], *SIZES[1:-1], int(y.max()) + 1], backend=backend, seed=0)
+    h = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    extra = {"compile_s": h["compile_seconds"]}
+    if kind == "numba":
+        extra["cpu"] = backend.info()["cpu_name"]
+    return h["seconds"], net.evaluate(Xt, yt)["accuracy"], extra
+
+
+def run_torch(engine, data, args):
+    import torch
+
+    torch.set_num_threads(args.blas_threads)
+    torch.manual_seed(0)
+    X, y, Xt, yt = data
+    n_out = int(y.max()) + 1
+    Xf = torch.from_numpy(X.astype(np.float32) / 255)
+    Y = torch.nn.functional.one_hot(torch.from_numpy(y), n_out).float()
+    n, bs, lr = len(X), args.batch_size, args.lr
+    seconds = []
+    if engine == "torch-manual":  # forward and backward written out, no autograd
+        W1 = torch.randn(X.shape[1], SIZES[1]) / X.shape[1] ** 0.5
+        b1 = torch.zeros(SIZES[1])
+        W2 = torch.randn(SIZES[1], n_out) / SIZES[1] ** 0.5
+        b2 = torch.zeros(n_out)
+        with torch.no_grad():
+            for _ in range(args.epochs):
+                t0 = time.perf_counter()
+                order = torch.randperm(n)
+                for s in range(0, n, bs):
+                    idx = order[s:s + bs]
+                    x, t = Xf[idx], Y[idx]
+                    a1 = torch.sigmoid(x @ W1 + b1)
+                    a2 = torch.sigmoid(a1 @ W2 + b2)
+                    d2 = (a2 - t) * a2 * (1 - a2)
+                    d1 = (d2 @ W2.T) * a1 * (1 - a1)
+                    step = lr / len(idx)
+                    W2.sub_(a1.T @ d2, alpha=step)
+                    b2.sub_(d2.sum(0), alpha=step)
+                    W1.sub_(x.T @ d1, alpha=step)
+                    b1.sub_(d1.sum(0), alpha=step)
+                seconds.append(time.perf_counter() - t0)
+            out = torch.sigmoid(torch.sigmoid(torch.from_numpy(Xt.astype(np.float32) / 255) @ W1 + b1) @ W2 + b2)
+    else:  # nn.Linear + autograd + optim.SGD, the quadratic loss
+        model = torch.nn.Sequential(torch.nn.Linear(X.shape[1], SIZES[1]), torch.nn.Sigmoid(),
+                                    torch.nn.Linear(SIZES[1], n_out), torch.nn.Sigmoid())
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        for _ in range(args.epochs):
+            t0 = time.perf_counter()
+            order = torch.randperm(n)
+            for s in range(0, n, bs):
+                idx = order[s:s + bs]
+                opt.zero_grad()
+                loss = 0.5 * ((model(Xf[idx]) - Y[idx]) ** 2).sum(1).mean()
+                loss.backward()
+                opt.step()
+            seconds.append(time.perf_counter() - t0)
+        with torch.no_grad():
+            out = model(torch.from_numpy(Xt.astype(np.float32) / 255))
+    acc = float((out.argmax(1).numpy() == yt).mean())
+    return seconds, acc, {"torch": torch.__version__}
+
+
+def run_sklearn(engine, data, args):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    X, y, Xt, yt = data
+    Xf, Xtf = X.astype(np.float32) / 255, Xt.astype(np.float32) / 255
+    # log-loss with a softmax output: lr 3.0 is not comparable; 0.1 is sklearn's usual scale
+    clf = MLPClassifier(hidden_layer_sizes=(SIZES[1],), activation="logistic", solver="sgd",
+                        batch_size=args.batch_size, learning_rate_init=args.sklearn_lr, momentum=0.0,
+                        alpha=0.0, max_iter=1, warm_start=True, random_state=0, tol=0, n_iter_no_change=10**9)
+    seconds = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(args.epochs):
+            t0 = time.perf_counter()
+            clf.fit(Xf, y)
+            seconds.append(time.perf_counter() - t0)
+    return seconds, float(clf.score(Xtf, yt)), {"lr": args.sklearn_lr}
+
+
+def run_one(engine, args):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    data = load(args.dataset)
+    with threadpool_limits(args.blas_threads):
+        blas = [f"{i['internal_api']} {i.get('architecture', '')} x{i['num_threads']}" for i in threadpool_info()]
+        if engine.startswith(("numpy", "numba")):
+            seconds, acc, extra = run_fastbp(engine, data, args)
+        elif engine.startswith("torch"):
+            seconds, acc, extra = run_torch(engine, data, args)
+        else:
+            seconds, acc, extra = run_sklearn(engine, data, args)
+    return {"engine": engine, "seconds": seconds, "accuracy": acc, "n": len(data[0]), "blas": blas, **extra}
+
+
+# --- the table ---------------------------------------------------------------------------------
+def available(engine):
+    import importlib.util
+
+    if engine.startswith("torch"):
+        return importlib.util.find_spec("torch") is not None
+    if engine.startswith("numba"):
+        return importlib.util.find_spec("numba") is not None
+    return True
+
+
+def machine():
+    model = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for mod in ("numba", "torch", "sklearn"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return model, os.cpu_count(), versions
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), mnist, mnist-test, digits")
+    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=3.0)
+    p.add_argument("--sklearn-lr", type=float, default=0.1)
+    p.add_argument("--threads", default="1,2", help="numba thread counts to run, e.g. 1 or 1,2 (default)")
+    p.add_argument("--blas-threads", type=int, default=1, help="threads for BLAS and PyTorch (default 1)")
+    p.add_argument("--engines", default="all", help=f"comma-separated, from {', '.join(ENGINES)}")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--one", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.one:
+        print(json.dumps(run_one(args.one, args)))
+        return 0
+
+    threads = [int(t) for t in args.threads.split(",")]
+    wanted = ENGINES if args.engines == "all" else tuple(args.engines.split(","))
+    unknown = [e for e in wanted if e not in ENGINES]
+    if unknown:
+        raise SystemExit(f"--engines: unknown {', '.join(unknown)}; expected some of {', '.join(ENGINES)}")
+    engines = [e for e in wanted if available(e) and not (e.startswith("numba") and int(e[-1]) not in threads)]
+
+    model, cores, versions = machine()
+    print(f"# fastbp benchmark, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
+    print(f"# machine: {model}, {cores} cores; " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print(f"# {args.dataset}, {'-'.join(map(str, SIZES))} sigmoid, quadratic loss, batch {args.batch_size}, "
+          f"lr {args.lr}, {args.epochs} epochs, BLAS/torch threads {args.blas_threads}; "
+          f"command: python scripts/bench.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env.update({k: str(args.blas_threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")})
+    results = []
+    for engine in engines:
+        cmd = [sys.executable, os.path.abspath(__file__), "--one", engine, "--dataset", args.dataset,
+               "--batch-size", str(args.batch_size), "--epochs", str(args.epochs), "--lr", str(args.lr),
+               "--sklearn-lr", str(args.sklearn_lr), "--blas-threads", str(args.blas_threads)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"# {engine}: failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+            continue
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    ref = next((r for r in results if r["engine"] == f"numba-f32-t{threads[0]}"), None)
+    ref_s = float(np.median(ref["seconds"])) if ref else None
+    print("\n| engine | s/epoch (median) | samples/s | x fastbp numba | test accuracy | notes |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for r in results:
+        med = float(np.median(r["seconds"]))
+        notes = []
+        if "compile_s" in r:
+            notes.append(f"compile {r['compile_s']:.2f} s")
+        if r["engine"] == "sklearn":
+            notes.append(f"log-loss, lr {r['lr']}")
+        if r["engine"].startswith(("numpy", "torch", "sklearn")) and r["blas"]:
+            notes.append("; ".join(r["blas"]))
+        ratio = f"{med / ref_s:.2f}" if ref_s else "-"
+        print(f"| {label(r['engine'])} | {med:.4f} | {r['n'] / med:,.0f} | {ratio} | {r['accuracy']:.4f} | "
+              f"{', '.join(notes)} |")
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"machine": [model, cores, versions], "args": vars(args), "results": results}, f, indent=1)
+        os.replace(tmp, args.json)
+    return 0
+
+
+def label(engine):
+    names = {"numpy-f32": "fastbp numpy float32", "numpy-f64": "fastbp numpy float64",
+             "torch-manual": "PyTorch CPU, hand-written backward", "torch-autograd": "PyTorch CPU, nn.Linear+autograd+SGD",
+             "sklearn": "scikit-learn MLPClassifier (sgd)"}
+    if engine.startswith("numba"):
+        _, f, t = engine.split("-")
+        return f"fastbp numba float{f[1:]}, {t[1:]} thread{'s' if t != 't1' else ''}"
+    return names[engine]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
