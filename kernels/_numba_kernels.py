@@ -31,6 +31,7 @@ ACT_CODES = {"sigmoid": SIGMOID, "tanh": TANH, "relu": RELU, "leaky_relu": LEAKY
              "identity": IDENTITY, "softmax": SOFTMAX}
 QUADRATIC, MSE, BCE, CE = range(4)
 LOSS_CODES = {"quadratic": QUADRATIC, "mse": MSE, "binary_cross_entropy": BCE, "cross_entropy": CE}
+SPINS = 2000  # polls of the barrier before yielding the CPU
 TINY = 1e-12  # the NumPy reference's clip in the cross-entropy losses
 
 
@@ -87,6 +88,16 @@ def _cpu_relax(typingctx):
     def codegen(context, builder, sig, args):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
                                             "llvm.x86.sse2.pause")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@intrinsic
+def _sched_yield(typingctx):
+    """Give the CPU to another thread (libc's sched_yield)."""
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
         builder.call(fn, [])
         return context.get_dummy_value()
     return types.void(), codegen
@@ -519,11 +530,18 @@ def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, ac
 @njit(**JIT)
 def _barrier(flags, t, k):
     """Worker t arrived at barrier k (counted from 1): publish, then wait for the other worker.
-    Release/acquire: everything written before the barrier is visible to the other after it."""
+    Release/acquire: everything written before the barrier is visible to the other after it.
+    After SPINS polls it yields the CPU on each poll: on a busy machine, the other worker may be
+    waiting for this core."""
     _store_release(flags, t * 16, k)
     o = (1 - t) * 16
+    spins = 0
     while _load_acquire(flags, o) < k:
-        _cpu_relax()
+        if spins < SPINS:
+            _cpu_relax()
+            spins += 1
+        else:
+            _sched_yield()
 
 
 @njit(**JIT)
