@@ -15,9 +15,12 @@ def parser(name, doc):
 
 
 def add_backend(p, default):
+    """``--backend``; ``default="cpu"`` means numba when available, else numpy."""
     from ..kernels import BACKENDS
 
-    p.add_argument("--backend", default=default, choices=BACKENDS, help=f"compute backend (default {default})")
+    shown = "numba when available, else numpy" if default == "cpu" else default
+    choices = BACKENDS + ("cpu",) if default == "cpu" else BACKENDS
+    p.add_argument("--backend", default=default, choices=choices, help=f"compute backend (default: {shown})")
 
 
 def add_plots(p):

@@ -9,7 +9,8 @@ Network 2-25-50-25-2, sigmoid everywhere; weights N(0, 1) * sqrt(1 / n_out), bia
 
 Published figures: three plots, the data set, the MSE and accuracy curves, and the decision
 boundary. The NumPy original takes minutes (1.4 million single-sample updates); fastbp on its
-numba backend takes seconds (numpy backend: minutes too).
+numba backend takes seconds (numpy backend: minutes too). The default backend is numba when
+available, else numpy: one tiny update per sample is CPU work (``--backend`` picks another).
 
 Where fastbp differs: the source never updates the biases (its update loop changes only
 ``layer.weights``), an omission rather than a design; fastbp trains the biases too, as
@@ -123,9 +124,11 @@ def main(argv=None):
     p.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     p.add_argument("--freeze-biases", action="store_true", help="never update the biases, as the source's code")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
-    add_backend(p, "auto")
+    add_backend(p, "cpu")
     add_plots(p)
     args = p.parse_args(argv)
+    if args.backend == "cpu":  # one tiny update per sample is CPU work: a GPU would launch kernels per sample
+        args.backend = "numba" if fb.kernels.available("numba") else "numpy"
     for name in ("epochs", "n_samples", "every"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
