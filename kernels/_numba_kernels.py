@@ -44,6 +44,13 @@ def _i64_as_f64(typingctx, i):
 
 
 @intrinsic
+def _i32_as_f32(typingctx, i):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
 def _load_acquire(typingctx, arr, idx):
     """``arr[idx]`` (an int64 array) read with acquire ordering."""
     def codegen(context, builder, sig, args):
@@ -128,6 +135,27 @@ def exp64(x):
 
 
 @njit(**JIT)
+def exp32(x):
+    """exp(x) for |x| <= 87 in float32 (Cephes' expf polynomial, relative error about 2e-7)."""
+    n = np.floor(x * np.float32(1.442695) + np.float32(0.5))
+    r = (x - n * np.float32(0.693359375)) + n * np.float32(2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * r * r + r + np.float32(1.0)
+    return p * _i32_as_f32((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+@njit(**JIT)
+def sigmoid32(z):
+    z = min(max(z, np.float32(-87.0)), np.float32(87.0))
+    return np.float32(1.0) / (np.float32(1.0) + exp32(-z))
+
+
+@njit(**JIT)
 def sigmoid64(z):
     z = min(max(z, -700.0), 700.0)
     return 1.0 / (1.0 + exp64(-z))
@@ -162,7 +190,10 @@ def activate_rows(Z, A, m, lo, hi, code, slope):
     for s in range(m):
         z = Z[s]
         a = A[s]
-        if code == SIGMOID:
+        if code == SIGMOID and A.itemsize == 4:
+            for j in range(lo, hi):
+                a[j] = T(sigmoid32(np.float32(z[j])))
+        elif code == SIGMOID:
             for j in range(lo, hi):
                 a[j] = T(sigmoid64(np.float64(z[j])))
         elif code == TANH:
