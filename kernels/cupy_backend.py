@@ -277,10 +277,11 @@ class CupyBackend(Backend):
         self._device(X, "X")
         if X.ndim != 2:
             raise ValueError(f"X: expected a 2-D array, got shape {X.shape}")
+        X = cp.ascontiguousarray(X)
         idx = cp.asarray(idx)
         out = cp.empty((idx.shape[0], X.shape[1]), dtype=self.dtype)
         if out.size:
-            _kernel(("gather",))(X, idx, X.shape[1], float(scale), out)
+            _kernel(("gather",))(X.reshape(-1), idx, X.shape[1], float(scale), out)  # X: flat, contiguous
         return out
 
     # --- layer math -----------------------------------------------------------------------

@@ -1,0 +1,341 @@
+"""The GPU benchmark: seconds per epoch of the 784-30-10 sigmoid network (quadratic loss, float32,
+lr 3.0) on one data set, for each engine and batch size, side by side in one run.
+
+Engines (rows are engine x batch size):
+- fastbp-cupy-fused   fastbp's cupy backend at small batches: the fused whole-epoch kernel;
+- fastbp-cupy         fastbp's cupy backend at large batches: cuBLAS products per batch;
+- torch-cuda-hand     PyTorch on the same GPU, forward/backward written by hand (matmuls);
+- torch-cuda-autograd PyTorch on the same GPU, nn.Linear + autograd + torch.optim.SGD;
+- fastbp-numba        fastbp's numba backend on the host CPU, for reference.
+
+Every engine starts from the same initial weights, visits the data in its own shuffled order,
+and is timed epoch by epoch after one untimed warm-up epoch (compilation, cuBLAS handles); GPU
+timings end with a device synchronisation. Columns: median s/epoch, samples/s, time relative to
+fastbp at the same batch size, test accuracy after the timed epochs. The summary checks the
+targets of the GPU issue (fused epoch <= 30 ms and >= 20x PyTorch; large batches >= 5x the best
+CPU samples/s; accuracy >= 0.84 after --accuracy-epochs with the fused kernel).
+
+    python scripts/bench_gpu.py --data fashion-mnist            # or a folder of IDX files
+    python scripts/bench_gpu.py --engines fastbp-numba --data synthetic --n 5000   # CPU only
+    python scripts/bench_gpu.py --dry-run                       # the plan, nothing run
+
+Without a GPU, any GPU engine stops the run with one clear message (exit status 1).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ENGINES = ("fastbp-cupy-fused", "fastbp-cupy", "torch-cuda-hand", "torch-cuda-autograd", "fastbp-numba")
+GPU_ENGINES = ENGINES[:4]
+SIZES = [784, 30, 10]
+LR = 3.0
+
+
+class Unavailable(RuntimeError):
+    """An engine cannot run on this machine."""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="fashion-mnist",
+                   help="fashion-mnist, mnist, a folder of the four IDX files, or synthetic (random images: "
+                        "for timings only, the accuracy means nothing)")
+    p.add_argument("--n", type=int, default=None, help="use the first N training samples (default: all)")
+    p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated, from: " + ", ".join(ENGINES))
+    p.add_argument("--small", default="10", help="small batch sizes (comma-separated; default 10)")
+    p.add_argument("--large", default="1000,10000", help="large batch sizes (default 1000,10000)")
+    p.add_argument("--epochs", type=int, default=5, help="timed epochs per row (default 5; median reported)")
+    p.add_argument("--accuracy-epochs", type=int, default=30,
+                   help="epochs of the separate fused accuracy run (0: skip; default 30)")
+    p.add_argument("--threads", type=int, default=1, help="numba threads (1 or 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    args = p.parse_args(argv)
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    for e in engines:
+        if e not in ENGINES:
+            p.error(f"--engines: unknown engine {e!r}; expected some of {', '.join(ENGINES)}")
+    args.engines = engines
+    try:
+        args.small = [int(b) for b in args.small.split(",") if b.strip()]
+        args.large = [int(b) for b in args.large.split(",") if b.strip()]
+    except ValueError:
+        p.error(f"--small/--large: expected comma-separated integers, got {args.small!r} / {args.large!r}")
+    if any(b < 1 for b in args.small + args.large):
+        p.error("--small/--large: batch sizes must be positive")
+    if args.epochs < 1:
+        p.error(f"--epochs: expected a positive integer, got {args.epochs}")
+    if args.n is not None and args.n < 1:
+        p.error(f"--n: expected a positive integer, got {args.n}")
+    return args
+
+
+def plan(args):
+    """The rows to run: (engine, batch size)."""
+    rows = []
+    for engine in args.engines:
+        if engine == "fastbp-cupy-fused":
+            batches = args.small
+        elif engine == "fastbp-cupy":
+            batches = args.large
+        else:
+            batches = args.small + args.large
+        rows += [(engine, b) for b in batches]
+    return rows
+
+
+# --- data ---------------------------------------------------------------------------------------
+def load_data(name, n, seed):
+    if name == "synthetic":  # random images with labels from a fixed random linear map (learnable)
+        rng = np.random.default_rng(seed)
+        count = n or 60000
+        X = rng.integers(0, 256, (count + 10000, 784)).astype(np.uint8)
+        proj = rng.normal(size=(784, 10))
+        y = np.argmax((X / 255.0 - 0.5) @ proj, axis=1)
+        return X[:count], y[:count], X[count:], y[count:], "synthetic"
+    from fastbp import datasets
+
+    split = datasets.load_dataset(name, download=False)
+    X, y, Xt, yt = split[:4]
+    if n:
+        X, y = X[:n], y[:n]
+    return X, y, Xt, yt, split.name
+
+
+# --- engines: each returns (seconds of each timed epoch, test accuracy) --------------------------
+def initial_params(seed):
+    import fastbp as fb
+
+    return fb.Network.from_sizes(SIZES, backend="numpy", seed=seed).get_params()
+
+
+def run_fastbp(backend, X, y, Xt, yt, batch, epochs, params, seed, **options):
+    import fastbp as fb
+    from fastbp import kernels
+
+    try:
+        be = kernels.get_backend(backend, "float32", **options)
+    except kernels.BackendUnavailable as e:
+        raise Unavailable(str(e)) from None
+    net = fb.Network.from_sizes(SIZES, backend=be, seed=seed)
+    net.set_params(params)
+    h = net.fit(X, y, epochs=epochs + 1, batch_size=batch, lr=LR)
+    return h.seconds[1:], net.evaluate(Xt, yt)["accuracy"], net
+
+
+def torch_cuda():
+    try:
+        import torch
+    except ImportError as e:
+        raise Unavailable(f"PyTorch is not installed ({e})") from None
+    if not torch.cuda.is_available():
+        raise Unavailable(f"PyTorch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() is False)")
+    return torch
+
+
+def run_torch_hand(X, y, Xt, yt, batch, epochs, params, seed):
+    torch = torch_cuda()
+    dev = torch.device("cuda")
+    torch.manual_seed(seed)
+    Xd = torch.as_tensor(X, device=dev)
+    Yd = torch.nn.functional.one_hot(torch.as_tensor(y, device=dev), 10).float()
+    W1, b1, W2, b2 = (torch.as_tensor(p[k], device=dev).float() for p in params for k in ("W", "b"))
+    n = Xd.shape[0]
+    times = []
+    with torch.no_grad():
+        for epoch in range(epochs + 1):
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            order = torch.randperm(n, device=dev)
+            for start in range(0, n, batch):
+                idx = order[start:start + batch]
+                m = idx.shape[0]
+                x = Xd[idx].float() * (1.0 / 255.0)
+                t = Yd[idx]
+                a1 = torch.sigmoid(torch.addmm(b1, x, W1))
+                a2 = torch.sigmoid(torch.addmm(b2, a1, W2))
+                d2 = (a2 - t) * a2 * (1 - a2)
+                d1 = (d2 @ W2.T) * a1 * (1 - a1)
+                step = LR / m
+                W2.sub_(a1.T @ d2, alpha=step)
+                b2.sub_(d2.sum(0), alpha=step)
+                W1.sub_(x.T @ d1, alpha=step)
+                b1.sub_(d1.sum(0), alpha=step)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        xt = torch.as_tensor(Xt, device=dev).float() / 255.0
+        out = torch.sigmoid(torch.sigmoid(xt @ W1 + b1) @ W2 + b2)
+        acc = (out.argmax(1).cpu().numpy() == yt).mean()
+    return times[1:], float(acc), None
+
+
+def run_torch_autograd(X, y, Xt, yt, batch, epochs, params, seed):
+    torch = torch_cuda()
+    dev = torch.device("cuda")
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 30), torch.nn.Sigmoid(),
+                                torch.nn.Linear(30, 10), torch.nn.Sigmoid()).to(dev)
+    with torch.no_grad():  # nn.Linear keeps W as (out, in)
+        for layer, p in zip((model[0], model[2]), params):
+            layer.weight.copy_(torch.as_tensor(p["W"].T))
+            layer.bias.copy_(torch.as_tensor(p["b"]))
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    Xd = torch.as_tensor(X, device=dev)
+    Yd = torch.nn.functional.one_hot(torch.as_tensor(y, device=dev), 10).float()
+    n = Xd.shape[0]
+    times = []
+    for epoch in range(epochs + 1):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        order = torch.randperm(n, device=dev)
+        for start in range(0, n, batch):
+            idx = order[start:start + batch]
+            x = Xd[idx].float() * (1.0 / 255.0)
+            loss = 0.5 * ((model(x) - Yd[idx]) ** 2).sum() / idx.shape[0]  # quadratic, mean over the batch
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    with torch.no_grad():
+        out = model(torch.as_tensor(Xt, device=dev).float() / 255.0)
+        acc = (out.argmax(1).cpu().numpy() == yt).mean()
+    return times[1:], float(acc), None
+
+
+def run_row(engine, batch, data, args, params):
+    X, y, Xt, yt = data
+    if engine in ("fastbp-cupy-fused", "fastbp-cupy"):
+        times, acc, net = run_fastbp("cupy", X, y, Xt, yt, batch, args.epochs, params, args.seed,
+                                     fused=engine == "fastbp-cupy-fused")
+        if engine == "fastbp-cupy-fused":  # check that the fused kernel is the one that ran
+            be = net.backend
+            X_dev = be.prepare_data(X[:batch])
+            Y_dev = be.asarray(np.eye(10)[y[:batch]])
+            if be.fused_config(net.layers, net.loss, X_dev, Y_dev, batch) is None:
+                print(f"  note: batch {batch} is not covered by the fused kernel; the per-batch path ran",
+                      file=sys.stderr)
+        return times, acc
+    if engine == "fastbp-numba":
+        times, acc, _ = run_fastbp("numba", X, y, Xt, yt, batch, args.epochs, params, args.seed,
+                                   threads=args.threads)
+        return times, acc
+    if engine == "torch-cuda-hand":
+        return run_torch_hand(X, y, Xt, yt, batch, args.epochs, params, args.seed)[:2]
+    return run_torch_autograd(X, y, Xt, yt, batch, args.epochs, params, args.seed)[:2]
+
+
+# --- report ---------------------------------------------------------------------------------------
+def versions():
+    lines = [f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()} "
+             f"{platform.processor() or platform.platform()}"]
+    try:
+        from fastbp.kernels.cupy_backend import CupyBackend
+
+        if CupyBackend.is_available():
+            info = CupyBackend.info()
+            lines.append(f"GPU {info['device']} (compute capability {info['compute_capability']}), "
+                         f"CuPy {info['cupy']}, CUDA runtime {info['cuda_runtime']}, driver {info['cuda_driver']}")
+        else:
+            lines.append("GPU: none visible to CuPy")
+    except Exception as e:  # the report goes on without it
+        lines.append(f"GPU: unknown ({type(e).__name__}: {e})")
+    try:
+        import torch
+
+        lines.append(f"PyTorch {torch.__version__}" + (f", CUDA {torch.version.cuda}" if torch.version.cuda else ""))
+    except ImportError:
+        lines.append("PyTorch: not installed")
+    try:
+        import numba
+
+        lines.append(f"Numba {numba.__version__}")
+    except ImportError:
+        pass
+    return lines
+
+
+def table(results, n):
+    """The rows as text: results is a list of (engine, batch, seconds list, accuracy)."""
+    fastbp = {b: statistics.median(t) for e, b, t, _ in results if e.startswith("fastbp-cupy")}
+    head = f"{'engine':<20} {'batch':>6} {'s/epoch':>9} {'samples/s':>12} {'x fastbp-cupy':>14} {'test acc':>9}"
+    lines = [head, "-" * len(head)]
+    for engine, batch, times, acc in results:
+        med = statistics.median(times)
+        ratio = f"{med / fastbp[batch]:.1f}x" if batch in fastbp else "-"
+        lines.append(f"{engine:<20} {batch:>6} {med:>9.4f} {n / med:>12,.0f} {ratio:>14} {acc:>9.4f}")
+    return lines
+
+
+def summary(results, n, fused_accuracy):
+    """The issue's targets, each met or missed by how much."""
+    med = {(e, b): statistics.median(t) for e, b, t, _ in results}
+    out = []
+    for (e, b), s in med.items():
+        if e != "fastbp-cupy-fused":
+            continue
+        out.append(f"fused epoch at batch {b}: {s * 1e3:.1f} ms (target <= 30 ms: {'met' if s <= 0.030 else 'MISSED'})")
+        for torch_engine in ("torch-cuda-hand", "torch-cuda-autograd"):
+            if (torch_engine, b) in med:
+                r = med[(torch_engine, b)] / s
+                out.append(f"  vs {torch_engine} at batch {b}: {r:.1f}x faster (target >= 20x: "
+                           f"{'met' if r >= 20 else 'MISSED'})")
+    cpu = [n / s for (e, b), s in med.items() if e == "fastbp-numba"]
+    for (e, b), s in med.items():
+        if e == "fastbp-cupy" and cpu:
+            r = (n / s) / max(cpu)
+            out.append(f"large batch {b}: {n / s:,.0f} samples/s = {r:.1f}x the best CPU figure "
+                       f"({max(cpu):,.0f}; target >= 5x: {'met' if r >= 5 else 'MISSED'})")
+    if fused_accuracy is not None:
+        epochs, acc = fused_accuracy
+        out.append(f"fused kernel accuracy after {epochs} epochs: {acc:.4f} (target >= 0.84 on "
+                   f"Fashion-MNIST: {'met' if acc >= 0.84 else 'MISSED'})")
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rows = plan(args)
+    print(f"fastbp GPU benchmark, {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"network {SIZES}, sigmoid, quadratic loss, float32, lr {LR}; data {args.data}"
+          + (f" (first {args.n})" if args.n else "") + f"; {args.epochs} timed epochs per row after 1 warm-up")
+    if args.dry_run:
+        print("plan (engine, batch):")
+        for engine, batch in rows:
+            print(f"  {engine:<20} batch {batch}")
+        return 0
+    for line in versions():
+        print(line)
+    X, y, Xt, yt, name = load_data(args.data, args.n, args.seed)
+    print(f"data: {name}, {X.shape[0]} training and {Xt.shape[0]} test samples")
+    params = initial_params(args.seed)
+    results = []
+    for engine, batch in rows:
+        try:
+            times, acc = run_row(engine, batch, (X, y, Xt, yt), args, params)
+        except Unavailable as e:
+            print(f"error: engine {engine} cannot run here: {e}", file=sys.stderr)
+            return 1
+        results.append((engine, batch, times, acc))
+        print(f"  {engine:<20} batch {batch:>6}: {statistics.median(times):.4f} s/epoch "
+              f"(min {min(times):.4f}, max {max(times):.4f})", flush=True)
+    fused_accuracy = None
+    if "fastbp-cupy-fused" in args.engines and args.accuracy_epochs > 0 and args.small:
+        _, acc, _ = run_fastbp("cupy", X, y, Xt, yt, args.small[0], args.accuracy_epochs - 1, params, args.seed)
+        fused_accuracy = (args.accuracy_epochs, acc)
+    print()
+    for line in table(results, X.shape[0]) + [""] + summary(results, X.shape[0], fused_accuracy):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

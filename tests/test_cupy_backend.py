@@ -1,0 +1,618 @@
+"""The CuPy backend.
+
+Without a GPU (CI): the one clear error without CuPy or without a GPU, "auto" falling back, the
+CUDA template's rendering and argument checks, the rendered source compiled by nvcc (when nvcc is
+installed), and the fused kernel's algorithm itself, run on the CPU: the rendered .cu compiled as
+C++ with one std::thread per CUDA thread (barriers for __syncthreads and the warp shuffles) and
+compared with the NumPy reference. With CuPy and a GPU (``-m gpu``): every method against the
+NumPy reference, the fused epoch and the per-batch path against it, predict, the mixing errors.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import fastbp as fb
+from fastbp import kernels
+from fastbp.kernels import BackendUnavailable
+from fastbp.kernels import cupy_backend as cb
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VALID = [(out, loss) for out in kernels.ACTIVATIONS for loss in kernels.LOSSES
+         if loss in ("quadratic", "mse") or out in ("sigmoid", "softmax")]
+HIDDEN = [a for a in kernels.ACTIVATIONS if a != "softmax"]
+
+
+# --- without CuPy, without a GPU --------------------------------------------------------------
+@pytest.fixture
+def no_cupy_loaded(monkeypatch):
+    """The backend module as if cupy had never been imported by it."""
+    monkeypatch.setattr(cb, "cp", None)
+    return cb
+
+
+def fake_cupy(count=None, error=None):
+    """A stand-in cupy module whose getDeviceCount returns ``count`` or raises ``error``."""
+    def get_device_count():
+        if error is not None:
+            raise error
+        return count
+
+    mod = types.ModuleType("cupy")
+    mod.__version__ = "0.0-fake"
+    mod.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=get_device_count))
+    return mod
+
+
+def test_without_cupy_the_backend_fails_with_one_clear_message(monkeypatch, no_cupy_loaded):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    assert not cb.CupyBackend.is_available()
+    assert not kernels.available("cupy")
+    with pytest.raises(BackendUnavailable) as info:
+        fb.Network.from_sizes([4, 3, 2], backend="cupy")
+    msg = str(info.value)
+    assert msg.startswith("backend 'cupy' is not available: CuPy cannot be imported")
+    for hint in ("fastbp[gpu]", "cupy-cuda12x", "cupy-cuda13x"):
+        assert hint in msg
+
+
+@pytest.mark.parametrize("count,error,expected", [
+    (None, RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected"), "finds no usable NVIDIA GPU"),
+    (0, None, "finds no NVIDIA GPU"),
+])
+def test_without_a_gpu_the_backend_fails_with_one_clear_message(monkeypatch, no_cupy_loaded, count, error,
+                                                                expected):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(count, error))
+    assert not cb.CupyBackend.is_available()
+    with pytest.raises(BackendUnavailable) as info:
+        kernels.get_backend("cupy")
+    msg = str(info.value)
+    assert expected in msg and "0.0-fake" in msg and "cupy-cuda13x" in msg
+    if error is not None:
+        assert "cudaErrorNoDevice" in msg
+    assert cb.cp is None  # nothing half-initialised is left behind
+
+
+def test_auto_falls_back_without_a_gpu_and_training_works(monkeypatch, no_cupy_loaded):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(error=RuntimeError("no driver")))
+    name = kernels.resolve("auto")
+    assert name in ("numba", "numpy")
+    net = fb.Network.from_sizes([4, 3, 2], backend="auto", seed=0)
+    assert net.backend.name == name
+    X = np.random.default_rng(0).normal(size=(20, 4))
+    history = net.fit(X, np.arange(20) % 2, epochs=2, batch_size=5, lr=0.5)
+    assert np.isfinite(history.loss).all()
+    assert isinstance(net.predict(X), np.ndarray)
+
+
+def test_auto_prefers_cupy_when_a_gpu_is_reported(monkeypatch, no_cupy_loaded):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy(count=1))
+    assert cb.CupyBackend.is_available()
+    assert kernels.resolve("auto") == "cupy"
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"threads": 100}, ValueError, "threads: expected a multiple of 32"),
+    ({"threads": 2048}, ValueError, "threads: expected at most 1024"),
+    ({"threads": 0}, ValueError, "threads: expected a positive integer"),
+    ({"dtype": "float16"}, ValueError, "dtype"),
+])
+def test_constructor_arguments_are_checked_before_looking_for_cupy(monkeypatch, no_cupy_loaded, kwargs, exc,
+                                                                   match):
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(exc, match=match):
+        cb.CupyBackend(**kwargs)
+
+
+# --- the CUDA template --------------------------------------------------------------------------
+CONFIGS = [  # render_fused_epoch arguments: the book's network and a spread of the others
+    dict(n_in=784, n_hidden=30, n_out=10, batch_size=10),
+    dict(n_in=784, n_hidden=30, n_out=10, batch_size=32, dtype="float32", input_dtype="float32",
+         hidden="relu", output="softmax", loss="cross_entropy"),
+    dict(n_in=64, n_hidden=16, n_out=10, batch_size=1, dtype="float64", hidden="tanh", output="sigmoid",
+         loss="binary_cross_entropy", threads=256),
+    dict(n_in=2, n_hidden=3, n_out=1, batch_size=100, hidden="leaky_relu", output="identity", loss="mse",
+         threads=128),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_the_kernel_source_renders_with_the_sizes_and_types(config):
+    src = cb.render_fused_epoch(**config)
+    assert "${" not in src
+    dt = config.get("dtype", "float32")
+    xt = config.get("input_dtype", "uint8")
+    assert f"typedef {'float' if dt == 'float32' else 'double'} T;" in src
+    assert f"typedef {'unsigned char' if xt == 'uint8' else ('float' if xt == 'float32' else 'double')} XT;" in src
+    for macro, value in (("N0", config["n_in"]), ("H", config["n_hidden"]), ("K", config["n_out"]),
+                         ("BS", config["batch_size"]), ("SB", min(config["batch_size"], 16)),
+                         ("NT", config.get("threads", 1024))):
+        assert f"#define {macro} {value} " in src
+    codes = {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4, "softmax": 5}
+    assert f"#define HID_ACT {codes[config.get('hidden', 'sigmoid')]}\n" in src
+    assert f"#define OUT_ACT {codes[config.get('output', 'sigmoid')]}\n" in src
+    cancel = (config.get("output", "sigmoid"), config.get("loss", "quadratic")) in (
+        ("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy"))
+    assert f"#define CANCEL {int(cancel)} " in src
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(n_in=0), "n_in: expected a positive integer"),
+    (dict(n_hidden=2.5), "n_hidden: expected a positive integer"),
+    (dict(batch_size=cb.FUSED_MAX_BATCH + 1), f"batch_size: expected at most {cb.FUSED_MAX_BATCH}"),
+    (dict(threads=48), "threads: expected a multiple of 32"),
+    (dict(threads=32, batch_size=64), "threads: expected at least batch_size"),
+    (dict(dtype="float16"), "dtype: expected 'float32' or 'float64'"),
+    (dict(input_dtype="int32"), "input_dtype: expected 'uint8'"),
+    (dict(dtype="float64", input_dtype="float32"), "input_dtype"),
+    (dict(hidden="softmax"), "hidden: expected one of"),
+    (dict(output="swish"), "output: expected one of"),
+    (dict(loss="hinge"), "loss: expected one of"),
+])
+def test_render_checks_its_arguments(kwargs, match):
+    args = dict(n_in=4, n_hidden=3, n_out=2, batch_size=10) | kwargs
+    with pytest.raises(ValueError, match=match):
+        cb.render_fused_epoch(**args)
+
+
+def test_shared_memory_of_the_book_network():
+    """784-30-10 float32 at batch 10: weights 23520 + 300, biases 40, per sample 784 + 10 + 3*30 + 3*10
+    words (the layout in fused_epoch.cu): above the default 48 KB, within an H100's 227 KB opt-in."""
+    need = cb.fused_epoch_shared_bytes(784, 30, 10, 10, "float32")
+    assert need == 4 * (784 * 30 + 30 * 10 + 30 + 10 + 10 * (784 + 10 + 90 + 30))
+    assert 48 * 1024 < need <= 227 * 1024
+    # float64 of the same net does not fit: the backend takes the per-batch path there
+    assert cb.fused_epoch_shared_bytes(784, 30, 10, 10, "float64") > 227 * 1024
+
+
+def test_the_math_preamble_is_the_math_section():
+    pre = cb.math_preamble()
+    for name in ("fb_activate", "fb_dact", "fb_loss_grad", "fb_loss_term"):
+        assert name in pre
+    assert "fused_epoch" not in pre and "${" not in pre
+
+
+NVCC = shutil.which("nvcc")
+
+PREAMBLE_CHECK = """
+template <typename F> __global__ void all_math(F *out, const F *z, const F *y) {
+    const int i = threadIdx.x;
+    F a = fb_activate(z[i], i % 5, F(0.01));
+    out[i] = fb_dact(z[i], a, i % 5, F(0.01)) + fb_loss_grad(a, y[i], i % 4, 10)
+             + F(fb_loss_term(a, y[i], i % 4));
+}
+template __global__ void all_math<float>(float *, const float *, const float *);
+template __global__ void all_math<double>(double *, const double *, const double *);
+"""
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc (the CUDA compiler) is not installed")
+def test_the_rendered_sources_compile_with_nvcc(tmp_path):
+    """Catches CUDA syntax and type errors without a GPU: each rendered configuration, and the math
+    preamble the elementwise kernels use, compiled to PTX for the H100 (sm_90), in parallel."""
+    jobs = []
+    sources = [cb.render_fused_epoch(**config) for config in CONFIGS[:3]] + [cb.math_preamble() + PREAMBLE_CHECK]
+    for i, src in enumerate(sources):
+        path = tmp_path / f"k{i}.cu"
+        path.write_text(src)
+        jobs.append(subprocess.Popen([NVCC, "--ptx", "-arch=sm_90", str(path), "-o", str(tmp_path / f"k{i}.ptx")],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    for i, job in enumerate(jobs):
+        out, _ = job.communicate(timeout=300)
+        assert job.returncode == 0, f"source {i} failed to compile:\n{out}"
+        assert ".entry fused_epoch" in (tmp_path / f"k{i}.ptx").read_text() or i == len(sources) - 1
+
+
+# --- the fused kernel's algorithm, run on the CPU ------------------------------------------------
+GXX = shutil.which("g++")
+
+EMULATOR = r"""
+// CUDA thread blocks on the CPU: NT std::threads, __syncthreads as a barrier, warp shuffles
+// through an exchange buffer guarded by one barrier per warp. Each case's rendered kernel goes in
+// its own namespace (one compilation for all cases).
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+using std::max;
+using std::min;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__
+#define __align__(n)
+#define __restrict__
+struct fb_dim { int x; };
+thread_local fb_dim threadIdx;
+static std::barrier<> *fb_block;
+static std::vector<std::barrier<> *> fb_warps;
+static double fb_slots[1024];
+static void __syncthreads() { fb_block->arrive_and_wait(); }
+template <typename F> static F __shfl_xor_sync(unsigned, F v, int o) {
+    const int t = threadIdx.x, w = t >> 5;
+    fb_slots[t] = double(v);
+    fb_warps[w]->arrive_and_wait();
+    const F r = F(fb_slots[t ^ o]);
+    fb_warps[w]->arrive_and_wait();
+    return r;
+}
+template <typename V> static std::vector<V> load(const std::string &dir, const char *name, size_t n) {
+    std::vector<V> v(n);
+    FILE *f = std::fopen((dir + "/" + name).c_str(), "rb");
+    if (!f || std::fread(v.data(), sizeof(V), n, f) != n) { std::fprintf(stderr, "cannot read %s\n", name); std::exit(2); }
+    std::fclose(f);
+    return v;
+}
+template <typename V> static void save(const std::string &dir, const char *name, const std::vector<V> &v) {
+    FILE *f = std::fopen((dir + "/" + name).c_str(), "wb");
+    std::fwrite(v.data(), sizeof(V), v.size(), f);
+    std::fclose(f);
+}
+"""
+
+DRIVER = r"""
+static int run(const std::string &dir) {  // inputs from dir, one epoch, outputs to dir
+    int n_samples, n, mean, frozen;
+    double scale, lr, mu, decay, slope_h, slope_o;
+    FILE *f = std::fopen((dir + "/params.txt").c_str(), "r");
+    if (!f || std::fscanf(f, "%d %d %lf %lf %lf %lf %d %d %lf %lf", &n_samples, &n, &scale, &lr, &mu, &decay,
+                          &mean, &frozen, &slope_h, &slope_o) != 10) return 2;
+    std::fclose(f);
+    auto X = load<XT>(dir, "X.bin", size_t(n_samples) * N0);
+    auto Y = load<T>(dir, "Y.bin", size_t(n_samples) * K);
+    auto order = load<long long>(dir, "order.bin", n);
+    auto W0 = load<T>(dir, "W0.bin", N0 * H), b0 = load<T>(dir, "b0.bin", H);
+    auto W1 = load<T>(dir, "W1.bin", H * K), b1 = load<T>(dir, "b1.bin", K);
+    std::vector<T> VW0(N0 * H), vb0(H), VW1(H * K), vb1(K);
+    std::vector<double> parts(NT);
+    std::barrier<> block(NT);
+    fb_block = &block;
+    for (int w = 0; w < NT / 32; w++) fb_warps.push_back(new std::barrier<>(32));
+    std::vector<std::thread> threads;
+    for (int t = 0; t < NT; t++)
+        threads.emplace_back([&, t] {
+            threadIdx.x = t;
+            fused_epoch(X.data(), Y.data(), order.data(), n, scale, W0.data(), b0.data(), W1.data(), b1.data(),
+                        VW0.data(), vb0.data(), VW1.data(), vb1.data(), lr, mu, decay, mean, frozen, slope_h,
+                        slope_o, parts.data());
+        });
+    for (auto &th : threads) th.join();
+    save(dir, "W0.out", W0); save(dir, "b0.out", b0); save(dir, "W1.out", W1); save(dir, "b1.out", b1);
+    save(dir, "VW0.out", VW0); save(dir, "vb0.out", vb0); save(dir, "VW1.out", VW1); save(dir, "vb1.out", vb1);
+    double total = 0;
+    for (double p : parts) total += p;
+    save(dir, "loss.out", std::vector<double>{total});
+    return 0;
+}
+"""
+CASE_MACROS = ("N0", "H", "K", "BS", "SB", "NT", "HID_ACT", "OUT_ACT", "LOSS", "CANCEL", "NW")
+
+
+def emulator_source(kernel_sources):
+    """One C++ program holding every case: case i's kernel (C++ linkage, its own namespace and
+    shared buffer) runs with ``emulator DIR i``."""
+    parts = [EMULATOR]
+    for i, src in enumerate(kernel_sources):
+        src = src.replace('extern "C" __global__', "__global__")
+        parts.append(f"namespace case{i} {{\nalignas(16) unsigned char fb_shared[1 << 20];\n{src}\n{DRIVER}\n}}\n")
+        parts.append("".join(f"#undef {m}\n" for m in CASE_MACROS))
+    cases = "".join(f"        case {i}: return case{i}::run(argv[1]);\n" for i in range(len(kernel_sources)))
+    parts.append(f"int main(int argc, char **argv) {{\n    switch (std::atoi(argv[2])) {{\n{cases}"
+                 f"    }}\n    return 3;\n}}\n")
+    return "".join(parts)
+
+
+# (name, render args, training options): every branch of the kernel at least once — cancelling and
+# not, softmax both ways, momentum with weight decay, frozen parameters, both reductions, uint8
+# and float inputs, more samples than one register block (batch > 16), a short last batch, and
+# more hidden units than warps (two warps here).
+EMULATED = [
+    ("sigmoid-quadratic", dict(n_in=45, n_hidden=5, n_out=3, batch_size=7, dtype="float64"),
+     dict(n=30, lr=0.5)),
+    ("tanh-softmax-ce-momentum", dict(n_in=40, n_hidden=3, n_out=4, batch_size=20, dtype="float64",
+                                      input_dtype="float64", hidden="tanh", output="softmax",
+                                      loss="cross_entropy"),
+     dict(n=45, lr=0.2, momentum=0.9, weight_decay=0.01)),
+    ("leaky-softmax-mse-frozen-sum", dict(n_in=33, n_hidden=4, n_out=3, batch_size=3, dtype="float64",
+                                          hidden="leaky_relu", output="softmax", loss="mse"),
+     dict(n=8, lr=0.3, reduction="sum", frozen=((("b",), ("W",))), slope=0.2)),
+    ("relu-sigmoid-bce-float32", dict(n_in=50, n_hidden=6, n_out=2, batch_size=10, dtype="float32",
+                                      hidden="relu", output="sigmoid", loss="binary_cross_entropy"),
+     dict(n=25, lr=1.0)),
+]
+
+
+def _emulate_case(tmp_path, name, config, train):
+    """Write one case's inputs and run the NumPy reference; returns what the check needs."""
+    rng = np.random.default_rng(len(name))
+    n, n_in, n_out = train["n"], config["n_in"], config["n_out"]
+    dt = np.dtype(config["dtype"])
+    xt = np.dtype(config.get("input_dtype", "uint8"))
+    X = rng.integers(0, 256, (n, n_in)).astype(np.uint8) if xt == np.uint8 else rng.normal(size=(n, n_in)).astype(xt)
+    labels = rng.integers(0, n_out, n)
+    slope = train.get("slope", 0.01)
+    frozen = train.get("frozen", ((), ()))
+    layers = [fb.Dense(n_in, config["n_hidden"], (config.get("hidden", "sigmoid"), slope), frozen=frozen[0]),
+              fb.Dense(config["n_hidden"], n_out, (config.get("output", "sigmoid"), slope), frozen=frozen[1])]
+    net = fb.Network(layers, loss=config.get("loss", "quadratic"), backend="numpy", dtype=dt.name, seed=3)
+    before = net.get_params()
+    order = rng.permutation(n)
+    opt = fb.SGD(train["lr"], train.get("momentum", 0.0), train.get("weight_decay", 0.0),
+                 train.get("reduction", "mean"))
+    folder = tmp_path / name
+    folder.mkdir()
+    Y = np.eye(n_out, dtype=dt)[labels]
+    for fname, a in (("X.bin", X), ("Y.bin", Y), ("order.bin", order.astype(np.int64)),
+                     ("W0.bin", before[0]["W"]), ("b0.bin", before[0]["b"]),
+                     ("W1.bin", before[1]["W"]), ("b1.bin", before[1]["b"])):
+        np.ascontiguousarray(a, dtype=a.dtype if fname in ("X.bin", "order.bin") else dt).tofile(folder / fname)
+    bits = ("W" in frozen[0]) * 1 | ("b" in frozen[0]) * 2 | ("W" in frozen[1]) * 4 | ("b" in frozen[1]) * 8
+    scale = 1 / 255 if xt == np.uint8 else 1.0
+    (folder / "params.txt").write_text(
+        f"{n} {n} {scale!r} {opt.lr!r} {opt.momentum!r} {opt.lr * opt.weight_decay!r} "
+        f"{int(opt.reduction == 'mean')} {bits} {slope!r} {slope!r}\n")
+    # the reference: the NumPy backend over the same order (fit without shuffling over X[order])
+    history = net.fit(X[order], labels[order], epochs=1, batch_size=config["batch_size"], optimizer=opt,
+                      shuffle=False)
+    return dict(folder=folder, net=net, history=history, n=n, dt=dt,
+                source=cb.render_fused_epoch(**config, threads=64))
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ is not installed")
+def test_the_fused_kernel_run_on_cpu_threads_matches_the_numpy_reference(tmp_path):
+    cases = [(name, train, _emulate_case(tmp_path, name, config, train)) for name, config, train in EMULATED]
+    (tmp_path / "emulator.cpp").write_text(emulator_source([case["source"] for _, _, case in cases]))
+    build = subprocess.run([GXX, "-std=c++20", "-O1", "-pthread", "-w", str(tmp_path / "emulator.cpp"), "-o",
+                            str(tmp_path / "emulator")], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, f"the emulator failed to compile:\n{build.stderr}"
+    for i, (name, train, case) in enumerate(cases):
+        folder, dt = case["folder"], case["dt"]
+        run = subprocess.run([str(tmp_path / "emulator"), str(folder), str(i)], capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, f"{name}: {run.stderr}"
+        tol = dict(rtol=1e-9, atol=1e-12) if dt == np.float64 else dict(rtol=2e-5, atol=2e-6)
+        ref = case["net"].get_params()
+        shapes = [p["W"].shape for p in ref]
+        for i, layer in enumerate(case["net"].layers):
+            got_W = np.fromfile(folder / f"W{i}.out", dtype=dt).reshape(shapes[i])
+            got_b = np.fromfile(folder / f"b{i}.out", dtype=dt)
+            np.testing.assert_allclose(got_W, ref[i]["W"], **tol, err_msg=f"{name}: W{i}")
+            np.testing.assert_allclose(got_b, ref[i]["b"], **tol, err_msg=f"{name}: b{i}")
+            for p in ("W", "b"):
+                if p in layer.velocity:  # momentum: the velocities too
+                    got_v = np.fromfile(folder / f"V{p}{i}.out" if p == "W" else folder / f"vb{i}.out", dtype=dt)
+                    np.testing.assert_allclose(got_v.reshape(layer.velocity[p].shape), layer.velocity[p], **tol,
+                                               err_msg=f"{name}: velocity of {p}{i}")
+        assert train.get("momentum", 0) == 0 or case["net"].layers[0].velocity  # the momentum case has some
+        loss = np.fromfile(folder / "loss.out")[0]
+        assert loss == pytest.approx(case["history"]["loss"][0] * case["n"], rel=1e-9 if dt == np.float64 else 1e-5)
+
+
+# --- the benchmark script's CPU side ----------------------------------------------------------------
+def test_bench_gpu_dry_run_prints_the_plan():
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_gpu.py"), "--dry-run",
+                          "--engines", "fastbp-cupy-fused,torch-cuda-autograd,fastbp-numba"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    for word in ("fastbp-cupy-fused", "torch-cuda-autograd", "fastbp-numba", "batch"):
+        assert word in run.stdout
+
+
+def test_bench_gpu_rejects_an_unknown_engine():
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_gpu.py"), "--dry-run",
+                          "--engines", "fastbp-tpu"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "fastbp-tpu" in run.stderr
+
+
+# --- on a GPU -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cupy():
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+    if not cb.CupyBackend.is_available():
+        pytest.skip("no NVIDIA GPU visible to CuPy")
+    return cupy
+
+
+def backends(dtype):
+    return kernels.get_backend("numpy", dtype), kernels.get_backend("cupy", dtype)
+
+
+def tolerance(dtype):
+    return dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=2e-5, atol=2e-6)
+
+
+def close(gpu_value, cpu_value, dtype, **kw):
+    np.testing.assert_allclose(kernels.get_backend("cupy", dtype).to_numpy(gpu_value), cpu_value,
+                               **(tolerance(dtype) | kw))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("act", kernels.ACTIVATIONS)
+def test_gpu_forward_and_activation_backward_match_numpy(cupy, dtype, act):
+    ref, be = backends(dtype)
+    rng = np.random.default_rng(0)
+    x, W, b, g = (rng.normal(size=s).astype(dtype) for s in ((7, 5), (5, 4), (4,), (7, 4)))
+    activation = kernels.Activation(act, 0.1)
+    z0, a0 = ref.forward(x, W, b, activation)
+    z1, a1 = be.forward(be.asarray(x), be.asarray(W), be.asarray(b), activation)
+    assert isinstance(z1, cupy.ndarray) and a1.dtype == np.dtype(dtype)
+    close(z1, z0, dtype)
+    close(a1, a0, dtype)
+    d0 = ref.activation_backward(g, z0, a0, activation)
+    d1 = be.activation_backward(be.asarray(g), z1, a1, activation)
+    close(d1, d0, dtype)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("out,loss", VALID)
+def test_gpu_output_delta_and_loss_match_numpy(cupy, dtype, out, loss):
+    ref, be = backends(dtype)
+    rng = np.random.default_rng(1)
+    activation = kernels.Activation(out, 0.1)
+    z = rng.normal(size=(6, 3)).astype(dtype)
+    _, a = ref.forward(z, np.eye(3, dtype=dtype), np.zeros(3, dtype), activation)
+    y = np.eye(3, dtype=dtype)[rng.integers(0, 3, 6)]
+    close(be.output_delta(be.asarray(z), be.asarray(a), be.asarray(y), activation, loss),
+          ref.output_delta(z, a, y, activation, loss), dtype)
+    value = be.loss(be.asarray(a), be.asarray(y), loss)
+    assert isinstance(value, float)
+    assert value == pytest.approx(ref.loss(a, y, loss), rel=1e-10 if dtype == "float64" else 1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gpu_backward_gather_and_sgd_update_match_numpy(cupy, dtype):
+    ref, be = backends(dtype)
+    rng = np.random.default_rng(2)
+    x, W, delta = (rng.normal(size=s).astype(dtype) for s in ((8, 5), (5, 3), (8, 3)))
+    for need_dx in (True, False):
+        for got, want in zip(be.backward(be.asarray(x), be.asarray(W), be.asarray(delta), need_dx),
+                             ref.backward(x, W, delta, need_dx)):
+            if want is None:
+                assert got is None
+            else:
+                close(got, want, dtype)
+    X = rng.integers(0, 256, (20, 5)).astype(np.uint8)
+    idx = rng.permutation(20)[:7]
+    data = be.prepare_data(X)
+    assert isinstance(data, cupy.ndarray) and data.dtype == np.uint8  # uint8 on the device
+    close(be.gather(data, idx, 1 / 255), ref.gather(X, idx, 1 / 255), dtype)
+    close(be.gather(data, cupy.asarray(idx), 1 / 255), ref.gather(X, idx, 1 / 255), dtype)
+    for momentum, decay in ((0.0, 0.0), (0.0, 0.01), (0.9, 0.0), (0.5, 0.02)):
+        p, g, v = (rng.normal(size=(5, 3)).astype(dtype) for _ in range(3))
+        dp, dv = be.asarray(p), be.asarray(v)
+        be.sgd_update(dp, be.asarray(g), dv if momentum else None, 0.1, momentum, decay)
+        ref.sgd_update(p, g, v if momentum else None, 0.1, momentum, decay)
+        close(dp, p, dtype)
+        if momentum:
+            close(dv, v, dtype)
+
+
+@pytest.mark.gpu
+def test_gpu_mixing_host_and_device_arrays_is_an_error(cupy):
+    ref, be = backends("float32")
+    x = np.ones((2, 3), np.float32)
+    W, b = be.zeros((3, 2)), be.zeros(2)
+    with pytest.raises(TypeError, match="x: expected a CuPy array on the 'cupy' backend, got numpy.ndarray"):
+        be.forward(x, W, b, kernels.Activation("sigmoid"))
+    with pytest.raises(TypeError, match="X: expected a CuPy array"):
+        be.gather(np.zeros((4, 3), np.uint8), np.arange(2), 1.0)
+    with pytest.raises(TypeError, match="p: expected a CuPy array"):
+        be.sgd_update(np.zeros(2, np.float32), be.zeros(2), None, 0.1)
+    with pytest.raises(TypeError, match="CuPy array on the 'numpy' backend"):
+        ref.asarray(cupy.zeros(3))
+    with pytest.raises(TypeError, match="CuPy array on the 'numpy' backend"):
+        ref.prepare_data(cupy.zeros((2, 3)))
+
+
+def small_problem(n=120, n_in=20, n_out=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, n_in)).astype(np.uint8), rng.integers(0, n_out, n)
+
+
+FUSED_CASES = [  # (hidden, output, loss, SGD options, frozen)
+    ("sigmoid", "sigmoid", "quadratic", {}, ()),
+    ("tanh", "softmax", "cross_entropy", {"momentum": 0.9, "weight_decay": 0.01}, ()),
+    ("relu", "sigmoid", "binary_cross_entropy", {"reduction": "sum"}, ()),
+    ("leaky_relu", "softmax", "mse", {}, ("b",)),
+    ("identity", "tanh", "quadratic", {"momentum": 0.5}, ()),
+]
+
+
+def two_layer(hidden, output, loss, backend, dtype, n_in=20, n_hidden=8, n_out=3, frozen=(), **kw):
+    layers = [fb.Dense(n_in, n_hidden, hidden, frozen=frozen), fb.Dense(n_hidden, n_out, output)]
+    return fb.Network(layers, loss=loss, backend=backend, dtype=dtype, seed=5, **kw)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_size", [1, 10, 17])
+@pytest.mark.parametrize("hidden,output,loss,options,frozen", FUSED_CASES)
+def test_gpu_fused_epoch_matches_numpy(cupy, dtype, batch_size, hidden, output, loss, options, frozen):
+    X, y = small_problem()
+    cpu = two_layer(hidden, output, loss, "numpy", dtype, frozen=frozen)
+    gpu = two_layer(hidden, output, loss, "cupy", dtype, frozen=frozen)
+    opt = dict(lr=0.1) | options
+    used = []
+    original = gpu.backend.train_epoch
+
+    def spy(*args):
+        total = original(*args)
+        used.append(total is not None)
+        return total
+
+    gpu.backend.train_epoch = spy
+    h_cpu = cpu.fit(X, y, epochs=2, batch_size=batch_size, optimizer=fb.SGD(**opt))
+    h_gpu = gpu.fit(X, y, epochs=2, batch_size=batch_size, optimizer=fb.SGD(**opt))
+    assert used == [True, True]  # the fused kernel ran
+    tol = tolerance(dtype) | (dict(rtol=1e-4, atol=1e-5) if dtype == "float32" else {})
+    for p_cpu, p_gpu in zip(cpu.get_params(), gpu.get_params()):
+        np.testing.assert_allclose(p_gpu["W"], p_cpu["W"], **tol)
+        np.testing.assert_allclose(p_gpu["b"], p_cpu["b"], **tol)
+    np.testing.assert_allclose(h_gpu.loss, h_cpu.loss, rtol=1e-4 if dtype == "float32" else 1e-9)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batch_size", [10, 1000])
+def test_gpu_book_network_one_epoch_matches_numpy(cupy, batch_size):
+    """784-30-10 sigmoid/quadratic float32 (fused at 10, cuBLAS per batch at 1000): one epoch from
+    the same seed agrees with the NumPy reference within float32 tolerance."""
+    X, y = small_problem(n=3000, n_in=784, n_out=10, seed=1)
+    nets = [fb.Network.from_sizes([784, 30, 10], backend=name, seed=0) for name in ("numpy", "cupy")]
+    for net in nets:
+        net.fit(X, y, epochs=1, batch_size=batch_size, lr=3.0)
+    for p_cpu, p_gpu in zip(*(net.get_params() for net in nets)):
+        np.testing.assert_allclose(p_gpu["W"], p_cpu["W"], rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(p_gpu["b"], p_cpu["b"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+def test_gpu_fused_and_per_batch_paths_agree(cupy):
+    X, y = small_problem(n=200)
+    fused = two_layer("sigmoid", "sigmoid", "quadratic", kernels.get_backend("cupy", "float64"), None)
+    generic = two_layer("sigmoid", "sigmoid", "quadratic", kernels.get_backend("cupy", "float64", fused=False), None)
+    h1 = fused.fit(X, y, epochs=3, batch_size=10, lr=0.5)
+    h2 = generic.fit(X, y, epochs=3, batch_size=10, lr=0.5)
+    np.testing.assert_allclose(h1.loss, h2.loss, rtol=1e-9)
+    for a, b in zip(fused.get_params(), generic.get_params()):
+        np.testing.assert_allclose(a["W"], b["W"], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.gpu
+def test_gpu_uncovered_configurations_take_the_per_batch_path(cupy):
+    X, y = small_problem(n=300)
+    be = kernels.get_backend("cupy")
+    deep = fb.Network.from_sizes([20, 8, 6, 3], backend=be, seed=0)
+    assert be.fused_config(deep.layers, "quadratic", be.prepare_data(X), be.asarray(np.eye(3)[y]), 10) is None
+    two = fb.Network.from_sizes([20, 8, 3], backend=be, seed=0)
+    big = cb.FUSED_MAX_BATCH + 1
+    assert be.fused_config(two.layers, "quadratic", be.prepare_data(X), be.asarray(np.eye(3)[y]), big) is None
+    ref = fb.Network.from_sizes([20, 8, 6, 3], backend="numpy", seed=0)
+    deep.fit(X, y, epochs=1, batch_size=10, lr=0.5)
+    ref.fit(X, y, epochs=1, batch_size=10, lr=0.5)
+    for a, b in zip(deep.get_params(), ref.get_params()):
+        np.testing.assert_allclose(a["W"], b["W"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_predict_returns_numpy_and_auto_picks_cupy(cupy):
+    X, y = small_problem(n=50)
+    net = fb.Network.from_sizes([20, 8, 3], backend="auto", seed=0)
+    assert net.backend.name == "cupy"
+    net.fit(X, y, epochs=1, batch_size=10, lr=0.5)
+    for out in (net.predict(X), net.predict_proba(X)):
+        assert isinstance(out, np.ndarray)
+    assert set(net.evaluate(X, y)) == {"accuracy", "loss"}
+    info = cb.CupyBackend.info()
+    assert info["max_shared_per_block_optin"] > 0
