@@ -110,6 +110,8 @@ class NumbaBackend(NumpyBackend):
     def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
         if momentum and v is None:
             raise ValueError("v: momentum needs a velocity array, got None")
+        if not (p.flags.c_contiguous and (v is None or v.flags.c_contiguous)):
+            return NumpyBackend.sgd_update(self, p, g, v, step, momentum, decay)  # in place on any layout
         K.sgd_update(p.reshape(-1), np.ascontiguousarray(g, dtype=self.dtype).reshape(-1),
                      v.reshape(-1) if momentum else p.reshape(-1), float(step), float(momentum), float(decay))
 

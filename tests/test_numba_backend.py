@@ -214,3 +214,14 @@ def test_sigmoid_saturates_without_overflow():
     _, a = nb.forward(z, np.eye(5, dtype=np.float32), np.zeros(5, np.float32), Activation("sigmoid"))
     assert np.all(np.isfinite(a))
     np.testing.assert_allclose(a, [[0.0, 0.0, 0.5, 1.0, 1.0]], atol=1e-30)
+
+
+def test_sgd_update_in_place_on_a_strided_parameter():
+    nb, ref = get_backend("numba", "float64"), get_backend("numpy", "float64")
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(4, 6))
+    p, g = base[:, ::2], rng.normal(size=(4, 3))
+    expected = p.copy()
+    ref.sgd_update(expected, g, None, 0.1, 0.0, 0.01)
+    nb.sgd_update(p, g, None, 0.1, 0.0, 0.01)
+    np.testing.assert_allclose(base[:, ::2], expected, rtol=1e-12)
