@@ -183,7 +183,8 @@ def _kernel(key):
     elif kind == "loss":  # the summed per-element loss terms, in float64
         loss = key[1]
         k = cp.ReductionKernel(
-            "T p, T t", "float64 total", f"fb_loss_term(p, t, {loss})", "a + b", "total = a", "0",
+            "T pred, T target", "float64 total", f"fb_loss_term(pred, target, {loss})", "a + b",
+            "total = a", "0",
             f"fastbp_loss{loss}", reduce_type="float64", preamble=pre)
     elif kind == "sgd":  # p -= step*g + decay*p
         k = cp.ElementwiseKernel(
