@@ -612,8 +612,10 @@ def test_gpu_predict_returns_numpy_and_auto_picks_cupy(cupy):
     net = fb.Network.from_sizes([20, 8, 3], backend="auto", seed=0)
     assert net.backend.name == "cupy"
     net.fit(X, y, epochs=1, batch_size=10, lr=0.5)
-    for out in (net.predict(X), net.predict_proba(X)):
+    for out in (net.predict(X), net.predict_proba(X), net.predict(cupy.asarray(X))):
         assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(net.predict(cupy.asarray(X)), net.predict(X))  # device inputs are kept
+    net.fit(cupy.asarray(X), y, epochs=1, batch_size=10, lr=0.5)  # training data already on the device
     assert set(net.evaluate(X, y)) == {"accuracy", "loss"}
     info = cb.CupyBackend.info()
     assert info["max_shared_per_block_optin"] > 0
