@@ -2,6 +2,7 @@
 gradcheck against finite differences. Small and fast: numpy backend, tiny nets, short runs."""
 import importlib.util
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -24,9 +25,12 @@ def close_to_printed(value, printed):
 
 
 def assert_pngs(folder, names):
+    umask = os.umask(0)
+    os.umask(umask)
     for name in names:
         data = (folder / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+        assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # not mkstemp's 0600
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]  # written atomically
 
 

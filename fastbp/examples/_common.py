@@ -51,6 +51,9 @@ def save_png(fig, folder, filename):
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=100)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a plot is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
