@@ -274,7 +274,7 @@ def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
 def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
     """Z[s, j] = zs * (x[s, :ld] . W[wo + j*ld :][:ld]) + b[j] for s < m, lo <= j < hi.
     ``ld`` is the padded row length (zeros beyond n_in, a multiple of the vector length, so the
-    vectorised loops need no scalar tail). Blocked: four units x five samples per pass, so each
+    vectorised loops need no scalar tail). Blocked: four (then two, then one) units x five samples per pass, so each
     loaded weight serves five samples and each loaded input four units."""
     j = lo
     while j + 4 <= hi:
@@ -335,6 +335,47 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
             _store4(Z, s, j, p00, p01, p02, p03, zs, b)
             s += 1
         j += 4
+    if j + 2 <= hi:  # two units left
+        w0 = W[wo + j * ld: wo + (j + 1) * ld]
+        w1 = W[wo + (j + 1) * ld: wo + (j + 2) * ld]
+        s = 0
+        while s + 5 <= m:
+            x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
+            p00 = p01 = p10 = p11 = p20 = p21 = p30 = p31 = p40 = p41 = zs - zs
+            for i in range(ld):
+                u0 = w0[i]
+                u1 = w1[i]
+                t = x0[i]
+                p00 += t * u0
+                p01 += t * u1
+                t = x1[i]
+                p10 += t * u0
+                p11 += t * u1
+                t = x2[i]
+                p20 += t * u0
+                p21 += t * u1
+                t = x3[i]
+                p30 += t * u0
+                p31 += t * u1
+                t = x4[i]
+                p40 += t * u0
+                p41 += t * u1
+            _store2(Z, s, j, p00, p01, zs, b)
+            _store2(Z, s + 1, j, p10, p11, zs, b)
+            _store2(Z, s + 2, j, p20, p21, zs, b)
+            _store2(Z, s + 3, j, p30, p31, zs, b)
+            _store2(Z, s + 4, j, p40, p41, zs, b)
+            s += 5
+        while s < m:
+            x0 = x[s]
+            p00 = p01 = zs - zs
+            for i in range(ld):
+                t = x0[i]
+                p00 += t * w0[i]
+                p01 += t * w1[i]
+            _store2(Z, s, j, p00, p01, zs, b)
+            s += 1
+        j += 2
     while j < hi:
         w0 = W[wo + j * ld: wo + (j + 1) * ld]
         s = 0
@@ -362,6 +403,12 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
             Z[s, j] = p0 * zs + b[j]
             s += 1
         j += 1
+
+
+@njit(**JIT)
+def _store2(Z, s, j, p0, p1, zs, b):
+    Z[s, j] = p0 * zs + b[j]
+    Z[s, j + 1] = p1 * zs + b[j + 1]
 
 
 @njit(**JIT)
@@ -411,6 +458,29 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
                 t3[i] += c3 * a0
             s += 1
         j += 4
+    if j + 2 <= hi:  # two units left
+        t0 = P[po + j * ld: po + (j + 1) * ld]
+        t1 = P[po + (j + 1) * ld: po + (j + 2) * ld]
+        s = 0
+        while s + 5 <= m:
+            x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
+            c00, c10, c20, c30, c40 = cs * D[s, j], cs * D[s + 1, j], cs * D[s + 2, j], cs * D[s + 3, j], cs * D[s + 4, j]
+            j1 = j + 1
+            c01, c11, c21, c31, c41 = cs * D[s, j1], cs * D[s + 1, j1], cs * D[s + 2, j1], cs * D[s + 3, j1], cs * D[s + 4, j1]
+            for i in range(ld):
+                a0, a1, a2, a3, a4 = x0[i], x1[i], x2[i], x3[i], x4[i]
+                t0[i] += c00 * a0 + c10 * a1 + c20 * a2 + c30 * a3 + c40 * a4
+                t1[i] += c01 * a0 + c11 * a1 + c21 * a2 + c31 * a3 + c41 * a4
+            s += 5
+        while s < m:
+            x0 = x[s]
+            c0, c1 = cs * D[s, j], cs * D[s, j + 1]
+            for i in range(ld):
+                a0 = x0[i]
+                t0[i] += c0 * a0
+                t1[i] += c1 * a0
+            s += 1
+        j += 2
     while j < hi:
         t0 = P[po + j * ld: po + (j + 1) * ld]
         s = 0
