@@ -31,17 +31,17 @@ import hashlib
 import http.client
 import math
 import os
-import secrets
 import struct
 import sys
 import urllib.error
 import urllib.request
 import zlib
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from ._io import atomic_write
 
 __all__ = ["DataError", "DataNotFoundError", "Split", "read_idx", "write_idx", "load_idx_dir", "load_mnist",
            "load_fashion_mnist", "find_dataset", "find_mnist", "find_fashion_mnist", "mnist_available",
@@ -135,25 +135,6 @@ def read_idx(path):
     return array.astype(dtype.newbyteorder("="))  # a writable copy in native byte order
 
 
-@contextmanager
-def _atomic_file(path):
-    """A binary file to write ``path`` through: it is written under a temporary name in the same
-    folder and renamed to ``path`` only when the block succeeds; on an error it is removed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with mode 0o666 gives the file the permissions the umask allows, as open() would.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_idx(path, array):
     """Write ``array`` as an IDX file, gzip-compressed when ``path`` ends with ``.gz``.
 
@@ -169,7 +150,7 @@ def write_idx(path, array):
         raise ValueError(f"write_idx: IDX needs 1 to 255 dimensions, got {array.ndim}")
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     data = np.ascontiguousarray(array, dtype=IDX_TYPES[code]).tobytes()
-    with _atomic_file(path) as f:
+    with atomic_write(path) as f:
         if os.fspath(path).endswith(".gz"):
             with gzip.GzipFile(fileobj=f, mode="wb", filename="", mtime=0) as gz:
                 gz.write(header)
@@ -323,7 +304,7 @@ def _fetch(url, dest, md5):
     with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
         print(f"fastbp: downloading {url}", file=sys.stderr)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic_file(dest) as f:
+        with atomic_write(dest) as f:
             for block in iter(lambda: response.read(1 << 20), b""):
                 digest.update(block)
                 f.write(block)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 
 import numpy as np
 
 from . import kernels
+from ._io import atomic_write
 from ._validation import check_inputs, check_positive_int, check_targets
 from .layers import Dense
 from .losses import check_loss
@@ -293,15 +293,8 @@ class Network:
         arrays = {"config": np.array(json.dumps(config))}
         for i, p in enumerate(self.get_params()):
             arrays[f"W{i}"], arrays[f"b{i}"] = p["W"], p["b"]
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".npz.tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_write(path) as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path, backend="auto", dtype=None):

@@ -57,7 +57,7 @@ def test_bad_arguments_give_one_line_and_exit_2(capsys, argv, message):
     try:
         code, out, err = run(capsys, *argv)
     except SystemExit as e:  # argparse's own errors
-        code, (out, err) = e.code, capsys.readouterr()
+        code, (_, err) = e.code, capsys.readouterr()
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastbp: error:") and message in lines[0]
@@ -79,3 +79,12 @@ def test_info_and_module_entry_point():
     assert result.returncode == 0, result.stderr
     assert "backend numpy : available" in result.stdout
     assert "'auto' resolves to" in result.stdout
+
+
+def test_examples_are_listed_and_run_by_name(capsys):
+    code, out, _ = run(capsys, "examples")
+    assert code == 0 and "moons" in out and "worked_222" in out
+    code, out, _ = run(capsys, "examples", "himmelblau", "--no-plots")
+    assert code == 0 and "to (3.584, -1.848)" in out
+    code, _, err = run(capsys, "examples", "zzz")
+    assert code == 2 and "zzz" in err

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
+from .._io import atomic_write
 from ._book import BookNetwork, configure, sigmoid, sigmoid_prime, vectorized_result
 
 __all__ = ["Network", "QuadraticCost", "CrossEntropyCost", "load", "sigmoid", "sigmoid_prime",
@@ -167,15 +167,8 @@ class Network(BookNetwork):
                 "biases": [np.asarray(b, dtype=np.float64).reshape(-1, 1).tolist() for b in self.biases],
                 "cost": str(self.cost.__name__)}
         filename = os.fspath(filename)
-        fd, tmp = tempfile.mkstemp(prefix=".network2-", suffix=".json.tmp",
-                                   dir=os.path.dirname(os.path.abspath(filename)))
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, filename)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_write(filename, "w") as f:
+            json.dump(data, f)
 
 
 def load(filename):
