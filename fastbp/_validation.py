@@ -87,6 +87,8 @@ def check_inputs(X, n_features, name="X"):
 def check_targets(y, n_samples, n_outputs, name="y"):
     """Targets as a float matrix (n_samples, n_outputs), from integer class labels (made one-hot)
     or a float matrix. With one output, a 1-D y is taken as that output's target."""
+    if type(y).__module__.startswith("cupy"):
+        y = y.get()  # targets are small: made one-hot on the host, moved once by the backend
     y = _as_numpy(y, name)
     if y.ndim == 0 or y.ndim > 2:
         raise ValueError(f"{name}: expected labels (n_samples,) or targets (n_samples, {n_outputs}), "
