@@ -668,6 +668,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
     z1 = np.empty((bs, K), W.dtype)
     a1 = np.empty((bs, K), W.dtype)
     d1 = np.empty((bs, K), W.dtype)
+    gw = np.empty(ld1, W.dtype)
     b1 = bo[t]
     vb1 = vbo[t]
     zs0 = T(scale)
@@ -717,16 +718,22 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
         # this worker's columns of W1, and its copy of b1
         if not frozen_w[1]:
             for o in range(K):
-                base = woff[1] + o * ld1
                 for j in range(lo, hi):
-                    g = d1[0, o] * A[0, j]
-                    for s in range(1, m):
-                        g += d1[s, o] * A[s, j]
-                    if mu > 0:
-                        VW[base + j] = T(mu) * VW[base + j] - (T(step) * g + T(decay) * W[base + j])
-                        W[base + j] += VW[base + j]
-                    else:
-                        W[base + j] -= T(step) * g + T(decay) * W[base + j]
+                    gw[j] = T(0)
+                for s in range(m):
+                    c = d1[s, o]
+                    a = A[s]
+                    for j in range(lo, hi):
+                        gw[j] += c * a[j]
+                w = W[woff[1] + o * ld1: woff[1] + (o + 1) * ld1]
+                if mu > 0:
+                    v = VW[woff[1] + o * ld1: woff[1] + (o + 1) * ld1]
+                    for j in range(lo, hi):
+                        v[j] = T(mu) * v[j] - (T(step) * gw[j] + T(decay) * w[j])
+                        w[j] += v[j]
+                else:
+                    for j in range(lo, hi):
+                        w[j] -= T(step) * gw[j] + T(decay) * w[j]
         if not frozen_b[1]:
             for o in range(K):
                 g = d1[0, o]
