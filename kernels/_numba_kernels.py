@@ -223,6 +223,20 @@ def activate_rows(Z, A, m, lo, hi, code, slope):
 
 
 @njit(**JIT)
+def activate_padded(Z, A, m, lo, hi, hi_pad, code, slope):
+    """activate_rows over lo:hi_pad (whole vectors, no scalar tail) for elementwise
+    activations, then zeros in the padding hi:hi_pad (padded inputs of the next layer are 0)."""
+    if code == SOFTMAX or hi_pad <= hi:
+        activate_rows(Z, A, m, lo, hi, code, slope)
+        return
+    activate_rows(Z, A, m, lo, hi_pad, code, slope)
+    T = A.dtype.type
+    for s in range(m):
+        for j in range(hi, hi_pad):
+            A[s, j] = T(0)
+
+
+@njit(**JIT)
 def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
     """dL/dz of one sample into d[:n]; returns the sample's loss (float64). Branches stay
     outside the loops, so each loop vectorises."""
@@ -609,7 +623,8 @@ def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, ac
             x = xb if l == 0 else A[l - 1]
             forward_units(x, m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
                           sizes[l + 1], zs0 if l == 0 else one, Z[l])
-            activate_rows(Z[l], A[l], m, 0, sizes[l + 1], acts[l], T(slopes[l]))
+            activate_padded(Z[l], A[l], m, 0, sizes[l + 1], lds[l + 1] if l + 1 < L else sizes[l + 1],
+                            acts[l], T(slopes[l]))
         out = L - 1
         for s in range(m):
             total += output_delta_row(Z[out, s], A[out, s], yb[s], D[out, s], sizes[L], acts[out],
@@ -650,20 +665,21 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
                    frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, xb, Z, A, D, P, flags, losses):
     """Worker t (0 or 1) of a two-layer epoch. Worker t owns a half of the hidden units: their
     rows of W0 and entries of b0, their columns of W1. Per batch k:
-      gather half of batch k+1's rows into xb[(k+1) % 3]; forward layer 0 for its units;
+      gather batch k into its own xb[t]; forward layer 0 for its units;
       partial output sums P[k % 2, t] = its units' share of a0 @ W1; ONE barrier;
       both workers compute the same output layer from P[k%2, 0] + P[k%2, 1] + b1 (b1 and its
       velocity are per-worker copies bo[t]/vbo[t], updated identically), the output delta and
       loss, then each back-propagates into, and updates, only what it owns.
-    Triple-buffered inputs and double-buffered partial sums make the single barrier enough: a
-    worker is never more than one barrier ahead of the other, so it never writes a buffer the
-    other may still read."""
+    Double-buffered partial sums make the single barrier enough: a worker is never more than one
+    barrier ahead of the other, so it never writes a buffer the other may still read; everything
+    else a worker writes is its own (private copies, or its own rows/columns, cache-line aligned)."""
     T = W.dtype.type
     n = order.shape[0]
     H, K = sizes[1], sizes[2]
     ld0, ld1 = lds[0], lds[1]
     h = (H // 2 + 3) // 4 * 4 if H >= 8 else (H + 1) // 2  # a multiple of 4: whole blocks
     lo, hi = (0, h) if t == 0 else (h, H)
+    hp = hi if t == 0 else ld1  # the last worker's loops run over the zero padding: no scalar tail
     yb = np.empty((bs, K), W.dtype)
     z1 = np.empty((bs, K), W.dtype)
     a1 = np.empty((bs, K), W.dtype)
@@ -671,6 +687,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
     gw = np.empty(ld1, W.dtype)
     b1 = bo[t]
     vb1 = vbo[t]
+    Zw, Aw, Dw = Z[t], A[t], D[t]  # private buffers: no cache line written by both workers
     zs0 = T(scale)
     slope0 = T(slopes[0])
     slope1 = T(slopes[1])
@@ -680,26 +697,18 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
     for k in range(nb):
         start = k * bs
         m = min(bs, n - start)
-        if k + 1 < nb:  # this worker's half of the next batch's rows
-            m2 = min(bs, n - start - bs)
-            half = (m2 + 1) // 2
-            s0, s1 = (0, half) if t == 0 else (half, m2)
-            gather_rows(X, order, start + bs, m2, s0, s1, xb[(k + 1) % 3])
-            if k + 2 < nb:
-                m3 = min(bs, n - start - 2 * bs)
-                half = (m3 + 1) // 2
-                s0, s1 = (0, half) if t == 0 else (half, m3)
-                prefetch_rows(X, order, start + 2 * bs, s0, s1)
-        x = xb[k % 3]
-        forward_units(x, m, ld0, W, woff[0], b, lo, hi, zs0, Z)
-        activate_rows(Z, A, m, lo, hi, acts[0], slope0)
+        x = xb[t]  # each worker gathers the whole batch itself: no input lines cross cores
+        gather_rows(X, order, start, m, 0, m, x)
+        prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
+        forward_units(x, m, ld0, W, woff[0], b, lo, hi, zs0, Zw)
+        activate_padded(Zw, Aw, m, lo, hi, hp, acts[0], slope0)
         p = P[k % 2, t]
         for s in range(m):  # this worker's share of the output pre-activations
-            a = A[s]
+            a = Aw[s]
             for o in range(K):
                 w = W[woff[1] + o * ld1: woff[1] + (o + 1) * ld1]
                 acc = T(0)
-                for j in range(lo, hi):
+                for j in range(lo, hp):
                     acc += a[j] * w[j]
                 p[s, o] = acc
         _barrier(flags, t, k + 1)
@@ -714,25 +723,25 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
             total += output_delta_row(z1[s], a1[s], yb[s], d1[s], K, acts[1], slope1, loss, T(tiny))
         step = lr / m if mean else lr
         # deltas of this worker's hidden units (from W1 before its update)
-        backprop_units(d1, m, K, W, woff[1], ld1, lo, hi if t == 0 else ld1, Z, A, D, acts[0], slope0, T(tiny))
+        backprop_units(d1, m, K, W, woff[1], ld1, lo, hp, Zw, Aw, Dw, acts[0], slope0, T(tiny))
         # this worker's columns of W1, and its copy of b1
         if not frozen_w[1]:
             for o in range(K):
-                for j in range(lo, hi):
+                for j in range(lo, hp):
                     gw[j] = T(0)
                 for s in range(m):
                     c = d1[s, o]
-                    a = A[s]
-                    for j in range(lo, hi):
+                    a = Aw[s]
+                    for j in range(lo, hp):
                         gw[j] += c * a[j]
                 w = W[woff[1] + o * ld1: woff[1] + (o + 1) * ld1]
                 if mu > 0:
                     v = VW[woff[1] + o * ld1: woff[1] + (o + 1) * ld1]
-                    for j in range(lo, hi):
+                    for j in range(lo, hp):
                         v[j] = T(mu) * v[j] - (T(step) * gw[j] + T(decay) * w[j])
                         w[j] += v[j]
                 else:
-                    for j in range(lo, hi):
+                    for j in range(lo, hp):
                         w[j] -= T(step) * gw[j] + T(decay) * w[j]
         if not frozen_b[1]:
             for o in range(K):
@@ -745,7 +754,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
                 else:
                     b1[o] -= T(step) * g
         # this worker's rows of W0 and entries of b0
-        update_layer_units(x, m, ld0, W, VW, woff[0], b, vb, D, lo, hi, scale, step, mu, decay,
+        update_layer_units(x, m, ld0, W, VW, woff[0], b, vb, Dw, lo, hi, scale, step, mu, decay,
                            frozen_w[0], frozen_b[0])
     losses[t] = total
 
