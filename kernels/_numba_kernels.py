@@ -662,10 +662,10 @@ def _barrier(flags, t, k):
 
 @njit(**JIT)
 def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes, lds, acts, slopes,
-                   frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, xb, Z, A, D, P, flags, losses):
+                   frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, P, flags, losses):
     """Worker t (0 or 1) of a two-layer epoch. Worker t owns a half of the hidden units: their
     rows of W0 and entries of b0, their columns of W1. Per batch k:
-      gather batch k into its own xb[t]; forward layer 0 for its units;
+      gather batch k into its own buffer; forward layer 0 for its units;
       partial output sums P[k % 2, t] = its units' share of a0 @ W1; ONE barrier;
       both workers compute the same output layer from P[k%2, 0] + P[k%2, 1] + b1 (b1 and its
       velocity are per-worker copies bo[t]/vbo[t], updated identically), the output delta and
@@ -687,7 +687,12 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
     gw = np.empty(ld1, W.dtype)
     b1 = bo[t]
     vb1 = vbo[t]
-    Zw, Aw, Dw = Z[t], A[t], D[t]  # private buffers: no cache line written by both workers
+    # private buffers, allocated here: LLVM knows they alias nothing, and no cache line is
+    # written by both workers
+    xw = np.zeros((bs, ld0), W.dtype)
+    Zw = np.zeros((bs, ld1), W.dtype)
+    Aw = np.zeros((bs, ld1), W.dtype)
+    Dw = np.zeros((bs, ld1), W.dtype)
     zs0 = T(scale)
     slope0 = T(slopes[0])
     slope1 = T(slopes[1])
@@ -697,7 +702,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes
     for k in range(nb):
         start = k * bs
         m = min(bs, n - start)
-        x = xb[t]  # each worker gathers the whole batch itself: no input lines cross cores
+        x = xw  # each worker gathers the whole batch itself: no input lines cross cores
         gather_rows(X, order, start, m, 0, m, x)
         prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
         forward_units(x, m, ld0, W, woff[0], b, lo, hi, zs0, Zw)

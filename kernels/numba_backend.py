@@ -40,6 +40,22 @@ from . import _numba_kernels as K  # noqa: E402
 _FLUSH = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 0.0}  # deltas below: zero (no subnormals)
 
 
+def _aligned_zeros(shape, dtype, align=128):
+    """Zeros whose first element sits on an ``align``-byte boundary (whole cache lines: the two
+    workers never write the same line when their parts start on a line)."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape))
+    buf = np.zeros(n + align // dtype.itemsize, dtype)
+    off = (-buf.ctypes.data % align) // dtype.itemsize
+    return buf[off:off + n].reshape(shape)
+
+
+def _aligned(a):
+    out = _aligned_zeros(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
 def _check_threads(threads):
     if threads is None:
         return 1
@@ -139,7 +155,7 @@ class NumbaBackend(NumpyBackend):
             woff[i] = woff[i - 1] + sizes[i] * lds[i - 1]
             boff[i] = boff[i - 1] + sizes[i]
         W = self._pack([layer.W for layer in layers], sizes, lds)
-        b = np.concatenate([layer.b.ravel() for layer in layers]).astype(dt, copy=False)
+        b = _aligned(np.concatenate([layer.b.ravel() for layer in layers]).astype(dt, copy=False))
         mom = opt.momentum > 0
         if mom:
             for layer in layers:
@@ -147,8 +163,8 @@ class NumbaBackend(NumpyBackend):
                     if name not in layer.frozen and layer.velocity.get(name) is None:
                         layer.velocity[name] = np.zeros(p.shape, dtype=dt)
             VW = self._pack([layer.velocity.get("W") for layer in layers], sizes, lds)
-            vb = np.concatenate([layer.velocity["b"].ravel() if "b" in layer.velocity
-                                 else np.zeros(layer.b.size, dt) for layer in layers]).astype(dt, copy=False)
+            vb = _aligned(np.concatenate([layer.velocity["b"].ravel() if "b" in layer.velocity
+                                          else np.zeros(layer.b.size, dt) for layer in layers]).astype(dt, copy=False))
         else:
             VW = np.zeros(1, dt)
             vb = np.zeros(b.size, dt)
@@ -165,7 +181,7 @@ class NumbaBackend(NumpyBackend):
     def _pack(self, mats, sizes, lds):
         """Matrices (n_in, n_out) (None: zeros) as one flat buffer of their transposes, each row
         zero-padded to its layer's stride."""
-        flat = np.zeros(int(np.sum(sizes[1:] * lds[:-1])), dtype=self.dtype)
+        flat = _aligned_zeros(int(np.sum(sizes[1:] * lds[:-1])), self.dtype)
         o = 0
         for i, M in enumerate(mats):
             n_in, n_out, ld = sizes[i], sizes[i + 1], lds[i]
@@ -218,20 +234,18 @@ class NumbaBackend(NumpyBackend):
         H1 = p["b"][:H]
         b0 = H1  # view: the hidden biases, updated in place by their owners
         nb1 = p["b"][H:]
-        bo = np.stack([nb1, nb1])  # per-worker copies of the output biases
-        vbo = np.stack([p["vb"][H:], p["vb"][H:]])
-        xb = np.zeros((3, bs, int(p["lds"][0])), dt)
-        Z = np.zeros((bs, int(p["lds"][1])), dt)
-        A = np.zeros((bs, int(p["lds"][1])), dt)
-        D = np.zeros((bs, int(p["lds"][1])), dt)
-        P = np.zeros((2, 2, bs, Kout), dt)
-        flags = np.zeros(32, np.int64)
+        bo = _aligned_zeros((2, (Kout + 31) // 32 * 32), dt)  # per-worker copies of the output biases
+        bo[:, :Kout] = nb1
+        vbo = _aligned_zeros(bo.shape, dt)
+        vbo[:, :Kout] = p["vb"][H:]
+        ld1 = int(p["lds"][1])
+        P = _aligned_zeros((2, 2, bs, (Kout + 31) // 32 * 32), dt)
+        flags = _aligned_zeros(32, np.int64)
         losses = np.zeros(2)
-        K.gather_rows(X, order, 0, min(bs, len(order)), 0, bs, xb[0])
         vb0 = p["vb"][:H]
         args = (X, scale, Y, order, bs, p["W"], b0, p["VW"], vb0, bo, vbo, p["woff"], p["sizes"], p["lds"],
                 p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"], p["loss"], p["lr"], p["mu"], p["wd"], p["mean"],
-                p["tiny"], xb, Z, A, D, P, flags, losses)
+                p["tiny"], P, flags, losses)
         errors = []
 
         def worker():
@@ -246,8 +260,8 @@ class NumbaBackend(NumpyBackend):
         th.join()
         if errors:
             raise errors[0]
-        p["b"][H:] = bo[0]
-        p["vb"][H:] = vbo[0]
+        p["b"][H:] = bo[0, :Kout]
+        p["vb"][H:] = vbo[0, :Kout]
         return losses[0]
 
     def warmup(self, layers, loss, X, Y, batch_size, opt):
