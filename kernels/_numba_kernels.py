@@ -31,6 +31,7 @@ ACT_CODES = {"sigmoid": SIGMOID, "tanh": TANH, "relu": RELU, "leaky_relu": LEAKY
              "identity": IDENTITY, "softmax": SOFTMAX}
 QUADRATIC, MSE, BCE, CE = range(4)
 LOSS_CODES = {"quadratic": QUADRATIC, "mse": MSE, "binary_cross_entropy": BCE, "cross_entropy": CE}
+CHUNK = 40  # samples per pass of the blocked kernels: 40 rows of 784 floats stay in L2
 SPINS = 2000  # polls of the barrier before yielding the CPU
 TINY = 1e-12  # the NumPy reference's clip in the cross-entropy losses
 
@@ -285,7 +286,7 @@ def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
 
 
 @njit(**JIT)
-def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
+def _forward_units(x, s0, s1, ld, W, wo, b, lo, hi, zs, Z):
     """Z[s, j] = zs * (x[s, :ld] . W[wo + j*ld :][:ld]) + b[j] for s < m, lo <= j < hi.
     ``ld`` is the padded row length (zeros beyond n_in, a multiple of the vector length, so the
     vectorised loops need no scalar tail). Blocked: four (then two, then one) units x five samples per pass, so each
@@ -296,8 +297,8 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
         w1 = W[wo + (j + 1) * ld: wo + (j + 2) * ld]
         w2 = W[wo + (j + 2) * ld: wo + (j + 3) * ld]
         w3 = W[wo + (j + 3) * ld: wo + (j + 4) * ld]
-        s = 0
-        while s + 5 <= m:
+        s = s0
+        while s + 5 <= s1:
             x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
             p00 = p01 = p02 = p03 = p10 = p11 = p12 = p13 = p20 = p21 = p22 = p23 = zs - zs
             p30 = p31 = p32 = p33 = p40 = p41 = p42 = p43 = zs - zs
@@ -337,7 +338,7 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
             _store4(Z, s + 3, j, p30, p31, p32, p33, zs, b)
             _store4(Z, s + 4, j, p40, p41, p42, p43, zs, b)
             s += 5
-        while s < m:
+        while s < s1:
             x0 = x[s]
             p00 = p01 = p02 = p03 = zs - zs
             for i in range(ld):
@@ -352,8 +353,8 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
     if j + 2 <= hi:  # two units left
         w0 = W[wo + j * ld: wo + (j + 1) * ld]
         w1 = W[wo + (j + 1) * ld: wo + (j + 2) * ld]
-        s = 0
-        while s + 5 <= m:
+        s = s0
+        while s + 5 <= s1:
             x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
             p00 = p01 = p10 = p11 = p20 = p21 = p30 = p31 = p40 = p41 = zs - zs
             for i in range(ld):
@@ -380,7 +381,7 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
             _store2(Z, s + 3, j, p30, p31, zs, b)
             _store2(Z, s + 4, j, p40, p41, zs, b)
             s += 5
-        while s < m:
+        while s < s1:
             x0 = x[s]
             p00 = p01 = zs - zs
             for i in range(ld):
@@ -392,8 +393,8 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
         j += 2
     while j < hi:
         w0 = W[wo + j * ld: wo + (j + 1) * ld]
-        s = 0
-        while s + 5 <= m:
+        s = s0
+        while s + 5 <= s1:
             x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
             p0 = p1 = p2 = p3 = p4 = zs - zs
             for i in range(ld):
@@ -409,7 +410,7 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
             Z[s + 3, j] = p3 * zs + b[j]
             Z[s + 4, j] = p4 * zs + b[j]
             s += 5
-        while s < m:
+        while s < s1:
             x0 = x[s]
             p0 = zs - zs
             for i in range(ld):
@@ -417,6 +418,14 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
             Z[s, j] = p0 * zs + b[j]
             s += 1
         j += 1
+
+
+@njit(**JIT)
+def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
+    """The blocked forward product over samples 0:m, in chunks of CHUNK samples: a chunk of
+    inputs stays in L2 while every unit's weights pass over it (large batches)."""
+    for s0 in range(0, m, CHUNK):
+        _forward_units(x, s0, min(m, s0 + CHUNK), ld, W, wo, b, lo, hi, zs, Z)
 
 
 @njit(**JIT)
@@ -434,7 +443,7 @@ def _store4(Z, s, j, p0, p1, p2, p3, zs, b):
 
 
 @njit(**JIT)
-def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
+def _accumulate_units(x, s0, s1, ld, P, po, D, lo, hi, cs):
     """P[po + j*ld + i] += cs * sum_s D[s, j] * x[s, i] for lo <= j < hi, i < ld (the weight
     gradient, scaled, added straight into the weights or the velocities). Blocked: four units x
     five samples per pass."""
@@ -444,8 +453,8 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
         t1 = P[po + (j + 1) * ld: po + (j + 2) * ld]
         t2 = P[po + (j + 2) * ld: po + (j + 3) * ld]
         t3 = P[po + (j + 3) * ld: po + (j + 4) * ld]
-        s = 0
-        while s + 5 <= m:
+        s = s0
+        while s + 5 <= s1:
             x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
             c00, c10, c20, c30, c40 = cs * D[s, j], cs * D[s + 1, j], cs * D[s + 2, j], cs * D[s + 3, j], cs * D[s + 4, j]
             j1 = j + 1
@@ -461,7 +470,7 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
                 t2[i] += c02 * a0 + c12 * a1 + c22 * a2 + c32 * a3 + c42 * a4
                 t3[i] += c03 * a0 + c13 * a1 + c23 * a2 + c33 * a3 + c43 * a4
             s += 5
-        while s < m:
+        while s < s1:
             x0 = x[s]
             c0, c1, c2, c3 = cs * D[s, j], cs * D[s, j + 1], cs * D[s, j + 2], cs * D[s, j + 3]
             for i in range(ld):
@@ -475,8 +484,8 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
     if j + 2 <= hi:  # two units left
         t0 = P[po + j * ld: po + (j + 1) * ld]
         t1 = P[po + (j + 1) * ld: po + (j + 2) * ld]
-        s = 0
-        while s + 5 <= m:
+        s = s0
+        while s + 5 <= s1:
             x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
             c00, c10, c20, c30, c40 = cs * D[s, j], cs * D[s + 1, j], cs * D[s + 2, j], cs * D[s + 3, j], cs * D[s + 4, j]
             j1 = j + 1
@@ -486,7 +495,7 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
                 t0[i] += c00 * a0 + c10 * a1 + c20 * a2 + c30 * a3 + c40 * a4
                 t1[i] += c01 * a0 + c11 * a1 + c21 * a2 + c31 * a3 + c41 * a4
             s += 5
-        while s < m:
+        while s < s1:
             x0 = x[s]
             c0, c1 = cs * D[s, j], cs * D[s, j + 1]
             for i in range(ld):
@@ -497,20 +506,27 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
         j += 2
     while j < hi:
         t0 = P[po + j * ld: po + (j + 1) * ld]
-        s = 0
-        while s + 5 <= m:
+        s = s0
+        while s + 5 <= s1:
             x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
             c0, c1, c2, c3, c4 = cs * D[s, j], cs * D[s + 1, j], cs * D[s + 2, j], cs * D[s + 3, j], cs * D[s + 4, j]
             for i in range(ld):
                 t0[i] += c0 * x0[i] + c1 * x1[i] + c2 * x2[i] + c3 * x3[i] + c4 * x4[i]
             s += 5
-        while s < m:
+        while s < s1:
             x0 = x[s]
             c0 = cs * D[s, j]
             for i in range(ld):
                 t0[i] += c0 * x0[i]
             s += 1
         j += 1
+
+
+@njit(**JIT)
+def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
+    """The blocked weight-gradient accumulation over samples 0:m, in chunks of CHUNK samples."""
+    for s0 in range(0, m, CHUNK):
+        _accumulate_units(x, s0, min(m, s0 + CHUNK), ld, P, po, D, lo, hi, cs)
 
 
 @njit(**JIT)

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from .base import Activation, Backend
+from .base import Backend
 from .numpy_backend import NumpyBackend
 
 import numba  # noqa: E402  (ImportError here makes the registry report the backend unavailable)
@@ -230,19 +230,15 @@ class NumbaBackend(NumpyBackend):
 
     def _epoch_2t(self, p, X, scale, Y, order, bs):
         dt = self.dtype
-        n0, H, Kout = (int(v) for v in p["sizes"])
-        H1 = p["b"][:H]
-        b0 = H1  # view: the hidden biases, updated in place by their owners
-        nb1 = p["b"][H:]
+        H, Kout = int(p["sizes"][1]), int(p["sizes"][2])
+        b0, vb0 = p["b"][:H], p["vb"][:H]  # views: the hidden biases, updated in place by their owners
         bo = _aligned_zeros((2, (Kout + 31) // 32 * 32), dt)  # per-worker copies of the output biases
-        bo[:, :Kout] = nb1
+        bo[:, :Kout] = p["b"][H:]
         vbo = _aligned_zeros(bo.shape, dt)
         vbo[:, :Kout] = p["vb"][H:]
-        ld1 = int(p["lds"][1])
         P = _aligned_zeros((2, 2, bs, (Kout + 31) // 32 * 32), dt)
         flags = _aligned_zeros(32, np.int64)
         losses = np.zeros(2)
-        vb0 = p["vb"][:H]
         args = (X, scale, Y, order, bs, p["W"], b0, p["VW"], vb0, bo, vbo, p["woff"], p["sizes"], p["lds"],
                 p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"], p["loss"], p["lr"], p["mu"], p["wd"], p["mean"],
                 p["tiny"], P, flags, losses)
