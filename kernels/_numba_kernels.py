@@ -677,106 +677,60 @@ def _barrier(flags, t, k):
 
 
 @njit(**JIT)
-def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, bo, vbo, woff, sizes, lds, acts, slopes,
-                   frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, P, flags, losses):
-    """Worker t (0 or 1) of a two-layer epoch. Worker t owns a half of the hidden units: their
-    rows of W0 and entries of b0, their columns of W1. Per batch k:
-      gather batch k into its own buffer; forward layer 0 for its units;
-      partial output sums P[k % 2, t] = its units' share of a0 @ W1; ONE barrier;
-      both workers compute the same output layer from P[k%2, 0] + P[k%2, 1] + b1 (b1 and its
-      velocity are per-worker copies bo[t]/vbo[t], updated identically), the output delta and
-      loss, then each back-propagates into, and updates, only what it owns.
-    Double-buffered partial sums make the single barrier enough: a worker is never more than one
-    barrier ahead of the other, so it never writes a buffer the other may still read; everything
-    else a worker writes is its own (private copies, or its own rows/columns, cache-line aligned)."""
+def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, acts, slopes,
+                   frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, Z, A, D, flags, losses):
+    """Worker t (0 or 1) of an epoch on two threads, for networks of two or more layers. The
+    first layer (the big one) is split: worker t owns hidden units lo:hi, i.e. their rows of the
+    transposed W0 and their entries of b0. Per batch k, both workers gather the batch into a
+    private buffer and compute their units' forward pass into the shared Z[0]/A[0] (own
+    columns: whole cache lines, see the backend); barrier; worker 0 alone runs the small layers
+    above (forward, output delta, their updates) and back-propagates the deltas into D[0], as the
+    one-thread kernel does; barrier; both update their own rows of W0.
+    Between barriers no array is written by one worker and read or written by the other."""
     T = W.dtype.type
+    L = acts.shape[0]
     n = order.shape[0]
-    H, K = sizes[1], sizes[2]
-    ld0, ld1 = lds[0], lds[1]
-    h = (H // 2 + 3) // 4 * 4 if H >= 8 else (H + 1) // 2  # a multiple of 4: whole blocks
+    H = sizes[1]
+    h = (H // 2 + 15) // 16 * 16 if H >= 32 else (H // 2 + 3) // 4 * 4 if H >= 8 else (H + 1) // 2
+    h = min(h, H)
     lo, hi = (0, h) if t == 0 else (h, H)
-    hp = hi if t == 0 else ld1  # the last worker's loops run over the zero padding: no scalar tail
-    yb = np.empty((bs, K), W.dtype)
-    z1 = np.empty((bs, K), W.dtype)
-    a1 = np.empty((bs, K), W.dtype)
-    d1 = np.empty((bs, K), W.dtype)
-    gw = np.empty(ld1, W.dtype)
-    b1 = bo[t]
-    vb1 = vbo[t]
-    # private buffers, allocated here: LLVM knows they alias nothing, and no cache line is
-    # written by both workers
-    xw = np.zeros((bs, ld0), W.dtype)
-    Zw = np.zeros((bs, ld1), W.dtype)
-    Aw = np.zeros((bs, ld1), W.dtype)
-    Dw = np.zeros((bs, ld1), W.dtype)
+    hp = hi if t == 0 else lds[1]  # the last worker's loops also cover the zero padding
+    xw = np.zeros((bs, lds[0]), W.dtype)  # private: LLVM knows it aliases nothing
+    yb = np.zeros((bs, sizes[L]), W.dtype)
     zs0 = T(scale)
-    slope0 = T(slopes[0])
-    slope1 = T(slopes[1])
+    one = T(1)
     decay = lr * wd
     total = 0.0
     nb = (n + bs - 1) // bs
     for k in range(nb):
         start = k * bs
         m = min(bs, n - start)
-        x = xw  # each worker gathers the whole batch itself: no input lines cross cores
-        gather_rows(X, order, start, m, 0, m, x)
+        gather_rows(X, order, start, m, 0, m, xw)
         prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
-        forward_units(x, m, ld0, W, woff[0], b, lo, hi, zs0, Zw)
-        activate_padded(Zw, Aw, m, lo, hi, hp, acts[0], slope0)
-        p = P[k % 2, t]
-        for s in range(m):  # this worker's share of the output pre-activations
-            a = Aw[s]
-            for o in range(K):
-                w = W[woff[1] + o * ld1: woff[1] + (o + 1) * ld1]
-                acc = T(0)
-                for j in range(lo, hp):
-                    acc += a[j] * w[j]
-                p[s, o] = acc
-        _barrier(flags, t, k + 1)
-        gather_rows(Y, order, start, m, 0, m, yb)
-        p0 = P[k % 2, 0]
-        p1 = P[k % 2, 1]
-        for s in range(m):
-            for o in range(K):
-                z1[s, o] = p0[s, o] + p1[s, o] + b1[o]
-        activate_rows(z1, a1, m, 0, K, acts[1], slope1)
-        for s in range(m):
-            total += output_delta_row(z1[s], a1[s], yb[s], d1[s], K, acts[1], slope1, loss, T(tiny))
+        forward_units(xw, m, lds[0], W, woff[0], b[boff[0]:boff[0] + H], lo, hi, zs0, Z[0])
+        activate_padded(Z[0], A[0], m, lo, hi, hp, acts[0], T(slopes[0]))
+        _barrier(flags, t, 2 * k + 1)
         step = lr / m if mean else lr
-        # deltas of this worker's hidden units (from W1 before its update)
-        backprop_units(d1, m, K, W, woff[1], ld1, lo, hp, Zw, Aw, Dw, acts[0], slope0, T(tiny))
-        # this worker's columns of W1, and its copy of b1
-        if not frozen_w[1]:
-            for o in range(K):
-                for j in range(lo, hp):
-                    gw[j] = T(0)
-                for s in range(m):
-                    c = d1[s, o]
-                    a = Aw[s]
-                    for j in range(lo, hp):
-                        gw[j] += c * a[j]
-                w = W[woff[1] + o * ld1: woff[1] + (o + 1) * ld1]
-                if mu > 0:
-                    v = VW[woff[1] + o * ld1: woff[1] + (o + 1) * ld1]
-                    for j in range(lo, hp):
-                        v[j] = T(mu) * v[j] - (T(step) * gw[j] + T(decay) * w[j])
-                        w[j] += v[j]
-                else:
-                    for j in range(lo, hp):
-                        w[j] -= T(step) * gw[j] + T(decay) * w[j]
-        if not frozen_b[1]:
-            for o in range(K):
-                g = d1[0, o]
-                for s in range(1, m):
-                    g += d1[s, o]
-                if mu > 0:
-                    vb1[o] = T(mu) * vb1[o] - T(step) * g
-                    b1[o] += vb1[o]
-                else:
-                    b1[o] -= T(step) * g
-        # this worker's rows of W0 and entries of b0
-        update_layer_units(x, m, ld0, W, VW, woff[0], b, vb, Dw, lo, hi, scale, step, mu, decay,
-                           frozen_w[0], frozen_b[0])
+        if t == 0:
+            gather_rows(Y, order, start, m, 0, m, yb)
+            for l in range(1, L):
+                forward_units(A[l - 1], m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
+                              sizes[l + 1], one, Z[l])
+                activate_padded(Z[l], A[l], m, 0, sizes[l + 1], lds[l + 1] if l + 1 < L else sizes[l + 1],
+                                acts[l], T(slopes[l]))
+            out = L - 1
+            for s in range(m):
+                total += output_delta_row(Z[out, s], A[out, s], yb[s], D[out, s], sizes[L], acts[out],
+                                          T(slopes[out]), loss, T(tiny))
+            for l in range(L - 1, 0, -1):
+                backprop_units(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
+                               D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
+                update_layer_units(A[l - 1], m, lds[l], W, VW, woff[l], b[boff[l]:boff[l] + sizes[l + 1]],
+                                   vb[boff[l]:boff[l] + sizes[l + 1]], D[l], 0, sizes[l + 1], 1.0, step, mu,
+                                   decay, frozen_w[l], frozen_b[l])
+        _barrier(flags, t, 2 * k + 2)
+        update_layer_units(xw, m, lds[0], W, VW, woff[0], b[boff[0]:boff[0] + H], vb[boff[0]:boff[0] + H],
+                           D[0], lo, hi, scale, step, mu, decay, frozen_w[0], frozen_b[0])
     losses[t] = total
 
 

@@ -12,11 +12,14 @@ inference) the activations, output deltas, losses and SGD updates are compiled, 
 matrix products ``x @ W`` and ``x.T @ delta`` are NumPy's (BLAS), which is as fast as anything
 for those shapes.
 
-Threads: ``threads=1`` (the default) or ``2``. With two, a two-layer network's epoch runs on two
-persistent workers (two Python threads, each in a ``nogil`` compiled function for the whole
-epoch), each owning half the hidden units, synchronised by one spin barrier per batch built on
-acquire/release atomics (see ``train_epoch_2t``). Deeper networks use one thread. Spinning
-wastes a core when the machine is oversubscribed, hence the default of one thread.
+Threads: ``threads=1`` (the default) or ``2``. With two, the epoch of a network of two or more
+layers runs on two persistent workers (two Python threads, each inside a ``nogil`` compiled
+function for the whole epoch): each owns half the units of the first (big) layer and does its
+forward pass and update; worker 0 alone does the small layers above in between. Two spin
+barriers per batch, built on acquire/release atomics, separate the phases (see
+``train_epoch_2t``); after a few thousand polls a waiting worker yields its core. One-layer
+networks use one thread. Spinning wastes a core when the machine is oversubscribed, hence the
+default of one thread.
 
 Environment: nothing process-wide is changed. Numba's cache lives in ``__pycache__`` beside the
 kernels (or ``NUMBA_CACHE_DIR``); ``NumbaBackend.info()`` reports versions, the CPU name and
@@ -210,7 +213,7 @@ class NumbaBackend(NumpyBackend):
                     layer.velocity["b"][...] = plan["vb"][boff[i]:boff[i] + n_out]
 
     def _two_threads(self, plan):
-        return self.threads == 2 and len(plan["acts"]) == 2 and plan["sizes"][1] >= 2
+        return self.threads == 2 and len(plan["acts"]) >= 2 and plan["sizes"][1] >= 2
 
     def train_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
         plan = self._plan(layers, loss, X, Y, opt)
@@ -229,19 +232,18 @@ class NumbaBackend(NumpyBackend):
         return float(total)
 
     def _epoch_2t(self, p, X, scale, Y, order, bs):
+        """The epoch on two workers (see ``train_epoch_2t``): this thread is worker 0."""
         dt = self.dtype
-        H, Kout = int(p["sizes"][1]), int(p["sizes"][2])
-        b0, vb0 = p["b"][:H], p["vb"][:H]  # views: the hidden biases, updated in place by their owners
-        bo = _aligned_zeros((2, (Kout + 31) // 32 * 32), dt)  # per-worker copies of the output biases
-        bo[:, :Kout] = p["b"][H:]
-        vbo = _aligned_zeros(bo.shape, dt)
-        vbo[:, :Kout] = p["vb"][H:]
-        P = _aligned_zeros((2, 2, bs, (Kout + 31) // 32 * 32), dt)
+        maxw = int(max(p["lds"][1:]))
+        L = len(p["acts"])
+        Z = _aligned_zeros((L, bs, maxw), dt)  # rows of 128-byte multiples, cache-line aligned
+        A = _aligned_zeros((L, bs, maxw), dt)
+        D = _aligned_zeros((L, bs, maxw), dt)
         flags = _aligned_zeros(32, np.int64)
         losses = np.zeros(2)
-        args = (X, scale, Y, order, bs, p["W"], b0, p["VW"], vb0, bo, vbo, p["woff"], p["sizes"], p["lds"],
-                p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"], p["loss"], p["lr"], p["mu"], p["wd"], p["mean"],
-                p["tiny"], P, flags, losses)
+        args = (X, scale, Y, order, bs, p["W"], p["b"], p["VW"], p["vb"], p["woff"], p["boff"], p["sizes"],
+                p["lds"], p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"], p["loss"], p["lr"], p["mu"],
+                p["wd"], p["mean"], p["tiny"], Z, A, D, flags, losses)
         errors = []
 
         def worker():
@@ -256,8 +258,6 @@ class NumbaBackend(NumpyBackend):
         th.join()
         if errors:
             raise errors[0]
-        p["b"][H:] = bo[0, :Kout]
-        p["vb"][H:] = vbo[0, :Kout]
         return losses[0]
 
     def warmup(self, layers, loss, X, Y, batch_size, opt):

@@ -156,8 +156,9 @@ def test_two_threads_match_one_thread(dtype, hidden_units, bs, fit):
     assert_same(two, train("numpy", dtype, **kw, **dict(fit)), dtype)
 
 
-def test_two_threads_with_frozen_layer_and_softmax():
-    kw = dict(out="softmax", loss="cross_entropy", frozen=("b",), momentum=0.5)
+@pytest.mark.parametrize("sizes", [(12, 7, 5), (12, 40, 6, 5)], ids=str)
+def test_two_threads_with_frozen_layer_softmax_and_depth(sizes):
+    kw = dict(sizes=sizes, hidden="tanh", out="softmax", loss="cross_entropy", frozen=("b",), momentum=0.5)
     assert_same(train(NumbaBackend("float64", threads=2), "float64", **kw), train("numpy", "float64", **kw), "float64")
 
 
