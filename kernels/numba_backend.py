@@ -18,7 +18,7 @@ function for the whole epoch): each owns half the units of the first (big) layer
 forward pass and update; worker 0 alone does the small layers above in between. Two spin
 barriers per batch, built on acquire/release atomics, separate the phases (see
 ``train_epoch_2t``); after a few thousand polls a waiting worker yields its core. One-layer
-networks use one thread. Spinning wastes a core when the machine is oversubscribed, hence the
+networks (and machines other than x86-64 Linux/macOS) use one thread. Spinning wastes a core when the machine is oversubscribed, hence the
 default of one thread.
 
 Environment: nothing process-wide is changed. Numba's cache lives in ``__pycache__`` beside the
@@ -28,6 +28,8 @@ features Numba compiles for, and whether ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES
 from __future__ import annotations
 
 import os
+import platform
+import sys
 import threading
 import time
 
@@ -40,6 +42,8 @@ import numba  # noqa: E402  (ImportError here makes the registry report the back
 
 from . import _numba_kernels as K  # noqa: E402
 
+# the two-thread kernel's barrier uses x86's pause instruction and libc's sched_yield
+TWO_THREADS_SUPPORTED = platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
 _FLUSH = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 0.0}  # deltas below: zero (no subnormals)
 
 
@@ -100,6 +104,7 @@ class NumbaBackend(NumpyBackend):
             "avx512f": "+avx512f" in llvm.get_host_cpu_features().flatten(),
             "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
             "NUMBA_CPU_FEATURES": os.environ.get("NUMBA_CPU_FEATURES"),
+            "two_threads_supported": TWO_THREADS_SUPPORTED,
             "cache_dir": os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(K.__file__), "__pycache__"),
         }
 
@@ -213,7 +218,8 @@ class NumbaBackend(NumpyBackend):
                     layer.velocity["b"][...] = plan["vb"][boff[i]:boff[i] + n_out]
 
     def _two_threads(self, plan):
-        return self.threads == 2 and len(plan["acts"]) >= 2 and plan["sizes"][1] >= 2
+        return (self.threads == 2 and TWO_THREADS_SUPPORTED and len(plan["acts"]) >= 2
+                and plan["sizes"][1] >= 2)
 
     def train_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
         plan = self._plan(layers, loss, X, Y, opt)
