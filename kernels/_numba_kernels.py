@@ -3,8 +3,10 @@
 Layout inside the fused epoch: each layer's weights are kept TRANSPOSED, row j of ``W`` holding
 the n_in weights into unit j (``W[wo + j*n_in + i]`` in one flat buffer for all layers), so that
 both big loops (z = x.w forward, w += c*x update) run over contiguous memory and vectorise.
-The two big loops are register-blocked: two units x five samples per pass, so each weight loaded
-serves five samples and each input value serves two units.
+Rows are zero-padded to 128 bytes, so vector loops have no scalar tail. The two big loops are
+register-blocked: four units x five samples per pass, so each weight loaded serves five samples
+and each input value four units; large batches are taken in chunks of CHUNK samples (L2).
+The next batch's input rows are prefetched into L2 while the current batch computes.
 
 Arithmetic stays in the network's dtype (float32 or float64) with fastmath minus nnan/ninf
 (LLVM may reassociate sums, which lets reductions vectorise; NaN/inf still propagate so a
