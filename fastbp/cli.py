@@ -131,6 +131,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     from .datasets import DataError
     from .kernels import BackendUnavailable
+    from .network import DivergenceError
 
     try:
         if args.command == "train":
@@ -145,7 +146,7 @@ def main(argv=None):
                     print(f"{name:16s} {description}")
             else:
                 return examples.run(args.name, args.args) or 0
-    except (DataError, BackendUnavailable, ValueError, OSError) as e:
+    except (DataError, BackendUnavailable, DivergenceError, ValueError, OSError) as e:
         print(f"fastbp: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

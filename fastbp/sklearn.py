@@ -106,10 +106,10 @@ class _BaseMLP(BaseEstimator):
         return [int(h) for h in hidden]
 
     # --- the network ------------------------------------------------------------------------
-    def _new_network(self, sizes, seed):
+    def _new_network(self, sizes, seed, backend=None):
         out, loss = self._output()
         return Network.from_sizes(sizes, activation=ACTIVATIONS[self.activation], output_activation=out,
-                                  loss=loss, backend=self.backend, dtype=np.dtype(self.dtype).name,
+                                  loss=loss, backend=backend or self.backend, dtype=np.dtype(self.dtype).name,
                                   seed=seed)
 
     def _fit_epochs(self, X, Y, epochs, incremental):
@@ -224,7 +224,10 @@ class _BaseMLP(BaseEstimator):
         saved = state.pop("_net_state", None)
         super().__setstate__(state)
         if saved is not None:
-            self.net_ = self._new_network(saved["sizes"], None)
+            try:
+                self.net_ = self._new_network(saved["sizes"], None)
+            except kernels.BackendUnavailable:  # fitted where that backend ran; predict runs on NumPy anyway
+                self.net_ = self._new_network(saved["sizes"], None, backend="numpy")
             self.net_.set_params(saved["params"])
             self.net_.rng = saved["rng"]
 

@@ -88,3 +88,10 @@ def test_examples_are_listed_and_run_by_name(capsys):
     assert code == 0 and "to (3.584, -1.848)" in out
     code, _, err = run(capsys, "examples", "zzz")
     assert code == 2 and "zzz" in err
+
+
+def test_divergence_is_a_one_line_error(capsys):
+    code, _, err = run(capsys, "train", "--dataset", "digits", "--activation", "relu", "--output-activation",
+                       "identity", "--lr", "10", "--epochs", "3", "--backend", "numpy", "--no-progress")
+    assert code == 2
+    assert err.startswith("fastbp: error: training diverged in epoch") and len(err.strip().splitlines()) == 1

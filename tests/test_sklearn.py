@@ -174,3 +174,19 @@ def test_bad_parameters_are_named_at_fit(params, message):
     clf = MLPClassifier(backend="numpy").set_params(**params)  # the constructor only stores them
     with pytest.raises(ValueError, match=message):
         clf.fit(X, y)
+
+
+def test_pickle_loads_where_the_fitted_backend_is_unavailable(monkeypatch):
+    import pickle
+    import sys
+
+    from fastbp.sklearn import MLPClassifier
+
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=5, backend="numpy", random_state=0).fit(X, y)
+    clf.backend = "cupy"  # as if it had been fitted on a GPU
+    blob = pickle.dumps(clf)
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    back = pickle.loads(blob)
+    np.testing.assert_array_equal(back.predict(X), clf.predict(X))
