@@ -90,6 +90,7 @@ def test_examples_are_listed_and_run_by_name(capsys):
     assert code == 2 and "zzz" in err
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings on the way to NaN
 def test_divergence_is_a_one_line_error(capsys):
     code, _, err = run(capsys, "train", "--dataset", "digits", "--activation", "relu", "--output-activation",
                        "identity", "--lr", "10", "--epochs", "3", "--backend", "numpy", "--no-progress")
