@@ -231,18 +231,23 @@ class Network:
         if total is not None:
             return total
         total = 0.0
+        index = be.index_array(order)
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            total += self.train_batch(be.gather(data, idx, scale), be.gather(targets, idx, 1.0), opt)
-        return total
+            idx = index[start:start + batch_size]
+            x, y = be.gather(data, idx, scale), be.gather(targets, idx, 1.0)
+            total = total + self._train_batch(x, y, opt)  # on a GPU: summed there, no sync per batch
+        return float(total)
 
     def train_batch(self, x, y, opt):
         """One SGD step on a batch already on the backend: forward, backward, update.
         Returns the batch's summed loss (before the update)."""
+        return float(self._train_batch(x, y, opt))
+
+    def _train_batch(self, x, y, opt):
         be = self.backend
         cache = self._forward(x)
         z, a = cache[-1]
-        loss = be.loss(a, y, self.loss)
+        loss = be.loss_sum(a, y, self.loss)
         delta = be.output_delta(z, a, y, self.layers[-1].activation, self.loss)
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]

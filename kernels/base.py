@@ -68,6 +68,11 @@ class Backend:
         """Rows ``X[idx]`` as floats of ``self.dtype``, multiplied by ``scale``."""
         raise NotImplementedError
 
+    def index_array(self, order):
+        """An epoch's sample order where ``gather`` reads indices fastest (moved once per epoch,
+        sliced per batch)."""
+        return order
+
     # --- layer math ---------------------------------------------------------------------
     def forward(self, x, W, b, activation: Activation):
         """Pre-activation and activation of a dense layer: ``(z, a)``."""
@@ -84,6 +89,11 @@ class Backend:
     def loss(self, a, y, loss: str) -> float:
         """The loss summed over the samples of the batch (a Python float)."""
         raise NotImplementedError
+
+    def loss_sum(self, a, y, loss: str):
+        """As ``loss``, but the value may stay on the device (a 0-d array) so that summing it over
+        an epoch's batches needs no synchronisation; ``float()`` it once at the end."""
+        return self.loss(a, y, loss)
 
     def backward(self, x, W, delta, need_dx=True):
         """Gradients of a dense layer: ``(dW, db, dx)``, sums over the batch; ``dx`` = dL/dx

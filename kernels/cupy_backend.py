@@ -40,7 +40,7 @@ CANCELLING = (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy"))
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.uint8): "unsigned char"}
 
 FUSED_MAX_BATCH = 128  # larger batches: the per-batch cuBLAS path (the GPU is busy enough there)
-FUSED_THREADS = 1024   # threads of the fused kernel's one block
+FUSED_THREADS = 512    # threads of the fused kernel's one block (up to 128 registers each)
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_epoch.cu")
 
 INSTALL_HINT = ("install the 'gpu' extra (pip install 'fastbp[gpu]', which brings cupy-cuda12x for "
@@ -100,15 +100,32 @@ def _check_size(value, name, upper=None):
     return int(value)
 
 
-def fused_block_samples(batch_size):
-    """Samples per register block in the hidden layer's forward pass: the batch, up to 16."""
-    return min(int(batch_size), 16)
+def fused_layout(n_in, n_hidden, n_out, batch_size, threads=FUSED_THREADS, input_dtype="uint8"):
+    """How the fused kernel splits its work for one configuration: the template's layout macros
+    (their meaning is documented in fused_epoch.cu)."""
+    warps = threads // 32
+    sb = min(batch_size, 10)                                  # samples per register block
+    upw = max(1, min(32 // sb, -(-n_hidden // max(1, warps // 2)), n_hidden))
+    tj = min(n_hidden, 10)
+    jg = -(-n_hidden // tj)
+    budget = 56 if threads <= 512 else 24                    # gradient accumulators per thread
+    ti = max(1, min(-(-n_in * jg // threads), budget // tj))
+    lpr = 4 if np.dtype(input_dtype) == np.uint8 and n_in % 4 == 0 else 1
+    nu = n_in // lpr
+    pf, pfy = -(-batch_size * nu // threads), -(-batch_size * n_out // threads)
+    return dict(SB=sb, UPW=upw, BSR=-(-batch_size // sb) * sb, TI=ti, TJ=tj, NG=-(-n_in // ti), JG=jg,
+                LPR=lpr, NU=nu, PF=pf, PFY=pfy, PREF=int(pf <= 8 and pfy <= 4))
+
+
+LAYOUT_MACROS = ("SB", "UPW", "BSR", "TI", "TJ", "NG", "JG", "LPR", "NU", "PF", "PFY", "PREF")
+FUSED_MAX_OUT = 32  # outputs: one lane each in the kernel's output phase
 
 
 def fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, dtype):
     """Dynamic shared memory the fused kernel needs (the layout described in fused_epoch.cu)."""
-    per_sample = n_in + n_out + 3 * n_hidden + 3 * n_out
-    words = n_hidden * n_in + n_hidden * n_out + n_hidden + n_out + batch_size * per_sample
+    rows = -(-batch_size // min(batch_size, 10)) * min(batch_size, 10)  # BSR
+    words = (rows * n_in + n_hidden * n_in + n_hidden * n_out + n_hidden + n_out
+             + batch_size * (2 * n_out + 3 * n_hidden))
     return words * np.dtype(dtype).itemsize
 
 
@@ -118,13 +135,11 @@ def render_fused_epoch(n_in, n_hidden, n_out, batch_size, dtype="float32", input
     substituted as text). ``input_dtype``: the stored training inputs' dtype (uint8 or ``dtype``)."""
     n_in = _check_size(n_in, "n_in")
     n_hidden = _check_size(n_hidden, "n_hidden")
-    n_out = _check_size(n_out, "n_out")
+    n_out = _check_size(n_out, "n_out", FUSED_MAX_OUT)
     batch_size = _check_size(batch_size, "batch_size", FUSED_MAX_BATCH)
     threads = _check_size(threads, "threads", 1024)
     if threads % 32:
         raise ValueError(f"threads: expected a multiple of 32 (whole warps), got {threads}")
-    if threads < batch_size:
-        raise ValueError(f"threads: expected at least batch_size ({batch_size}), got {threads}")
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
@@ -134,11 +149,12 @@ def render_fused_epoch(n_in, n_hidden, n_out, batch_size, dtype="float32", input
     _check_choice(hidden, "hidden", tuple(a for a in ACTIVATIONS if a != "softmax"))
     _check_choice(output, "output", ACTIVATIONS)
     _check_choice(loss, "loss", LOSSES)
+    layout = fused_layout(n_in, n_hidden, n_out, batch_size, threads, xt)
     values = dict(
-        T=C_TYPES[dt], XT=C_TYPES[xt], N0=n_in, H=n_hidden, K=n_out, BS=batch_size,
-        SB=fused_block_samples(batch_size), NT=threads, HID_ACT=ACT_CODES[hidden],
+        T=C_TYPES[dt], XT=C_TYPES[xt], LT="unsigned int" if layout["LPR"] == 4 else C_TYPES[xt],
+        N0=n_in, H=n_hidden, K=n_out, BS=batch_size, NT=threads, HID_ACT=ACT_CODES[hidden],
         OUT_ACT=ACT_CODES[output], LOSS=LOSS_CODES[loss], CANCEL=int((output, loss) in CANCELLING),
-    )
+        **layout)
     return string.Template(_source()).substitute(values)
 
 
@@ -185,7 +201,7 @@ def _kernel(key):
         k = cp.ReductionKernel(
             "T pred, T target", "float64 total", f"fb_loss_term(pred, target, {loss})", "a + b",
             "total = a", "0",
-            f"fastbp_loss{loss}", reduce_type="float64", preamble=pre)
+            f"fastbp_loss{loss}", reduce_type="double", preamble=pre)
     elif kind == "sgd":  # p -= step*g + decay*p
         k = cp.ElementwiseKernel(
             "T g, T step, T decay", "T p", "p -= step * g + decay * p;", "fastbp_sgd")
@@ -322,10 +338,16 @@ class CupyBackend(Backend):
             z, a, y, self._slope(activation), n_out)
 
     def loss(self, a, y, loss):
+        return float(self.loss_sum(a, y, loss))
+
+    def loss_sum(self, a, y, loss):
         self._device(a, "a")
         self._device(y, "y")
-        total = float(_kernel(("loss", LOSS_CODES[loss]))(a, y))
+        total = _kernel(("loss", LOSS_CODES[loss]))(a, y)  # a 0-d float64 array, left on the GPU
         return total / a.shape[1] if loss == "mse" else total
+
+    def index_array(self, order):
+        return cp.asarray(np.ascontiguousarray(order, dtype=np.int64))  # one copy per epoch
 
     def backward(self, x, W, delta, need_dx=True):
         self._device(x, "x")
@@ -359,7 +381,9 @@ class CupyBackend(Backend):
         covered (then the per-batch path runs)."""
         if not self.fused or len(layers) != 2 or loss not in LOSS_CODES:
             return None
-        if not (1 <= batch_size <= min(FUSED_MAX_BATCH, self.threads)):
+        if layers[1].n_out > FUSED_MAX_OUT:
+            return None
+        if not 1 <= batch_size <= FUSED_MAX_BATCH:
             return None
         if not (isinstance(X, cp.ndarray) and isinstance(Y, cp.ndarray) and X.ndim == 2 and Y.ndim == 2):
             return None

@@ -86,24 +86,47 @@ __device__ __forceinline__ double fb_loss_term(F a, F y, int loss) {
 
 typedef ${T} T;    // the network's float type
 typedef ${XT} XT;  // the stored inputs' type (unsigned char: scaled here by `scale`)
+typedef ${LT} LT;  // the unit the gather loads: 4 uint8 inputs as one 32-bit word, else one XT
 
 #define N0 ${N0}   // inputs
 #define H ${H}     // hidden units
-#define K ${K}     // outputs
+#define K ${K}     // outputs (at most 32: one lane each)
 #define BS ${BS}   // batch size (the last batch of an epoch may be smaller)
-#define SB ${SB}   // samples per register block in the hidden layer's forward pass (<= 32)
 #define NT ${NT}   // threads in the block (a multiple of 32)
 #define HID_ACT ${HID_ACT}
 #define OUT_ACT ${OUT_ACT}
 #define LOSS ${LOSS}
 #define CANCEL ${CANCEL}  // sigmoid + binary_cross_entropy or softmax + cross_entropy: delta = a - y
+// the work split, chosen by cupy_backend.fused_layout():
+#define SB ${SB}   // hidden forward: samples per register block
+#define UPW ${UPW} // hidden forward: hidden units per warp pass (UPW * SB <= 32 sums per lane)
+#define BSR ${BSR} // batch rows of the input buffer (BS rounded up to a multiple of SB)
+#define TI ${TI}   // first-layer update: inputs per thread (strided by NG)
+#define TJ ${TJ}   // first-layer update: hidden units per thread
+#define NG ${NG}   // first-layer update: input groups (ceil(N0 / TI))
+#define JG ${JG}   // first-layer update: unit groups (ceil(H / TJ)); JG * NG <= NT
+#define LPR ${LPR} // inputs per gather load unit (4 or 1)
+#define NU ${NU}   // load units per input row (N0 / LPR)
+#define PF ${PF}   // load units each thread prefetches per batch
+#define PFY ${PFY} // targets each thread prefetches per batch
+#define PREF ${PREF} // 1: prefetch into registers; 0 (big batches): gather straight into shared
 #define NW (NT / 32)
+#define RW (UPW * SB)  // partial sums per lane in the hidden forward pass
+#define FULL 0xffffffffu
 
 // frozen: bit 0 W0, bit 1 b0, bit 2 W1, bit 3 b1 (not updated)
 #define FROZEN_W0 1
 #define FROZEN_B0 2
 #define FROZEN_W1 4
 #define FROZEN_B1 8
+
+// Optional phase timing (compile with -DFB_PROFILE; thread 0's clock64 cycles summed per phase).
+#ifdef FB_PROFILE
+__device__ long long fb_prof[4];
+#define PROF(k) if (tid == 0) { const long long t_ = clock64(); fb_prof[k] += t_ - fb_t; fb_t = t_; }
+#else
+#define PROF(k)
+#endif
 
 // One SGD step of one parameter, as the reference's sgd_update: u = step*g + decay*p, then
 // p -= u, or with momentum v = mu*v - u; p += v (v in global memory).
@@ -118,10 +141,102 @@ __device__ __forceinline__ void sgd_step(T &p, T g, T *v, T step, T decay, T mu,
     }
 }
 
-// Dynamic shared memory, in units of T: w0 (H x N0, W0 transposed: row j holds the weights into
-// hidden unit j, so a warp reads it along i without bank conflicts), w1 (H x K, as W1), c0 (H),
-// c1 (K), then the batch's xs (BS x N0, scaled inputs), ys (BS x K), z0/a0/d0 (BS x H) and
-// z1/a1/d1 (BS x K). fused_epoch_shared_bytes() in cupy_backend.py computes the same total.
+template <typename F> __device__ __forceinline__ F warp_sum(F v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+    return v;
+}
+template <typename F> __device__ __forceinline__ F warp_max(F v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fb_max(v, __shfl_xor_sync(FULL, v, o));
+    return v;
+}
+
+// Four consecutive inputs stored at once (p 16-byte aligned for float, 32 for double).
+__device__ __forceinline__ void store4(float *p, float a, float b, float c, float d) {
+    *reinterpret_cast<float4 *>(p) = make_float4(a, b, c, d);
+}
+__device__ __forceinline__ void store4(double *p, double a, double b, double c, double d) {
+    reinterpret_cast<double2 *>(p)[0] = make_double2(a, b);
+    reinterpret_cast<double2 *>(p)[1] = make_double2(c, d);
+}
+
+// The gather, split in two so the loads of batch b+1 fly while batch b is computed:
+// prefetch() issues this thread's global loads into registers, store() scales them into shared.
+__device__ __forceinline__ void prefetch(LT (&px)[PF], T (&py)[PFY], const XT *__restrict__ X,
+                                         const T *__restrict__ Y, const long long *__restrict__ order,
+                                         int start, int m, int tid) {
+    const LT *Xu = reinterpret_cast<const LT *>(X);
+#pragma unroll
+    for (int r = 0; r < PF; r++) {
+        const int e = tid + r * NT;
+        if (e < m * NU) {
+            const int s = e / NU;
+            px[r] = Xu[order[start + s] * NU + (e - s * NU)];
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < PFY; r++) {
+        const int e = tid + r * NT;
+        if (e < m * K) {
+            const int s = e / K;
+            py[r] = Y[order[start + s] * K + (e - s * K)];
+        }
+    }
+}
+
+__device__ __forceinline__ void store(const LT (&px)[PF], const T (&py)[PFY], T *xs, T *ys, T sc,
+                                      int m, int tid) {
+#pragma unroll
+    for (int r = 0; r < PF; r++) {
+        const int e = tid + r * NT;
+        if (e < m * NU) {
+            const int s = e / NU, u = e - s * NU;
+            if (LPR == 4) {  // four uint8 inputs in one little-endian word
+                const unsigned int w = (unsigned int)px[r];
+                store4(xs + s * N0 + 4 * u, T(w & 255u) * sc, T((w >> 8) & 255u) * sc,
+                       T((w >> 16) & 255u) * sc, T(w >> 24) * sc);
+            } else {
+                xs[s * N0 + u] = T(px[r]) * sc;
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < PFY; r++) {
+        const int e = tid + r * NT;
+        if (e < m * K) ys[e] = py[r];
+    }
+}
+
+// The gather without prefetching (batches too big for the registers).
+__device__ __forceinline__ void gather(const XT *__restrict__ X, const T *__restrict__ Y,
+                                       const long long *__restrict__ order, int start, int m, T *xs,
+                                       T *ys, T sc, int tid) {
+    for (int e = tid; e < m * N0; e += NT) {
+        const int s = e / N0;
+        xs[e] = T(X[order[start + s] * N0 + (e - s * N0)]) * sc;
+    }
+    for (int e = tid; e < m * K; e += NT) {
+        const int s = e / K;
+        ys[e] = Y[order[start + s] * K + (e - s * K)];
+    }
+}
+
+// Dynamic shared memory, in units of T (fused_epoch_shared_bytes() in cupy_backend.py computes the
+// same total): xs (BSR x N0, the batch's scaled inputs; first, so vector stores are aligned),
+// w0 (H x N0, W0 transposed: row j holds the weights into hidden unit j), w1 (H x K, as W1),
+// c0 (H), c1 (K), ys (BS x K), z0 and a0 (BS x H), d0 (H x BS: the hidden deltas, unit-major so
+// the update reads each unit's deltas as broadcasts), d1 (BS x K).
+//
+// Per batch, four phases separated by __syncthreads():
+//  1. store the prefetched batch into xs/ys, then issue the next batch's loads;
+//  2. hidden forward: a warp per (UPW units, SB samples) block, lanes splitting the inputs, the
+//     UPW*SB partial sums reduced across lanes by halving exchanges (one sum per lane at the end);
+//  3. a warp per sample: output layer (a lane per output), softmax/loss by warp reductions, the
+//     output deltas, then the hidden deltas (a lane per hidden unit; w1 before its update);
+//  4. updates: each thread accumulates a TJ x TI tile of the first layer's gradient over the
+//     batch in registers (inputs strided by NG so that lanes read consecutive words) and steps
+//     those weights; the small second layer and the biases are shared out over all threads.
 extern "C" __global__ void __launch_bounds__(NT)
 fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training inputs
             const T *__restrict__ Y,           // (n_samples, K) targets
@@ -135,18 +250,16 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
             double *loss_parts)                // (NT,) each thread's sum of per-sample losses
 {
     extern __shared__ __align__(16) unsigned char fb_shared[];
-    T *w0 = reinterpret_cast<T *>(fb_shared);
+    T *xs = reinterpret_cast<T *>(fb_shared);
+    T *w0 = xs + BSR * N0;
     T *w1 = w0 + H * N0;
     T *c0 = w1 + H * K;
     T *c1 = c0 + H;
-    T *xs = c1 + K;
-    T *ys = xs + BS * N0;
+    T *ys = c1 + K;
     T *z0 = ys + BS * K;
     T *a0 = z0 + BS * H;
     T *d0 = a0 + BS * H;
-    T *z1 = d0 + BS * H;
-    T *a1 = z1 + BS * K;
-    T *d1 = a1 + BS * K;
+    T *d1 = d0 + H * BS;
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -164,140 +277,176 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
     for (int e = tid; e < H * K; e += NT) w1[e] = W1[e];
     for (int j = tid; j < H; j += NT) c0[j] = b0[j];
     for (int k = tid; k < K; k += NT) c1[k] = b1[k];
-    __syncthreads();
+    for (int e = tid; e < BSR * N0; e += NT) xs[e] = T(0);  // rows past a short batch: read, never used
+    __syncthreads();  // the zeros land before any thread stores the first batch
 
+    LT px[PF];
+    T py[PFY];
+    if (PREF) prefetch(px, py, X, Y, order, 0, min(BS, n), tid);
+
+#ifdef FB_PROFILE
+    long long fb_t = clock64();
+#endif
     for (int start = 0; start < n; start += BS) {
         const int m = min(BS, n - start);
 
-        // 1. gather the batch: rows order[start + s], inputs scaled to T (the reference's gather)
-        for (int e = tid; e < m * N0; e += NT) {
-            const int s = e / N0, i = e - s * N0;
-            xs[e] = T(X[order[start + s] * N0 + i]) * sc;
-        }
-        for (int e = tid; e < m * K; e += NT) {
-            const int s = e / K, k = e - s * K;
-            ys[e] = Y[order[start + s] * K + k];
+        // 1. this batch from registers into shared memory; the next batch's loads are issued
+        if (PREF) {
+            store(px, py, xs, ys, sc, m, tid);
+            prefetch(px, py, X, Y, order, start + BS, min(BS, n - start - BS), tid);
+        } else {
+            gather(X, Y, order, start, m, xs, ys, sc, tid);
         }
         __syncthreads();
+        PROF(0)
 
-        // 2. hidden layer: z0 = xs . w0[j] + c0[j]; a warp per unit j, its lanes splitting the
-        //    inputs, SB samples per pass (each loaded weight serves SB samples)
-        for (int j = warp; j < H; j += NW) {
-            const T *wj = w0 + j * N0;
-            for (int s0 = 0; s0 < m; s0 += SB) {
-                T acc[SB];
+        // 2. hidden layer: z0[s][j] = xs[s] . w0[j] + c0[j], a0 = f(z0)
+        for (int blk = warp; blk < ((H + UPW - 1) / UPW) * ((m + SB - 1) / SB); blk += NW) {
+            const int nsb = (m + SB - 1) / SB;
+            const int j0 = (blk / nsb) * UPW, s0 = (blk % nsb) * SB;
+            T acc[RW];
 #pragma unroll
-                for (int u = 0; u < SB; u++) acc[u] = T(0);
-                for (int i = lane; i < N0; i += 32) {
-                    const T w = wj[i];
+            for (int r = 0; r < RW; r++) acc[r] = T(0);
+            for (int i = lane; i < N0; i += 32) {
+                T x[SB];
 #pragma unroll
-                    for (int u = 0; u < SB; u++)
-                        if (s0 + u < m) acc[u] += w * xs[(s0 + u) * N0 + i];
+                for (int u = 0; u < SB; u++) x[u] = xs[(s0 + u) * N0 + i];
+#pragma unroll
+                for (int q = 0; q < UPW; q++) {
+                    const T w = w0[min(j0 + q, H - 1) * N0 + i];
+#pragma unroll
+                    for (int u = 0; u < SB; u++) acc[q * SB + u] += w * x[u];
                 }
-                T mine = T(0);
+            }
+            // halving exchanges: at offset o a lane keeps one half of its list and receives its
+            // partner's sums of the same half; after offsets 16..1 a lane holds one total
+            int base = 0, real = RW;
 #pragma unroll
-                for (int u = 0; u < SB; u++) {
+            for (int lvl = 0; lvl < 5; lvl++) {
+                const int o = 16 >> lvl;
+                int c = RW;  // list length at this level (the same on every lane)
 #pragma unroll
-                    for (int o = 16; o > 0; o >>= 1) acc[u] += __shfl_xor_sync(0xffffffffu, acc[u], o);
-                    if (lane == u) mine = acc[u];
+                for (int l = 0; l < lvl; l++) c = (c + 1) / 2;
+                const int half = (c + 1) / 2;
+                const bool upper = (lane & o) != 0;
+#pragma unroll
+                for (int v = 0; v < half; v++) {
+                    const T lo = acc[v], hi = v + half < c ? acc[v + half] : T(0);
+                    acc[v] = (upper ? hi : lo) + __shfl_xor_sync(FULL, upper ? lo : hi, o);
                 }
-                const int s = s0 + lane;
-                if (lane < SB && s < m) {
-                    const T z = mine + c0[j];
-                    z0[s * H + j] = z;
-                    a0[s * H + j] = fb_activate(z, HID_ACT, hs);
+                if (upper) {
+                    base += half;
+                    real = max(real - half, 0);
+                } else {
+                    real = min(real, half);
                 }
+            }
+            const int q = base / SB, u = base - q * SB;
+            const int j = j0 + q, s = s0 + u;
+            if (real > 0 && j < H && s < m) {
+                const T z = acc[0] + c0[j];
+                z0[s * H + j] = z;
+                a0[s * H + j] = fb_activate(z, HID_ACT, hs);
             }
         }
         __syncthreads();
+        PROF(1)
 
-        // 3. output layer pre-activations: a thread per (sample, output)
-        for (int e = tid; e < m * K; e += NT) {
-            const int s = e / K, k = e - s * K;
-            T z = T(0);
+        // 3. a warp per sample: output layer, loss, output deltas, hidden deltas
+        for (int s = warp; s < m; s += NW) {
+            const bool on = lane < K;
+            const int k = on ? lane : 0;
+            T z = c1[k];
             for (int j = 0; j < H; j++) z += a0[s * H + j] * w1[j * K + k];
-            z1[e] = z + c1[k];
-        }
-        __syncthreads();
-
-        // 4. output activation, loss and dL/dz: a thread per sample
-        if (tid < m) {
-            const T *z = z1 + tid * K;
-            const T *y = ys + tid * K;
-            T *a = a1 + tid * K;
-            T *d = d1 + tid * K;
+            T a;
             if (OUT_ACT == FB_SOFTMAX) {
-                T mx = z[0];
-                for (int k = 1; k < K; k++) mx = fb_max(mx, z[k]);
-                T total = T(0);
-                for (int k = 0; k < K; k++) {
-                    a[k] = fb_exp(z[k] - mx);
-                    total += a[k];
-                }
-                for (int k = 0; k < K; k++) a[k] = a[k] / total;
+                const T first = __shfl_sync(FULL, z, 0);  // every lane shuffles (idle lanes use it)
+                const T mx = warp_max(on ? z : first);
+                const T e = on ? fb_exp(z - mx) : T(0);
+                a = e / warp_sum(e);
             } else {
-                for (int k = 0; k < K; k++) a[k] = fb_activate(z[k], OUT_ACT, os);
+                a = fb_activate(z, OUT_ACT, os);
             }
-            double value = 0.0;
-            for (int k = 0; k < K; k++) value += fb_loss_term(a[k], y[k], LOSS);
-            my_loss += LOSS == FB_MSE ? value / K : value;
+            const T y = on ? ys[s * K + k] : T(0);
+            const double value = warp_sum(on ? fb_loss_term(a, y, LOSS) : 0.0);
+            if (lane == 0) my_loss += LOSS == FB_MSE ? value / K : value;
+            T d;
             if (CANCEL) {
-                for (int k = 0; k < K; k++) d[k] = a[k] - y[k];
+                d = a - y;
             } else if (OUT_ACT == FB_SOFTMAX) {
-                T dot = T(0);
-                for (int k = 0; k < K; k++) {
-                    d[k] = fb_loss_grad(a[k], y[k], LOSS, K);
-                    dot += d[k] * a[k];
-                }
-                for (int k = 0; k < K; k++) d[k] = a[k] * (d[k] - dot);
+                const T g = fb_loss_grad(a, y, LOSS, K);
+                d = a * (g - warp_sum(on ? g * a : T(0)));
             } else {
-                for (int k = 0; k < K; k++) d[k] = fb_loss_grad(a[k], y[k], LOSS, K) * fb_dact(z[k], a[k], OUT_ACT, os);
+                d = fb_loss_grad(a, y, LOSS, K) * fb_dact(z, a, OUT_ACT, os);
             }
-        }
-        __syncthreads();
-
-        // 5. hidden deltas d0 = (d1 . w1[j]) * f'(z0), with w1 before its update
-        for (int e = tid; e < m * H; e += NT) {
-            const int s = e / H, j = e - s * H;
-            T g = T(0);
-            for (int k = 0; k < K; k++) g += d1[s * K + k] * w1[j * K + k];
-            d0[e] = g * fb_dact(z0[e], a0[e], HID_ACT, hs);
-        }
-        __syncthreads();
-
-        // 6. updates from the summed gradients: dW0 = xs^T d0, db0 = sum d0, dW1 = a0^T d1, db1 = sum d1
-        const T step = T(mean ? lr / m : lr);
-        if (!(frozen & FROZEN_W0)) {
-            for (int e = tid; e < H * N0; e += NT) {
-                const int j = e / N0, i = e - j * N0;
+            if (on) d1[s * K + k] = d;
+            T dk[K];
+#pragma unroll
+            for (int kk = 0; kk < K; kk++) dk[kk] = __shfl_sync(FULL, d, kk);
+            for (int j = lane; j < H; j += 32) {
                 T g = T(0);
-                for (int s = 0; s < m; s++) g += xs[s * N0 + i] * d0[s * H + j];
-                sgd_step(w0[e], g, VW0 + (long long)i * H + j, step, dec, m_u, momentum);
+#pragma unroll
+                for (int kk = 0; kk < K; kk++) g += dk[kk] * w1[j * K + kk];
+                d0[j * BS + s] = g * fb_dact(z0[s * H + j], a0[s * H + j], HID_ACT, hs);
             }
         }
-        if (!(frozen & FROZEN_W1)) {
-            for (int e = tid; e < H * K; e += NT) {
+        __syncthreads();
+        PROF(2)
+
+        // 4. updates from the summed gradients: dW0 = xs^T d0, db0 = sum d0, dW1 = a0^T d1, db1 = sum d1
+        const T step = T(mean ? lr / m : lr);
+        for (int tile = tid; !(frozen & FROZEN_W0) && tile < JG * NG; tile += NT) {
+            const int jg = tile / NG, ig = tile - jg * NG;
+            T g[TJ][TI];
+#pragma unroll
+            for (int q = 0; q < TJ; q++)
+#pragma unroll
+                for (int c = 0; c < TI; c++) g[q][c] = T(0);
+            for (int s = 0; s < m; s++) {
+                T x[TI];
+#pragma unroll
+                for (int c = 0; c < TI; c++) x[c] = ig + NG * c < N0 ? xs[s * N0 + ig + NG * c] : T(0);
+#pragma unroll
+                for (int q = 0; q < TJ; q++) {
+                    const T dq = d0[min(jg * TJ + q, H - 1) * BS + s];
+#pragma unroll
+                    for (int c = 0; c < TI; c++) g[q][c] += dq * x[c];
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < TJ; q++) {
+                const int j = jg * TJ + q;
+#pragma unroll
+                for (int c = 0; c < TI; c++) {
+                    const int i = ig + NG * c;
+                    if (j < H && i < N0)
+                        sgd_step(w0[j * N0 + i], g[q][c], VW0 + (long long)i * H + j, step, dec, m_u, momentum);
+                }
+            }
+        }
+        for (int e = tid; e < H * K + H + K; e += NT) {
+            if (e < H * K) {
+                if (frozen & FROZEN_W1) continue;
                 const int j = e / K, k = e - j * K;
                 T g = T(0);
                 for (int s = 0; s < m; s++) g += a0[s * H + j] * d1[s * K + k];
                 sgd_step(w1[e], g, VW1 + e, step, dec, m_u, momentum);
-            }
-        }
-        if (!(frozen & FROZEN_B0)) {
-            for (int j = tid; j < H; j += NT) {
+            } else if (e < H * K + H) {
+                if (frozen & FROZEN_B0) continue;
+                const int j = e - H * K;
                 T g = T(0);
-                for (int s = 0; s < m; s++) g += d0[s * H + j];
+                for (int s = 0; s < m; s++) g += d0[j * BS + s];
                 sgd_step(c0[j], g, vb0 + j, step, T(0), m_u, momentum);
-            }
-        }
-        if (!(frozen & FROZEN_B1)) {
-            for (int k = tid; k < K; k += NT) {
+            } else {
+                if (frozen & FROZEN_B1) continue;
+                const int k = e - H * K - H;
                 T g = T(0);
                 for (int s = 0; s < m; s++) g += d1[s * K + k];
                 sgd_step(c1[k], g, vb1 + k, step, T(0), m_u, momentum);
             }
         }
         __syncthreads();
+        PROF(3)
     }
 
     // the parameters back to the layers' arrays

@@ -129,8 +129,8 @@ def test_the_kernel_source_renders_with_the_sizes_and_types(config):
     assert f"typedef {'float' if dt == 'float32' else 'double'} T;" in src
     assert f"typedef {'unsigned char' if xt == 'uint8' else ('float' if xt == 'float32' else 'double')} XT;" in src
     for macro, value in (("N0", config["n_in"]), ("H", config["n_hidden"]), ("K", config["n_out"]),
-                         ("BS", config["batch_size"]), ("SB", min(config["batch_size"], 16)),
-                         ("NT", config.get("threads", 1024))):
+                         ("BS", config["batch_size"]), ("SB", min(config["batch_size"], 10)),
+                         ("NT", config.get("threads", 512))):
         assert f"#define {macro} {value} " in src
     codes = {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4, "softmax": 5}
     assert f"#define HID_ACT {codes[config.get('hidden', 'sigmoid')]}\n" in src
@@ -145,7 +145,7 @@ def test_the_kernel_source_renders_with_the_sizes_and_types(config):
     (dict(n_hidden=2.5), "n_hidden: expected a positive integer"),
     (dict(batch_size=cb.FUSED_MAX_BATCH + 1), f"batch_size: expected at most {cb.FUSED_MAX_BATCH}"),
     (dict(threads=48), "threads: expected a multiple of 32"),
-    (dict(threads=32, batch_size=64), "threads: expected at least batch_size"),
+    (dict(n_out=33), "n_out: expected at most 32"),
     (dict(dtype="float16"), "dtype: expected 'float32' or 'float64'"),
     (dict(input_dtype="int32"), "input_dtype: expected 'uint8'"),
     (dict(dtype="float64", input_dtype="float32"), "input_dtype"),
@@ -160,10 +160,10 @@ def test_render_checks_its_arguments(kwargs, match):
 
 
 def test_shared_memory_of_the_book_network():
-    """784-30-10 float32 at batch 10: weights 23520 + 300, biases 40, per sample 784 + 10 + 3*30 + 3*10
+    """784-30-10 float32 at batch 10: weights 23520 + 300, biases 40, per sample 784 + 2*10 + 3*30
     words (the layout in fused_epoch.cu): above the default 48 KB, within an H100's 227 KB opt-in."""
     need = cb.fused_epoch_shared_bytes(784, 30, 10, 10, "float32")
-    assert need == 4 * (784 * 30 + 30 * 10 + 30 + 10 + 10 * (784 + 10 + 90 + 30))
+    assert need == 4 * (784 * 30 + 30 * 10 + 30 + 10 + 10 * (784 + 20 + 90))
     assert 48 * 1024 < need <= 227 * 1024
     # float64 of the same net does not fit: the backend takes the per-batch path there
     assert cb.fused_epoch_shared_bytes(784, 30, 10, 10, "float64") > 227 * 1024
@@ -238,6 +238,18 @@ static std::barrier<> *fb_block;
 static std::vector<std::barrier<> *> fb_warps;
 static double fb_slots[1024];
 static void __syncthreads() { fb_block->arrive_and_wait(); }
+struct float4 { float x, y, z, w; };
+struct double2 { double x, y; };
+static float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+static double2 make_double2(double x, double y) { return {x, y}; }
+template <typename F> static F __shfl_sync(unsigned, F v, int src) {
+    const int t = threadIdx.x, w = t >> 5;
+    fb_slots[t] = double(v);
+    fb_warps[w]->arrive_and_wait();
+    const F r = F(fb_slots[(w << 5) | src]);
+    fb_warps[w]->arrive_and_wait();
+    return r;
+}
 template <typename F> static F __shfl_xor_sync(unsigned, F v, int o) {
     const int t = threadIdx.x, w = t >> 5;
     fb_slots[t] = double(v);
@@ -295,7 +307,7 @@ static int run(const std::string &dir) {  // inputs from dir, one epoch, outputs
     return 0;
 }
 """
-CASE_MACROS = ("N0", "H", "K", "BS", "SB", "NT", "HID_ACT", "OUT_ACT", "LOSS", "CANCEL", "NW")
+CASE_MACROS = ("N0", "H", "K", "BS", "NT", "HID_ACT", "OUT_ACT", "LOSS", "CANCEL", "NW", "RW", "FULL", "PROF") + cb.LAYOUT_MACROS
 
 
 def emulator_source(kernel_sources):
@@ -315,7 +327,7 @@ def emulator_source(kernel_sources):
 # (name, render args, training options): every branch of the kernel at least once — cancelling and
 # not, softmax both ways, momentum with weight decay, frozen parameters, both reductions, uint8
 # and float inputs, more samples than one register block (batch > 16), a short last batch, and
-# more hidden units than warps (two warps here).
+# more hidden units than warps (two warps here); the layout branches are checked below.
 EMULATED = [
     ("sigmoid-quadratic", dict(n_in=45, n_hidden=5, n_out=3, batch_size=7, dtype="float64"),
      dict(n=30, lr=0.5)),
@@ -329,7 +341,21 @@ EMULATED = [
     ("relu-sigmoid-bce-float32", dict(n_in=50, n_hidden=6, n_out=2, batch_size=10, dtype="float32",
                                       hidden="relu", output="sigmoid", loss="binary_cross_entropy"),
      dict(n=25, lr=1.0)),
+    # uint8 inputs gathered four to a word, several update tiles per thread, a part-filled unit group
+    ("sigmoid-quadratic-words-float32", dict(n_in=400, n_hidden=12, n_out=10, batch_size=10, dtype="float32"),
+     dict(n=37, lr=3.0)),
 ]
+
+
+def test_the_emulated_cases_cover_every_layout_branch():
+    layouts = [(cb.fused_layout(c["n_in"], c["n_hidden"], c["n_out"], c["batch_size"], 64,
+                                c.get("input_dtype", "uint8")), c) for _, c, _ in EMULATED]
+    assert {lay["PREF"] for lay, _ in layouts} == {0, 1}  # prefetch into registers, and the direct gather
+    assert {lay["LPR"] for lay, _ in layouts} == {1, 4}   # one input per load, and four uint8 to a word
+    assert any(lay["JG"] * lay["NG"] > 64 for lay, _ in layouts)  # several update tiles per thread
+    assert any(c["n_hidden"] % lay["UPW"] for lay, c in layouts)  # a part-filled forward unit group
+    assert any(c["n_hidden"] > lay["TJ"] for lay, c in layouts)   # more than one update unit group
+    assert any(c["batch_size"] > lay["SB"] for lay, c in layouts)  # more than one forward sample block
 
 
 def _emulate_case(tmp_path, name, config, train):
@@ -557,11 +583,23 @@ def test_gpu_fused_epoch_matches_numpy(cupy, dtype, batch_size, hidden, output, 
     h_cpu = cpu.fit(X, y, epochs=2, batch_size=batch_size, optimizer=fb.SGD(**opt))
     h_gpu = gpu.fit(X, y, epochs=2, batch_size=batch_size, optimizer=fb.SGD(**opt))
     assert used == [True, True]  # the fused kernel ran
-    tol = dict(rtol=1e-9, atol=1e-11) if dtype == "float64" else dict(rtol=1e-4, atol=1e-5)
-    for p_cpu, p_gpu in zip(cpu.get_params(), gpu.get_params()):
-        np.testing.assert_allclose(p_gpu["W"], p_cpu["W"], **tol)
-        np.testing.assert_allclose(p_gpu["b"], p_cpu["b"], **tol)
-    np.testing.assert_allclose(h_gpu.loss, h_cpu.loss, rtol=1e-4 if dtype == "float32" else 1e-9)
+    if dtype == "float64":
+        for p_cpu, p_gpu in zip(cpu.get_params(), gpu.get_params()):
+            np.testing.assert_allclose(p_gpu["W"], p_cpu["W"], rtol=1e-9, atol=1e-11)
+            np.testing.assert_allclose(p_gpu["b"], p_cpu["b"], rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(h_gpu.loss, h_cpu.loss, rtol=1e-9)
+        return
+    # float32: rounding differences grow over 240 momentum steps at batch 1 (0.4% seen on an H100 for
+    # tanh/softmax/momentum 0.9), so the GPU is held to the float64 reference: its float32 error may
+    # be at most 4x NumPy's own float32 error, plus 1e-5.
+    exact = two_layer(hidden, output, loss, "numpy", "float64", frozen=frozen)
+    exact.fit(X, y, epochs=2, batch_size=batch_size, optimizer=fb.SGD(**opt))
+    for p_cpu, p_gpu, p_exact in zip(cpu.get_params(), gpu.get_params(), exact.get_params()):
+        for name in ("W", "b"):
+            err_gpu = np.abs(p_gpu[name] - p_exact[name]).max()
+            err_cpu = np.abs(p_cpu[name] - p_exact[name]).max()
+            assert err_gpu <= 4 * err_cpu + 1e-5, (name, err_gpu, err_cpu)
+    np.testing.assert_allclose(h_gpu.loss, h_cpu.loss, rtol=1e-3)
 
 
 @pytest.mark.gpu
@@ -570,12 +608,18 @@ def test_gpu_book_network_one_epoch_matches_numpy(cupy, batch_size):
     """784-30-10 sigmoid/quadratic float32 (fused at 10, cuBLAS per batch at 1000): one epoch from
     the same seed agrees with the NumPy reference within float32 tolerance."""
     X, y = small_problem(n=3000, n_in=784, n_out=10, seed=1)
-    nets = [fb.Network.from_sizes([784, 30, 10], backend=name, seed=0) for name in ("numpy", "cupy")]
+    nets = [fb.Network.from_sizes([784, 30, 10], backend=name, seed=0, dtype=dt)
+            for name, dt in (("numpy", "float32"), ("cupy", "float32"), ("numpy", "float64"))]
     for net in nets:
         net.fit(X, y, epochs=1, batch_size=batch_size, lr=3.0)
-    for p_cpu, p_gpu in zip(*(net.get_params() for net in nets)):
-        np.testing.assert_allclose(p_gpu["W"], p_cpu["W"], rtol=1e-3, atol=1e-4)
-        np.testing.assert_allclose(p_gpu["b"], p_cpu["b"], rtol=1e-3, atol=1e-4)
+    # random dense inputs at lr 3.0 amplify float32 rounding over the epoch's steps, so both float32
+    # runs are measured against the float64 one: the GPU's error at most 4x NumPy's, plus 1e-4
+    for p_cpu, p_gpu, p_exact in zip(*(net.get_params() for net in nets)):
+        for name in ("W", "b"):
+            err_gpu = np.abs(p_gpu[name] - p_exact[name]).max()
+            err_cpu = np.abs(p_cpu[name] - p_exact[name]).max()
+            print(f"batch {batch_size} {name}: max error vs float64: gpu {err_gpu:.3g}, numpy float32 {err_cpu:.3g}")
+            assert err_gpu <= 4 * err_cpu + 1e-4, (name, err_gpu, err_cpu)
 
 
 @pytest.mark.gpu
