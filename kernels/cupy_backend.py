@@ -100,33 +100,49 @@ def _check_size(value, name, upper=None):
     return int(value)
 
 
-def fused_layout(n_in, n_hidden, n_out, batch_size, threads=FUSED_THREADS, input_dtype="uint8"):
+def fused_layout(n_in, n_hidden, n_out, batch_size, threads=FUSED_THREADS, input_dtype="uint8", dtype="float32"):
     """How the fused kernel splits its work for one configuration: the template's layout macros
-    (their meaning is documented in fused_epoch.cu)."""
+    (their meaning is documented in fused_epoch.cu). Register budgets are halved for float64."""
+    wide = 2 if np.dtype(dtype) == np.float64 else 1
+
+    def up(x, d):
+        return -(-x // d) * d
+
     warps = threads // 32
-    sb = min(batch_size, 10)                                  # samples per register block
-    upw = max(1, min(32 // sb, -(-n_hidden // max(1, warps // 2)), n_hidden))
-    tj = min(n_hidden, 10)
+    sb = min(batch_size, 10)                                 # samples per register block
+    upw = max(1, min(n_hidden, (64 if wide == 1 else 16) // sb))  # units per block: <= 64 sums per lane
+    blocks = -(-n_hidden // upw) * -(-batch_size // sb)
+    parts = max(1, min((warps - 1) // blocks, -(-n_in // 32)))  # warps sharing one block's inputs
+    cf = upw * sb
+    for _ in range(5):
+        cf = -(-cf // 2)
+    ti = 4 if n_in % 4 == 0 else 1                           # update: consecutive inputs per thread
+    budget = (60 if threads <= 512 else 24) // wide          # gradient accumulators per thread
+    tj = max(1, min(n_hidden, budget // ti))
     jg = -(-n_hidden // tj)
-    budget = 56 if threads <= 512 else 24                    # gradient accumulators per thread
-    ti = max(1, min(-(-n_in * jg // threads), budget // tj))
-    lpr = 4 if np.dtype(input_dtype) == np.uint8 and n_in % 4 == 0 else 1
+    ng = n_in // ti
+    xt = np.dtype(input_dtype)
+    lpr = 4 if xt == np.uint8 and n_in % 4 == 0 else 1
     nu = n_in // lpr
-    pf, pfy = -(-batch_size * nu // threads), -(-batch_size * n_out // threads)
-    return dict(SB=sb, UPW=upw, BSR=-(-batch_size // sb) * sb, TI=ti, TJ=tj, NG=-(-n_in // ti), JG=jg,
-                LPR=lpr, NU=nu, PF=pf, PFY=pfy, PREF=int(pf <= 8 and pfy <= 4))
+    staged = batch_size * (n_in * xt.itemsize + n_out * np.dtype(dtype).itemsize)  # staging bytes
+    pref = int((lpr == 4 or xt != np.uint8) and staged <= 16384)
+    return dict(SB=sb, UPW=upw, P=parts, CF=cf, BSR=max(up(batch_size, sb), up(batch_size, 4)),
+                BSD=up(batch_size, 4), VX=2 if n_in % 2 == 0 else 1, TI=ti, TJ=tj, NG=ng, JG=jg,
+                LPR=lpr, NU=nu, PREF=pref)
 
 
-LAYOUT_MACROS = ("SB", "UPW", "BSR", "TI", "TJ", "NG", "JG", "LPR", "NU", "PF", "PFY", "PREF")
+LAYOUT_MACROS = ("SB", "UPW", "P", "CF", "BSR", "BSD", "VX", "TI", "TJ", "NG", "JG", "LPR", "NU", "PREF")
 FUSED_MAX_OUT = 32  # outputs: one lane each in the kernel's output phase
 
 
-def fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, dtype):
+def fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, dtype, threads=FUSED_THREADS, input_dtype="uint8"):
     """Dynamic shared memory the fused kernel needs (the layout described in fused_epoch.cu)."""
-    rows = -(-batch_size // min(batch_size, 10)) * min(batch_size, 10)  # BSR
-    words = (rows * n_in + n_hidden * n_in + n_hidden * n_out + n_hidden + n_out
-             + batch_size * (2 * n_out + 3 * n_hidden))
-    return words * np.dtype(dtype).itemsize
+    lay = fused_layout(n_in, n_hidden, n_out, batch_size, threads, input_dtype, dtype)
+    words = (n_hidden * lay["BSD"] + lay["BSR"] * n_in + n_hidden * n_in + n_hidden * n_out + n_hidden
+             + n_out + batch_size * n_out + lay["P"] * batch_size * n_hidden + 2 * batch_size * n_hidden
+             + batch_size * n_out + lay["PREF"] * batch_size * n_out)
+    staging = lay["PREF"] * batch_size * n_in * np.dtype(input_dtype).itemsize  # xst, in load units
+    return words * np.dtype(dtype).itemsize + staging + 16 * batch_size  # + two batches' indices (int64)
 
 
 def render_fused_epoch(n_in, n_hidden, n_out, batch_size, dtype="float32", input_dtype="uint8",
@@ -149,7 +165,7 @@ def render_fused_epoch(n_in, n_hidden, n_out, batch_size, dtype="float32", input
     _check_choice(hidden, "hidden", tuple(a for a in ACTIVATIONS if a != "softmax"))
     _check_choice(output, "output", ACTIVATIONS)
     _check_choice(loss, "loss", LOSSES)
-    layout = fused_layout(n_in, n_hidden, n_out, batch_size, threads, xt)
+    layout = fused_layout(n_in, n_hidden, n_out, batch_size, threads, xt, dt)
     values = dict(
         T=C_TYPES[dt], XT=C_TYPES[xt], LT="unsigned int" if layout["LPR"] == 4 else C_TYPES[xt],
         N0=n_in, H=n_hidden, K=n_out, BS=batch_size, NT=threads, HID_ACT=ACT_CODES[hidden],
@@ -294,8 +310,10 @@ class CupyBackend(Backend):
         self._device(X, "X")
         if X.ndim != 2:
             raise ValueError(f"X: expected a 2-D array, got shape {X.shape}")
-        X = cp.ascontiguousarray(X)
-        idx = cp.asarray(idx)
+        if not X.flags.c_contiguous:
+            X = cp.ascontiguousarray(X)
+        if not isinstance(idx, cp.ndarray):  # (cp.asarray costs ~30 us even on a CuPy array)
+            idx = cp.asarray(idx)
         out = cp.empty((idx.shape[0], X.shape[1]), dtype=self.dtype)
         if out.size:
             _kernel(("gather",))(X.reshape(-1), idx, X.shape[1], float(scale), out)  # X: flat, contiguous
@@ -401,7 +419,8 @@ class CupyBackend(Backend):
         n_in, n_hidden, n_out = layers[0].n_in, layers[0].n_out, layers[1].n_out
         if X.shape[1] != n_in or Y.shape[1] != n_out:
             return None
-        if fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, self.dtype) > self._shared_limit():
+        need = fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, self.dtype, self.threads, X.dtype)
+        if need > self._shared_limit():
             return None
         return dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out, batch_size=int(batch_size),
                     dtype=self.dtype.name, input_dtype=X.dtype.name, hidden=hidden, output=output,
@@ -413,7 +432,8 @@ class CupyBackend(Backend):
         if kernel is None:
             kernel = cp.RawKernel(render_fused_epoch(**config), "fused_epoch")
             shared = fused_epoch_shared_bytes(config["n_in"], config["n_hidden"], config["n_out"],
-                                              config["batch_size"], config["dtype"])
+                                              config["batch_size"], config["dtype"], config["threads"],
+                                              config["input_dtype"])
             kernel.max_dynamic_shared_size_bytes = shared  # the opt-in above 48 KB
             self._fused_kernels[key] = kernel
         return kernel
@@ -424,7 +444,7 @@ class CupyBackend(Backend):
             return None
         kernel = self._fused_kernel(config)
         shared = fused_epoch_shared_bytes(config["n_in"], config["n_hidden"], config["n_out"],
-                                          config["batch_size"], self.dtype)
+                                          config["batch_size"], self.dtype, self.threads, config["input_dtype"])
         l0, l1 = layers
         momentum = opt.momentum > 0
         if momentum:  # velocities as the network makes them: zeros on first use, trainable params only

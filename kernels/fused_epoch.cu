@@ -99,19 +99,23 @@ typedef ${LT} LT;  // the unit the gather loads: 4 uint8 inputs as one 32-bit wo
 #define CANCEL ${CANCEL}  // sigmoid + binary_cross_entropy or softmax + cross_entropy: delta = a - y
 // the work split, chosen by cupy_backend.fused_layout():
 #define SB ${SB}   // hidden forward: samples per register block
-#define UPW ${UPW} // hidden forward: hidden units per warp pass (UPW * SB <= 32 sums per lane)
-#define BSR ${BSR} // batch rows of the input buffer (BS rounded up to a multiple of SB)
-#define TI ${TI}   // first-layer update: inputs per thread (strided by NG)
+#define UPW ${UPW} // hidden forward: hidden units per block (UPW * SB <= 64 sums per lane)
+#define P ${P}     // hidden forward: warps splitting one block's inputs (partial sums added later)
+#define BSR ${BSR} // rows of the input buffer (BS rounded up to multiples of SB and of 4)
+#define BSD ${BSD} // samples per unit in the hidden-delta buffer (BS rounded up to a multiple of 4)
+#define VX ${VX}   // hidden forward: consecutive inputs per lane and load (2 or 1; divides N0)
+#define TI ${TI}   // first-layer update: consecutive inputs per thread (4 or 1; divides N0)
 #define TJ ${TJ}   // first-layer update: hidden units per thread
-#define NG ${NG}   // first-layer update: input groups (ceil(N0 / TI))
-#define JG ${JG}   // first-layer update: unit groups (ceil(H / TJ)); JG * NG <= NT
+#define NG ${NG}   // first-layer update: input groups (N0 / TI)
+#define JG ${JG}   // first-layer update: unit groups (ceil(H / TJ))
 #define LPR ${LPR} // inputs per gather load unit (4 or 1)
 #define NU ${NU}   // load units per input row (N0 / LPR)
-#define PF ${PF}   // load units each thread prefetches per batch
-#define PFY ${PFY} // targets each thread prefetches per batch
-#define PREF ${PREF} // 1: prefetch into registers; 0 (big batches): gather straight into shared
+#define CF ${CF}   // hidden forward: sums per lane after the halving exchanges (1 or 2)
+#define PREF ${PREF} // 1: the next batch is copied to shared memory asynchronously (cp.async) while
+                   // this one is computed; 0 (rows not 4-byte multiples, or too big): plain gather
 #define NW (NT / 32)
 #define RW (UPW * SB)  // partial sums per lane in the hidden forward pass
+#define NGRP ((H + UPW - 1) / UPW)
 #define FULL 0xffffffffu
 
 // frozen: bit 0 W0, bit 1 b0, bit 2 W1, bit 3 b1 (not updated)
@@ -123,7 +127,7 @@ typedef ${LT} LT;  // the unit the gather loads: 4 uint8 inputs as one 32-bit wo
 // Optional phase timing (compile with -DFB_PROFILE; thread 0's clock64 cycles summed per phase).
 #ifdef FB_PROFILE
 __device__ long long fb_prof[4];
-#define PROF(k) if (tid == 0) { const long long t_ = clock64(); fb_prof[k] += t_ - fb_t; fb_t = t_; }
+#define PROF(k) if (tid == 0) { const long long t_ = clock64(); fb_acc[k] += t_ - fb_t; fb_t = t_; }
 #else
 #define PROF(k)
 #endif
@@ -152,63 +156,88 @@ template <typename F> __device__ __forceinline__ F warp_max(F v) {
     return v;
 }
 
-// Four consecutive inputs stored at once (p 16-byte aligned for float, 32 for double).
-__device__ __forceinline__ void store4(float *p, float a, float b, float c, float d) {
-    *reinterpret_cast<float4 *>(p) = make_float4(a, b, c, d);
+// Vector loads and stores of 1, 2 or 4 consecutive values (p aligned to the vector's size).
+__device__ __forceinline__ void loadv(const float *p, float (&v)[1]) { v[0] = *p; }
+__device__ __forceinline__ void loadv(const double *p, double (&v)[1]) { v[0] = *p; }
+__device__ __forceinline__ void loadv(const float *p, float (&v)[2]) {
+    const float2 q = *reinterpret_cast<const float2 *>(p);
+    v[0] = q.x; v[1] = q.y;
 }
-__device__ __forceinline__ void store4(double *p, double a, double b, double c, double d) {
-    reinterpret_cast<double2 *>(p)[0] = make_double2(a, b);
-    reinterpret_cast<double2 *>(p)[1] = make_double2(c, d);
+__device__ __forceinline__ void loadv(const double *p, double (&v)[2]) {
+    const double2 q = *reinterpret_cast<const double2 *>(p);
+    v[0] = q.x; v[1] = q.y;
+}
+__device__ __forceinline__ void loadv(const float *p, float (&v)[4]) {
+    const float4 q = *reinterpret_cast<const float4 *>(p);
+    v[0] = q.x; v[1] = q.y; v[2] = q.z; v[3] = q.w;
+}
+__device__ __forceinline__ void loadv(const double *p, double (&v)[4]) {
+    const double2 q = reinterpret_cast<const double2 *>(p)[0], r = reinterpret_cast<const double2 *>(p)[1];
+    v[0] = q.x; v[1] = q.y; v[2] = r.x; v[3] = r.y;
+}
+__device__ __forceinline__ void storev(float *p, const float (&v)[1]) { *p = v[0]; }
+__device__ __forceinline__ void storev(double *p, const double (&v)[1]) { *p = v[0]; }
+__device__ __forceinline__ void storev(float *p, const float (&v)[4]) {
+    *reinterpret_cast<float4 *>(p) = make_float4(v[0], v[1], v[2], v[3]);
+}
+__device__ __forceinline__ void storev(double *p, const double (&v)[4]) {
+    reinterpret_cast<double2 *>(p)[0] = make_double2(v[0], v[1]);
+    reinterpret_cast<double2 *>(p)[1] = make_double2(v[2], v[3]);
 }
 
-// The gather, split in two so the loads of batch b+1 fly while batch b is computed:
-// prefetch() issues this thread's global loads into registers, store() scales them into shared.
-__device__ __forceinline__ void prefetch(LT (&px)[PF], T (&py)[PFY], const XT *__restrict__ X,
-                                         const T *__restrict__ Y, const long long *__restrict__ order,
-                                         int start, int m, int tid) {
+// Asynchronous global -> shared copies (cp.async, sm_80 and later) of 4 or 8 bytes; a plain copy
+// when this source is compiled for the CPU (the tests' emulator).
+template <int BYTES> __device__ __forceinline__ void copy_async(void *dst, const void *src) {
+#ifdef __CUDA_ARCH__
+    unsigned long long d;
+    asm("cvta.to.shared.u64 %0, %1;" : "=l"(d) : "l"(dst));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" :: "r"((unsigned)d), "l"(src), "n"(BYTES));
+#else
+    memcpy(dst, src, BYTES);
+#endif
+}
+__device__ __forceinline__ void copy_commit() {
+#ifdef __CUDA_ARCH__
+    asm volatile("cp.async.commit_group;");
+#endif
+}
+__device__ __forceinline__ void copy_wait() {
+#ifdef __CUDA_ARCH__
+    asm volatile("cp.async.wait_group 0;" ::: "memory");
+#endif
+}
+
+// The next batch's rows (sample indices in ords) copied as they are stored into the staging
+// buffers xst/yst; they land while the current batch is computed.
+__device__ __forceinline__ void fetch(const XT *__restrict__ X, const T *__restrict__ Y, const long long *ords,
+                                      int m, LT *xst, T *yst, int tid) {
     const LT *Xu = reinterpret_cast<const LT *>(X);
-#pragma unroll
-    for (int r = 0; r < PF; r++) {
-        const int e = tid + r * NT;
-        if (e < m * NU) {
-            const int s = e / NU;
-            px[r] = Xu[order[start + s] * NU + (e - s * NU)];
-        }
+    for (int e = tid; e < m * NU; e += NT) {
+        const int s = e / NU;
+        copy_async<sizeof(LT)>(xst + e, Xu + ords[s] * NU + (e - s * NU));
     }
-#pragma unroll
-    for (int r = 0; r < PFY; r++) {
-        const int e = tid + r * NT;
-        if (e < m * K) {
-            const int s = e / K;
-            py[r] = Y[order[start + s] * K + (e - s * K)];
-        }
+    for (int e = tid; e < m * K; e += NT) {
+        const int s = e / K;
+        copy_async<sizeof(T)>(yst + e, Y + ords[s] * K + (e - s * K));
     }
 }
 
-__device__ __forceinline__ void store(const LT (&px)[PF], const T (&py)[PFY], T *xs, T *ys, T sc,
-                                      int m, int tid) {
-#pragma unroll
-    for (int r = 0; r < PF; r++) {
-        const int e = tid + r * NT;
-        if (e < m * NU) {
-            const int s = e / NU, u = e - s * NU;
-            if (LPR == 4) {  // four uint8 inputs in one little-endian word
-                const unsigned int w = (unsigned int)px[r];
-                store4(xs + s * N0 + 4 * u, T(w & 255u) * sc, T((w >> 8) & 255u) * sc,
-                       T((w >> 16) & 255u) * sc, T(w >> 24) * sc);
-            } else {
-                xs[s * N0 + u] = T(px[r]) * sc;
-            }
+// The staged batch scaled into xs (T) and its targets into ys.
+__device__ __forceinline__ void unpack(const LT *xst, const T *yst, T *xs, T *ys, T sc, int m, int tid) {
+    for (int e = tid; e < m * NU; e += NT) {
+        const int s = e / NU, u = e - s * NU;
+        if (LPR == 4) {  // four uint8 inputs in one little-endian word
+            const unsigned int w = (unsigned int)xst[e];
+            const T v[4] = {T(w & 255u) * sc, T((w >> 8) & 255u) * sc, T((w >> 16) & 255u) * sc, T(w >> 24) * sc};
+            storev(xs + s * N0 + 4 * u, v);
+        } else {
+            xs[s * N0 + u] = T(xst[e]) * sc;
         }
     }
-#pragma unroll
-    for (int r = 0; r < PFY; r++) {
-        const int e = tid + r * NT;
-        if (e < m * K) ys[e] = py[r];
-    }
+    for (int e = tid; e < m * K; e += NT) ys[e] = yst[e];
 }
 
-// The gather without prefetching (batches too big for the registers).
+// The gather without staging (PREF 0): straight from global memory into xs/ys.
 __device__ __forceinline__ void gather(const XT *__restrict__ X, const T *__restrict__ Y,
                                        const long long *__restrict__ order, int start, int m, T *xs,
                                        T *ys, T sc, int tid) {
@@ -222,21 +251,26 @@ __device__ __forceinline__ void gather(const XT *__restrict__ X, const T *__rest
     }
 }
 
-// Dynamic shared memory, in units of T (fused_epoch_shared_bytes() in cupy_backend.py computes the
-// same total): xs (BSR x N0, the batch's scaled inputs; first, so vector stores are aligned),
-// w0 (H x N0, W0 transposed: row j holds the weights into hidden unit j), w1 (H x K, as W1),
-// c0 (H), c1 (K), ys (BS x K), z0 and a0 (BS x H), d0 (H x BS: the hidden deltas, unit-major so
-// the update reads each unit's deltas as broadcasts), d1 (BS x K).
+// Dynamic shared memory (fused_epoch_shared_bytes() in cupy_backend.py computes the same total),
+// in units of T after the indices: d0 (H x BSD, the hidden deltas, unit-major so the update reads
+// four samples of a unit in one broadcast; 16-byte aligned), xs (BSR x N0, the batch's scaled inputs), w0
+// (H x N0, W0 transposed: row j holds the weights into hidden unit j), w1 (H x K, as W1), c0 (H),
+// c1 (K), ys (BS x K), zp (P x BS x H, partial pre-activations), z0 and a0 (BS x H), d1 (BS x K),
+// with PREF the staging buffers yst (BS x K) and xst (BS x NU load units); before all of them
+// ords (2 x BS sample indices: batch b's in ords[b % 2], copied in two batches ahead).
 //
 // Per batch, four phases separated by __syncthreads():
-//  1. store the prefetched batch into xs/ys, then issue the next batch's loads;
-//  2. hidden forward: a warp per (UPW units, SB samples) block, lanes splitting the inputs, the
-//     UPW*SB partial sums reduced across lanes by halving exchanges (one sum per lane at the end);
-//  3. a warp per sample: output layer (a lane per output), softmax/loss by warp reductions, the
-//     output deltas, then the hidden deltas (a lane per hidden unit; w1 before its update);
+//  1. unpack the staged batch into xs/ys;
+//  2. start the copies of the next batch's rows and of the sample indices of the batch after it;
+//     hidden forward: a warp per (UPW units, SB samples, 1/P of the inputs) block, lanes splitting
+//     the inputs, the UPW*SB partial sums reduced across the warp by halving exchanges (one or
+//     two sums per lane at the end);
+//  3. a warp per sample: the P partial sums + bias and the hidden activations (a lane per unit),
+//     output layer (a lane per output), softmax/loss by warp reductions, the output deltas, then
+//     the hidden deltas (a lane per unit; w1 before its update);
 //  4. updates: each thread accumulates a TJ x TI tile of the first layer's gradient over the
-//     batch in registers (inputs strided by NG so that lanes read consecutive words) and steps
-//     those weights; the small second layer and the biases are shared out over all threads.
+//     batch in registers (TI consecutive inputs per vector load, deltas four samples per load)
+//     and steps those weights; then the second layer and the biases, shared out over all threads.
 extern "C" __global__ void __launch_bounds__(NT)
 fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training inputs
             const T *__restrict__ Y,           // (n_samples, K) targets
@@ -250,16 +284,20 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
             double *loss_parts)                // (NT,) each thread's sum of per-sample losses
 {
     extern __shared__ __align__(16) unsigned char fb_shared[];
-    T *xs = reinterpret_cast<T *>(fb_shared);
+    long long *ords = reinterpret_cast<long long *>(fb_shared);  // two batches' sample indices
+    T *d0 = reinterpret_cast<T *>(ords + 2 * BS);
+    T *xs = d0 + H * BSD;
     T *w0 = xs + BSR * N0;
     T *w1 = w0 + H * N0;
     T *c0 = w1 + H * K;
     T *c1 = c0 + H;
     T *ys = c1 + K;
-    T *z0 = ys + BS * K;
+    T *zp = ys + BS * K;
+    T *z0 = zp + P * BS * H;
     T *a0 = z0 + BS * H;
-    T *d0 = a0 + BS * H;
-    T *d1 = d0 + H * BS;
+    T *d1 = a0 + BS * H;
+    T *yst = d1 + BS * K;
+    LT *xst = reinterpret_cast<LT *>(yst + (PREF ? BS * K : 0));
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -277,49 +315,62 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
     for (int e = tid; e < H * K; e += NT) w1[e] = W1[e];
     for (int j = tid; j < H; j += NT) c0[j] = b0[j];
     for (int k = tid; k < K; k += NT) c1[k] = b1[k];
-    for (int e = tid; e < BSR * N0; e += NT) xs[e] = T(0);  // rows past a short batch: read, never used
-    __syncthreads();  // the zeros land before any thread stores the first batch
-
-    LT px[PF];
-    T py[PFY];
-    if (PREF) prefetch(px, py, X, Y, order, 0, min(BS, n), tid);
+    for (int e = tid; e < BSR * N0; e += NT) xs[e] = T(0);  // rows past a short batch: read, unused
+    if (tid < 2 * BS) ords[tid] = tid < n ? order[tid] : 0;  // the first two batches' samples
+    __syncthreads();
+    if (PREF) {  // the first batch
+        fetch(X, Y, ords, min(BS, n), xst, yst, tid);
+        copy_commit();
+        copy_wait();
+    }
+    __syncthreads();
 
 #ifdef FB_PROFILE
-    long long fb_t = clock64();
+    long long fb_t = clock64(), fb_acc[4] = {0, 0, 0, 0};
 #endif
     for (int start = 0; start < n; start += BS) {
         const int m = min(BS, n - start);
 
-        // 1. this batch from registers into shared memory; the next batch's loads are issued
-        if (PREF) {
-            store(px, py, xs, ys, sc, m, tid);
-            prefetch(px, py, X, Y, order, start + BS, min(BS, n - start - BS), tid);
-        } else {
-            gather(X, Y, order, start, m, xs, ys, sc, tid);
-        }
+        // 1. this batch from the staging buffers into xs/ys
+        if (PREF) unpack(xst, yst, xs, ys, sc, m, tid);
+        else gather(X, Y, order, start, m, xs, ys, sc, tid);
         __syncthreads();
         PROF(0)
 
-        // 2. hidden layer: z0[s][j] = xs[s] . w0[j] + c0[j], a0 = f(z0)
-        for (int blk = warp; blk < ((H + UPW - 1) / UPW) * ((m + SB - 1) / SB); blk += NW) {
-            const int nsb = (m + SB - 1) / SB;
-            const int j0 = (blk / nsb) * UPW, s0 = (blk % nsb) * SB;
+        // 2. the next batch's copies; partial hidden pre-activations zp[p][s][j] over part p of the inputs
+        if (PREF) {  // batch b+1's rows (indices in ords[(b+1)%2]); batch b+2's indices into ords[b%2]
+            const int b = start / BS;
+            fetch(X, Y, ords + ((b + 1) & 1) * BS, min(BS, n - start - BS), xst, yst, tid);
+            if (tid < BS && start + 2 * BS + tid < n)
+                copy_async<8>(ords + (b & 1) * BS + tid, order + start + 2 * BS + tid);
+            copy_commit();
+        }
+        const int nsb = (m + SB - 1) / SB;
+        for (int item = warp; item < NGRP * nsb * P; item += NW) {
+            const int p = item % P, rest = item / P;
+            const int j0 = (rest / nsb) * UPW, s0 = (rest % nsb) * SB;
             T acc[RW];
 #pragma unroll
             for (int r = 0; r < RW; r++) acc[r] = T(0);
-            for (int i = lane; i < N0; i += 32) {
-                T x[SB];
+            for (int t = p; t * 32 * VX < N0; t += P) {
+                const int i = (t * 32 + lane) * VX;
+                if (i < N0) {
+                    T x[SB][VX];
 #pragma unroll
-                for (int u = 0; u < SB; u++) x[u] = xs[(s0 + u) * N0 + i];
+                    for (int u = 0; u < SB; u++) loadv(xs + (s0 + u) * N0 + i, x[u]);
 #pragma unroll
-                for (int q = 0; q < UPW; q++) {
-                    const T w = w0[min(j0 + q, H - 1) * N0 + i];
+                    for (int q = 0; q < UPW; q++) {
+                        T w[VX];
+                        loadv(w0 + min(j0 + q, H - 1) * N0 + i, w);
 #pragma unroll
-                    for (int u = 0; u < SB; u++) acc[q * SB + u] += w * x[u];
+                        for (int u = 0; u < SB; u++)
+#pragma unroll
+                            for (int v = 0; v < VX; v++) acc[q * SB + u] += w[v] * x[u][v];
+                    }
                 }
             }
             // halving exchanges: at offset o a lane keeps one half of its list and receives its
-            // partner's sums of the same half; after offsets 16..1 a lane holds one total
+            // partner's sums of the same half; after offsets 16..1 a lane holds one or two totals
             int base = 0, real = RW;
 #pragma unroll
             for (int lvl = 0; lvl < 5; lvl++) {
@@ -341,19 +392,30 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
                     real = min(real, half);
                 }
             }
-            const int q = base / SB, u = base - q * SB;
-            const int j = j0 + q, s = s0 + u;
-            if (real > 0 && j < H && s < m) {
-                const T z = acc[0] + c0[j];
-                z0[s * H + j] = z;
-                a0[s * H + j] = fb_activate(z, HID_ACT, hs);
+#pragma unroll
+            for (int v = 0; v < CF; v++) {
+                const int q = (base + v) / SB, u = (base + v) - q * SB;
+                const int j = j0 + q, s = s0 + u;
+                if (v < real && j < H && s < m) zp[(p * BS + s) * H + j] = acc[v];
             }
         }
         __syncthreads();
         PROF(1)
 
-        // 3. a warp per sample: output layer, loss, output deltas, hidden deltas
-        for (int s = warp; s < m; s += NW) {
+        // 3. a warp per sample: hidden activations, output layer, loss, output and hidden deltas
+        for (int s = warp; s < BSD; s += NW) {
+            if (s >= m) {  // samples past a short batch: zero deltas (the update reads four at a time)
+                for (int j = lane; j < H; j += 32) d0[j * BSD + s] = T(0);
+                continue;
+            }
+            for (int j = lane; j < H; j += 32) {
+                T z = c0[j];
+#pragma unroll
+                for (int p = 0; p < P; p++) z += zp[(p * BS + s) * H + j];
+                z0[s * H + j] = z;
+                a0[s * H + j] = fb_activate(z, HID_ACT, hs);
+            }
+            __syncwarp();
             const bool on = lane < K;
             const int k = on ? lane : 0;
             T z = c1[k];
@@ -387,7 +449,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
                 T g = T(0);
 #pragma unroll
                 for (int kk = 0; kk < K; kk++) g += dk[kk] * w1[j * K + kk];
-                d0[j * BS + s] = g * fb_dact(z0[s * H + j], a0[s * H + j], HID_ACT, hs);
+                d0[j * BSD + s] = g * fb_dact(z0[s * H + j], a0[s * H + j], HID_ACT, hs);
             }
         }
         __syncthreads();
@@ -396,34 +458,41 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
         // 4. updates from the summed gradients: dW0 = xs^T d0, db0 = sum d0, dW1 = a0^T d1, db1 = sum d1
         const T step = T(mean ? lr / m : lr);
         for (int tile = tid; !(frozen & FROZEN_W0) && tile < JG * NG; tile += NT) {
-            const int jg = tile / NG, ig = tile - jg * NG;
+            const int jg = tile / NG, i0 = (tile - jg * NG) * TI;
             T g[TJ][TI];
 #pragma unroll
             for (int q = 0; q < TJ; q++)
 #pragma unroll
                 for (int c = 0; c < TI; c++) g[q][c] = T(0);
-            for (int s = 0; s < m; s++) {
-                T x[TI];
+            for (int s0 = 0; s0 < m; s0 += 4) {
+                T x[4][TI];
 #pragma unroll
-                for (int c = 0; c < TI; c++) x[c] = ig + NG * c < N0 ? xs[s * N0 + ig + NG * c] : T(0);
+                for (int u = 0; u < 4; u++) loadv(xs + (s0 + u) * N0 + i0, x[u]);
 #pragma unroll
                 for (int q = 0; q < TJ; q++) {
-                    const T dq = d0[min(jg * TJ + q, H - 1) * BS + s];
+                    T dq[4];
+                    loadv(d0 + min(jg * TJ + q, H - 1) * BSD + s0, dq);
 #pragma unroll
-                    for (int c = 0; c < TI; c++) g[q][c] += dq * x[c];
+                    for (int c = 0; c < TI; c++)
+#pragma unroll
+                        for (int u = 0; u < 4; u++) g[q][c] += dq[u] * x[u][c];
                 }
             }
 #pragma unroll
             for (int q = 0; q < TJ; q++) {
                 const int j = jg * TJ + q;
+                if (j < H) {
+                    T w[TI];
+                    loadv(w0 + j * N0 + i0, w);
 #pragma unroll
-                for (int c = 0; c < TI; c++) {
-                    const int i = ig + NG * c;
-                    if (j < H && i < N0)
-                        sgd_step(w0[j * N0 + i], g[q][c], VW0 + (long long)i * H + j, step, dec, m_u, momentum);
+                    for (int c = 0; c < TI; c++)
+                        sgd_step(w[c], g[q][c], VW0 + (long long)(i0 + c) * H + j, step, dec, m_u, momentum);
+                    storev(w0 + j * N0 + i0, w);
                 }
             }
         }
+        // the second layer and the biases, after the tiles (a spare warp doing them during the tiles
+        // made the next phase ~2 us slower on an H100)
         for (int e = tid; e < H * K + H + K; e += NT) {
             if (e < H * K) {
                 if (frozen & FROZEN_W1) continue;
@@ -435,7 +504,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
                 if (frozen & FROZEN_B0) continue;
                 const int j = e - H * K;
                 T g = T(0);
-                for (int s = 0; s < m; s++) g += d0[j * BS + s];
+                for (int s = 0; s < m; s++) g += d0[j * BSD + s];
                 sgd_step(c0[j], g, vb0 + j, step, T(0), m_u, momentum);
             } else {
                 if (frozen & FROZEN_B1) continue;
@@ -445,6 +514,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
                 sgd_step(c1[k], g, vb1 + k, step, T(0), m_u, momentum);
             }
         }
+        if (PREF) copy_wait();  // this thread's copies of the next batch (issued in phase 2) have landed
         __syncthreads();
         PROF(3)
     }
@@ -458,4 +528,8 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
     for (int j = tid; j < H; j += NT) b0[j] = c0[j];
     for (int k = tid; k < K; k += NT) b1[k] = c1[k];
     loss_parts[tid] = my_loss;
+#ifdef FB_PROFILE
+    if (tid == 0)
+        for (int k = 0; k < 4; k++) fb_prof[k] += fb_acc[k];
+#endif
 }

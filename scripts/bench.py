@@ -3,6 +3,7 @@
     python scripts/bench.py                                  # Fashion-MNIST, 784-30-10, batch 10, lr 3.0
     python scripts/bench.py --epochs 10 --engines numpy-f32,numba-f32-t1,numba-f32-t2
     python scripts/bench.py --dataset mnist-test --batch-size 100
+    python scripts/bench.py --gpu [bench_gpu options]       # the GPU table (scripts/bench_gpu.py)
 
 Every engine trains the same network (784-30-10 sigmoid, quadratic loss; scikit-learn's
 MLPClassifier has its own loss, log-loss with a softmax output) on the same data, in its own
@@ -188,6 +189,15 @@ def machine():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--gpu" in argv:  # the GPU table: fastbp cupy (fused and large batch), PyTorch CUDA, numba on the host
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("bench_gpu", os.path.join(os.path.dirname(
+            os.path.abspath(__file__)), "bench_gpu.py"))
+        bench_gpu = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench_gpu)
+        return bench_gpu.main([a for a in argv if a != "--gpu"])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default), mnist, mnist-test, digits")
     p.add_argument("--batch-size", type=int, default=10)

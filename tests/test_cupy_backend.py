@@ -160,10 +160,13 @@ def test_render_checks_its_arguments(kwargs, match):
 
 
 def test_shared_memory_of_the_book_network():
-    """784-30-10 float32 at batch 10: weights 23520 + 300, biases 40, per sample 784 + 2*10 + 3*30
-    words (the layout in fused_epoch.cu): above the default 48 KB, within an H100's 227 KB opt-in."""
+    """784-30-10 float32 at batch 10 (the layout in fused_epoch.cu): hidden deltas 30 x 12, inputs
+    12 x 784, weights 23520 + 300, biases 40, targets 10 x 10, three partial pre-activation blocks,
+    z and a (10 x 30 each), output deltas 10 x 10, the staged next batch (10 x 10 targets, 10 x 784
+    uint8 inputs) and two batches' int64 sample indices: above the default 48 KB, within an H100's 227 KB."""
     need = cb.fused_epoch_shared_bytes(784, 30, 10, 10, "float32")
-    assert need == 4 * (784 * 30 + 30 * 10 + 30 + 10 + 10 * (784 + 20 + 90))
+    assert cb.fused_layout(784, 30, 10, 10)["P"] == 3
+    assert need == 4 * (30 * 12 + 12 * 784 + 784 * 30 + 30 * 10 + 30 + 10 + 100 + 3 * 300 + 600 + 100 + 100) + 7840 + 160
     assert 48 * 1024 < need <= 227 * 1024
     # float64 of the same net does not fit: the backend takes the per-batch path there
     assert cb.fused_epoch_shared_bytes(784, 30, 10, 10, "float64") > 227 * 1024
@@ -220,6 +223,7 @@ EMULATOR = r"""
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -238,8 +242,10 @@ static std::barrier<> *fb_block;
 static std::vector<std::barrier<> *> fb_warps;
 static double fb_slots[1024];
 static void __syncthreads() { fb_block->arrive_and_wait(); }
+static void __syncwarp() { fb_warps[threadIdx.x >> 5]->arrive_and_wait(); }
 struct float4 { float x, y, z, w; };
 struct double2 { double x, y; };
+struct float2 { float x, y; };
 static float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 static double2 make_double2(double x, double y) { return {x, y}; }
 template <typename F> static F __shfl_sync(unsigned, F v, int src) {
@@ -331,31 +337,36 @@ def emulator_source(kernel_sources):
 EMULATED = [
     ("sigmoid-quadratic", dict(n_in=45, n_hidden=5, n_out=3, batch_size=7, dtype="float64"),
      dict(n=30, lr=0.5)),
-    ("tanh-softmax-ce-momentum", dict(n_in=40, n_hidden=3, n_out=4, batch_size=20, dtype="float64",
+    ("tanh-softmax-ce-momentum", dict(n_in=40, n_hidden=9, n_out=4, batch_size=20, dtype="float64",
                                       input_dtype="float64", hidden="tanh", output="softmax",
                                       loss="cross_entropy"),
      dict(n=45, lr=0.2, momentum=0.9, weight_decay=0.01)),
-    ("leaky-softmax-mse-frozen-sum", dict(n_in=33, n_hidden=4, n_out=3, batch_size=3, dtype="float64",
+    ("leaky-softmax-mse-frozen-sum", dict(n_in=201, n_hidden=12, n_out=3, batch_size=3, dtype="float64",
                                           hidden="leaky_relu", output="softmax", loss="mse"),
      dict(n=8, lr=0.3, reduction="sum", frozen=((("b",), ("W",))), slope=0.2)),
     ("relu-sigmoid-bce-float32", dict(n_in=50, n_hidden=6, n_out=2, batch_size=10, dtype="float32",
                                       hidden="relu", output="sigmoid", loss="binary_cross_entropy"),
      dict(n=25, lr=1.0)),
     # uint8 inputs gathered four to a word, several update tiles per thread, a part-filled unit group
-    ("sigmoid-quadratic-words-float32", dict(n_in=400, n_hidden=12, n_out=10, batch_size=10, dtype="float32"),
+    ("sigmoid-quadratic-words-float32", dict(n_in=400, n_hidden=13, n_out=10, batch_size=10, dtype="float32",
+                                             threads=256),
      dict(n=37, lr=3.0)),
 ]
 
 
 def test_the_emulated_cases_cover_every_layout_branch():
-    layouts = [(cb.fused_layout(c["n_in"], c["n_hidden"], c["n_out"], c["batch_size"], 64,
-                                c.get("input_dtype", "uint8")), c) for _, c, _ in EMULATED]
-    assert {lay["PREF"] for lay, _ in layouts} == {0, 1}  # prefetch into registers, and the direct gather
+    layouts = [(cb.fused_layout(c["n_in"], c["n_hidden"], c["n_out"], c["batch_size"], c.get("threads", 64),
+                                c.get("input_dtype", "uint8"), c["dtype"]), c) for _, c, _ in EMULATED]
+    assert {lay["PREF"] for lay, _ in layouts} == {0, 1}  # staged asynchronous copies, and the direct gather
     assert {lay["LPR"] for lay, _ in layouts} == {1, 4}   # one input per load, and four uint8 to a word
-    assert any(lay["JG"] * lay["NG"] > 64 for lay, _ in layouts)  # several update tiles per thread
+    assert {lay["CF"] for lay, _ in layouts} == {1, 2}    # one or two sums per lane after the exchanges
+    assert any(lay["P"] > 1 for lay, _ in layouts)        # partial pre-activations added in phase 3
+    assert any(lay["JG"] * lay["NG"] > c.get("threads", 64) for lay, c in layouts)  # several tiles per thread
     assert any(c["n_hidden"] % lay["UPW"] for lay, c in layouts)  # a part-filled forward unit group
     assert any(c["n_hidden"] > lay["TJ"] for lay, c in layouts)   # more than one update unit group
     assert any(c["batch_size"] > lay["SB"] for lay, c in layouts)  # more than one forward sample block
+    assert any(c["batch_size"] % 4 for _, c in layouts)   # zero-padded deltas in the update
+    assert {lay["TI"] for lay, _ in layouts} == {1, 4} and {lay["VX"] for lay, _ in layouts} == {1, 2}
 
 
 def _emulate_case(tmp_path, name, config, train):
@@ -391,7 +402,7 @@ def _emulate_case(tmp_path, name, config, train):
     history = net.fit(X[order], labels[order], epochs=1, batch_size=config["batch_size"], optimizer=opt,
                       shuffle=False)
     return dict(folder=folder, net=net, history=history, n=n, dt=dt,
-                source=cb.render_fused_epoch(**config, threads=64))
+                source=cb.render_fused_epoch(**({"threads": 64} | config)))
 
 
 @pytest.mark.skipif(GXX is None, reason="g++ is not installed")
@@ -432,6 +443,13 @@ def test_bench_gpu_dry_run_prints_the_plan():
     assert run.returncode == 0, run.stderr
     for word in ("fastbp-cupy-fused", "torch-cuda-autograd", "fastbp-numba", "batch"):
         assert word in run.stdout
+
+
+def test_bench_py_gpu_flag_prints_the_gpu_plan():
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench.py"), "--gpu", "--dry-run",
+                          "--engines", "fastbp-cupy-fused,torch-cuda-hand"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "fastbp-cupy-fused" in run.stdout and "torch-cuda-hand" in run.stdout
 
 
 def test_bench_gpu_rejects_an_unknown_engine():
