@@ -13,9 +13,12 @@ Two paths:
 - ``train_epoch``, the fused whole-epoch kernel (``fused_epoch.cu``) for two-layer networks at
   small batch sizes: ONE launch per epoch, one thread block, both weight matrices resident in
   shared memory (784x30 + 30x10 float32 is about 96 KB, above the default 48 KB limit, hence the
-  opt-in ``cudaFuncAttributeMaxDynamicSharedMemorySize``). Every configuration it does not cover
-  (deeper nets, batch sizes above ``FUSED_MAX_BATCH``, shapes whose shared memory does not fit)
-  returns None and takes the per-batch path: never a wrong result.
+  opt-in ``cudaFuncAttributeMaxDynamicSharedMemorySize``);
+- ``train_epoch`` for what the fused kernel does not cover (deeper nets, batch sizes above
+  ``FUSED_MAX_BATCH``, shapes whose shared memory does not fit): the batched epoch, cuBLAS
+  products into buffers made once per epoch and one RawKernel launch (``batch_step.cu``) for
+  each step between them, the loss summed on the GPU. Networks with a softmax layer take the
+  generic per-batch path; ``fused=False`` forces it for everything. Never a wrong result.
 
 The CUDA source is a text template: ``render_fused_epoch`` substitutes sizes and types, so the
 rendering can be checked (and compiled with nvcc) on a machine without a GPU. CuPy is imported
@@ -42,6 +45,8 @@ C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dty
 FUSED_MAX_BATCH = 128  # larger batches: the per-batch cuBLAS path (the GPU is busy enough there)
 FUSED_THREADS = 512    # threads of the fused kernel's one block (up to 128 registers each)
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_epoch.cu")
+BATCH_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "batch_step.cu")
+BATCH_THREADS = 256  # threads per block of the batched path's elementwise kernels
 
 INSTALL_HINT = ("install the 'gpu' extra (pip install 'fastbp[gpu]', which brings cupy-cuda12x for "
                 "a CUDA 12 driver) or, for a CUDA 13 driver, pip install cupy-cuda13x; nvidia-smi "
@@ -174,6 +179,36 @@ def render_fused_epoch(n_in, n_hidden, n_out, batch_size, dtype="float32", input
     return string.Template(_source()).substitute(values)
 
 
+def render_batch_kernels(dtype="float32", input_dtype="uint8"):
+    """The CUDA source of the batched path's kernels (batch_step.cu after the math section)."""
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+    xt = np.dtype(input_dtype)
+    if xt not in (np.dtype(np.uint8), dt):
+        raise ValueError(f"input_dtype: expected 'uint8' or the network's dtype {dt.name!r}, got {xt.name!r}")
+    with open(BATCH_SOURCE, encoding="utf-8") as f:
+        text = string.Template(f.read()).substitute(T=C_TYPES[dt], XT=C_TYPES[xt])
+    return math_preamble() + text
+
+
+_BATCH_FUNCTIONS = {}
+
+
+def _batch_functions(dtype, input_dtype):
+    """The batched path's compiled kernels for one (dtype, input dtype), by name."""
+    key = (np.dtype(dtype).name, np.dtype(input_dtype).name)
+    if key not in _BATCH_FUNCTIONS:
+        module = cp.RawModule(code=render_batch_kernels(*key))
+        _BATCH_FUNCTIONS[key] = {name: module.get_function(name) for name in (
+            "gather_inputs", "gather_targets", "bias_act", "out_delta", "act_back", "sgd_all")}
+    return _BATCH_FUNCTIONS[key]
+
+
+def _grid(total):
+    return (max(1, min(-(-int(total) // BATCH_THREADS), 4096)),)
+
+
 # --- the per-batch elementwise kernels, built on first use ----------------------------------
 _KERNELS = {}
 
@@ -237,7 +272,8 @@ def _describe(a):
 
 
 class CupyBackend(Backend):
-    """GPU backend on CuPy. ``fused``: False disables the whole-epoch kernel (per-batch path only);
+    """GPU backend on CuPy. ``fused``: False disables the whole-epoch kernel and the batched epoch
+    (the network's generic per-batch path only);
     ``threads``: threads of the fused kernel's block (a multiple of 32, at most 1024)."""
 
     name = "cupy"
@@ -441,7 +477,7 @@ class CupyBackend(Backend):
     def train_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
         config = self.fused_config(layers, loss, X, Y, min(batch_size, len(order)))
         if config is None:
-            return None
+            return self._batched_epoch(layers, loss, X, scale, Y, order, batch_size, opt)
         kernel = self._fused_kernel(config)
         shared = fused_epoch_shared_bytes(config["n_in"], config["n_hidden"], config["n_out"],
                                           config["batch_size"], self.dtype, self.threads, config["input_dtype"])
@@ -470,6 +506,102 @@ class CupyBackend(Backend):
         kernel((1,), (self.threads,), args, shared_mem=shared)
         return float(parts.sum())  # the one synchronisation of the epoch
 
+    # --- the batched epoch: cuBLAS products, one launch for each step between them ----------------
+    def batched_covers(self, layers, X, Y):
+        """Whether ``_batched_epoch`` handles this network and data (no softmax layer; device data
+        and parameters of this backend's dtype, contiguous)."""
+        if not self.fused or any(layer.activation.name == "softmax" for layer in layers):
+            return False
+        if not (isinstance(X, cp.ndarray) and isinstance(Y, cp.ndarray) and X.ndim == 2 and Y.ndim == 2):
+            return False
+        if X.dtype not in (np.uint8, self.dtype) or Y.dtype != self.dtype:
+            return False
+        if not (X.flags.c_contiguous and Y.flags.c_contiguous):
+            return False
+        if X.shape[1] != layers[0].n_in or Y.shape[1] != layers[-1].n_out:
+            return False
+        return all(isinstance(p, cp.ndarray) and p.dtype == self.dtype and p.flags.c_contiguous
+                   for layer in layers for p in (layer.W, layer.b))
+
+    def _batched_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
+        """One epoch batch by batch without the generic loop's allocations and conversions: the
+        epoch's buffers are made once, the products go to cuBLAS (``cupy.matmul(..., out=)``), the
+        gather, bias + activation, output delta + loss, hidden deltas and every SGD step are one
+        RawKernel launch each, and the loss is summed on the GPU once per epoch. The arithmetic is
+        the reference's (same formulas, same order of updates). None when not covered."""
+        if not self.batched_covers(layers, X, Y):
+            return None
+        fn = _batch_functions(self.dtype, X.dtype)
+        n, dt, n_out = len(order), self.dtype, layers[-1].n_out
+        mb = min(batch_size, n)
+        index = cp.asarray(np.ascontiguousarray(order, dtype=np.int64))  # once per epoch
+        x, y = cp.empty((mb, layers[0].n_in), dt), cp.empty((mb, n_out), dt)
+        z = [cp.empty((mb, layer.n_out), dt) for layer in layers]
+        a = [cp.empty((mb, layer.n_out), dt) for layer in layers]
+        d = [cp.empty((mb, layer.n_out), dt) for layer in layers]
+        g = [None] + [cp.empty((mb, layer.n_in), dt) for layer in layers[1:]]  # dL/da of the layer below
+        dW = [cp.empty_like(layer.W) for layer in layers]
+        db = [cp.empty_like(layer.b) for layer in layers]
+        ones = cp.ones(mb, dt)
+        loss_acc = cp.zeros((mb, n_out), cp.float64)
+        momentum = opt.momentum > 0
+        rows = []
+        for layer, gW, gb in zip(layers, dW, db):
+            for name, p, grad in (("W", layer.W, gW), ("b", layer.b, gb)):
+                if name in layer.frozen:
+                    continue
+                v = None
+                if momentum:  # velocities as the network makes them: zeros on first use
+                    v = layer.velocity.get(name)
+                    if v is None:
+                        v = layer.velocity[name] = self.zeros(p.shape)
+                rows.append((p.data.ptr, grad.data.ptr, (p if v is None else v).data.ptr, p.size, int(name == "W")))
+        table = cp.asarray(np.array(rows, dtype=np.int64).reshape(-1, 5))
+        sgd_grid = (_grid(max([r[3] for r in rows], default=1))[0], len(rows))
+        codes = [np.int32(ACT_CODES[layer.activation.name]) for layer in layers]
+        slopes = [np.float64(layer.activation.slope) for layer in layers]
+        cancel = np.int32((layers[-1].activation.name, loss) in CANCELLING)
+        block, last = (BATCH_THREADS,), len(layers) - 1
+        views = {}
+
+        def batch_views(m):  # the buffers' first m rows (full batches use the buffers themselves)
+            if m not in views:
+                cut = (lambda t: t) if m == mb else (lambda t: t[:m])
+                views[m] = (cut(x), cut(y), [cut(t) for t in z], [cut(t) for t in a], [cut(t) for t in d],
+                            [None] + [cut(t) for t in g[1:]], ones[:m].reshape(1, m))
+            return views[m]
+
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            xm, ym, zm, am, dm, gm, onem = batch_views(m)
+            idx = index[start:start + m]
+            fn["gather_inputs"](_grid(m * x.shape[1]), block, (X, idx, np.int64(m * x.shape[1]),
+                                                                np.int32(x.shape[1]), np.float64(scale), xm))
+            fn["gather_targets"](_grid(m * n_out), block, (Y, idx, np.int64(m * n_out), np.int32(n_out), ym))
+            inputs = xm
+            for i, layer in enumerate(layers):
+                cp.matmul(inputs, layer.W, out=zm[i])
+                fn["bias_act"](_grid(m * layer.n_out), block, (zm[i], layer.b, am[i], np.int64(m * layer.n_out),
+                                                               np.int32(layer.n_out), codes[i], slopes[i]))
+                inputs = am[i]
+            fn["out_delta"](_grid(m * n_out), block, (zm[last], am[last], ym, dm[last], loss_acc,
+                                                      np.int64(m * n_out), np.int32(n_out), codes[last],
+                                                      np.int32(LOSS_CODES[loss]), cancel, slopes[last]))
+            for i in range(last, -1, -1):
+                inputs = am[i - 1] if i > 0 else xm
+                cp.matmul(inputs.T, dm[i], out=dW[i])
+                cp.matmul(onem, dm[i], out=db[i].reshape(1, -1))
+                if i > 0:  # with the weights before their update, as the reference
+                    cp.matmul(dm[i], layers[i].W.T, out=gm[i])
+                    fn["act_back"](_grid(m * layers[i].n_in), block, (gm[i], zm[i - 1], am[i - 1], dm[i - 1],
+                                                                      np.int64(m * layers[i].n_in), codes[i - 1],
+                                                                      slopes[i - 1]))
+            if rows:
+                fn["sgd_all"](sgd_grid, block, (table, np.float64(opt.step_size(m)), np.float64(opt.momentum),
+                                                np.float64(opt.lr * opt.weight_decay)))
+        total = float(loss_acc.sum())  # the one synchronisation of the epoch
+        return total / n_out if loss == "mse" else total
+
     def warmup(self, layers, loss, X, Y, batch_size, opt):
         """Compile (or load from CuPy's on-disk cache) the fused kernel this configuration needs,
         so that timed epochs exclude it. Returns seconds."""
@@ -477,5 +609,8 @@ class CupyBackend(Backend):
         config = self.fused_config(layers, loss, X, Y, min(batch_size, X.shape[0]))
         if config is not None:
             self._fused_kernel(config).compile()
-            cp.cuda.Device().synchronize()
+        elif self.batched_covers(layers, X, Y):
+            _batch_functions(self.dtype, X.dtype)
+            cp.matmul(cp.ones((2, 2), self.dtype), cp.ones((2, 2), self.dtype))  # cuBLAS's handle
+        cp.cuda.Device().synchronize()
         return time.perf_counter() - t0

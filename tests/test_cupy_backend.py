@@ -652,6 +652,47 @@ def test_gpu_fused_and_per_batch_paths_agree(cupy):
         np.testing.assert_allclose(a["W"], b["W"], rtol=1e-9, atol=1e-12)
 
 
+BATCHED_CASES = [  # (sizes, activations, loss, SGD options, frozen of layer 0, batch size)
+    ([20, 8, 3], ("sigmoid", "sigmoid"), "quadratic", {"lr": 3.0}, (), 200),
+    ([20, 8, 6, 3], ("tanh", "relu", "sigmoid"), "binary_cross_entropy", {"momentum": 0.9, "weight_decay": 0.01}, (), 130),
+    ([20, 8, 3], ("leaky_relu", "identity"), "mse", {"reduction": "sum", "lr": 0.001}, ("b",), 1000),
+    ([20, 8, 6, 3], ("sigmoid", "tanh", "tanh"), "quadratic", {"momentum": 0.5}, ("W",), 7),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("sizes,acts,loss,options,frozen,batch_size", BATCHED_CASES)
+def test_gpu_batched_epoch_matches_numpy(cupy, dtype, sizes, acts, loss, options, frozen, batch_size):
+    """The batched epoch (what the fused kernel does not cover) against the NumPy reference: every
+    activation but softmax, each loss, momentum with decay, frozen parameters, the sum reduction,
+    a short last batch (300 samples)."""
+    X, y = small_problem(n=300, n_in=sizes[0], n_out=sizes[-1])
+
+    def net(backend, dt):
+        layers = [fb.Dense(n_in, n_out, act, frozen=frozen if i == 0 else ())
+                  for i, (n_in, n_out, act) in enumerate(zip(sizes[:-1], sizes[1:], acts))]
+        return fb.Network(layers, loss=loss, backend=backend, dtype=dt, seed=4)
+
+    be = kernels.get_backend("cupy", dtype)
+    gpu, cpu, exact = net(be, dtype), net("numpy", dtype), net("numpy", "float64")
+    ran = []
+    original = be._batched_epoch
+    be._batched_epoch = lambda *args: ran.append(1) or original(*args)
+    hs = [n.fit(X, y, epochs=2, batch_size=batch_size, optimizer=fb.SGD(**({"lr": 0.5} | options)))
+          for n in (gpu, cpu, exact)]
+    assert ran == [1, 1] and gpu.layers[0].velocity.keys() == cpu.layers[0].velocity.keys()
+    for p_gpu, p_cpu, p_exact in zip(gpu.get_params(), cpu.get_params(), exact.get_params()):
+        for name in ("W", "b"):
+            if dtype == "float64":
+                np.testing.assert_allclose(p_gpu[name], p_cpu[name], rtol=1e-9, atol=1e-11)
+            else:
+                err_gpu = np.abs(p_gpu[name] - p_exact[name]).max()
+                err_cpu = np.abs(p_cpu[name] - p_exact[name]).max()
+                assert err_gpu <= 4 * err_cpu + 1e-5, (name, err_gpu, err_cpu)
+    np.testing.assert_allclose(hs[0].loss, hs[1].loss, rtol=1e-9 if dtype == "float64" else 1e-4)
+
+
 @pytest.mark.gpu
 def test_gpu_uncovered_configurations_take_the_per_batch_path(cupy):
     X, y = small_problem(n=300)
