@@ -525,7 +525,8 @@ class CupyBackend(Backend):
 
     def _batched_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
         """One epoch batch by batch without the generic loop's allocations and conversions: the
-        epoch's buffers are made once, the products go to cuBLAS (``cupy.matmul(..., out=)``), the
+        epoch's buffers are made once, the products are cuBLAS gemm calls on them (no CuPy array
+        dispatch per product), the
         gather, bias + activation, output delta + loss, hidden deltas and every SGD step are one
         RawKernel launch each, and the loss is summed on the GPU once per epoch. The arithmetic is
         the reference's (same formulas, same order of updates). None when not covered."""
@@ -562,40 +563,49 @@ class CupyBackend(Backend):
         slopes = [np.float64(layer.activation.slope) for layer in layers]
         cancel = np.int32((layers[-1].activation.name, loss) in CANCELLING)
         block, last = (BATCH_THREADS,), len(layers) - 1
-        views = {}
+        # row-major products through cuBLAS's column-major gemm: C (r x c) = A @ B is C^T = B^T A^T
+        try:
+            from cupy_backends.cuda.libs import cublas
+        except ImportError:  # older CuPy
+            from cupy.cuda import cublas
 
-        def batch_views(m):  # the buffers' first m rows (full batches use the buffers themselves)
-            if m not in views:
-                cut = (lambda t: t) if m == mb else (lambda t: t[:m])
-                views[m] = (cut(x), cut(y), [cut(t) for t in z], [cut(t) for t in a], [cut(t) for t in d],
-                            [None] + [cut(t) for t in g[1:]], ones[:m].reshape(1, m))
-            return views[m]
-
+        handle = cp.cuda.device.get_cublas_handle()
+        cublas.setStream(handle, cp.cuda.get_current_stream().ptr)
+        gemm = cublas.sgemm if dt == np.float32 else cublas.dgemm
+        N, T = cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_T
+        one, zero = np.ones(1, dt), np.zeros(1, dt)
+        alpha, beta = one.ctypes.data, zero.ctypes.data
+        ptr = lambda t: t.data.ptr  # noqa: E731
+        n_in0 = layers[0].n_in
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
-            xm, ym, zm, am, dm, gm, onem = batch_views(m)
             idx = index[start:start + m]
-            fn["gather_inputs"](_grid(m * x.shape[1]), block, (X, idx, np.int64(m * x.shape[1]),
-                                                                np.int32(x.shape[1]), np.float64(scale), xm))
-            fn["gather_targets"](_grid(m * n_out), block, (Y, idx, np.int64(m * n_out), np.int32(n_out), ym))
-            inputs = xm
-            for i, layer in enumerate(layers):
-                cp.matmul(inputs, layer.W, out=zm[i])
-                fn["bias_act"](_grid(m * layer.n_out), block, (zm[i], layer.b, am[i], np.int64(m * layer.n_out),
+            fn["gather_inputs"](_grid(m * n_in0), block, (X, idx, np.int64(m * n_in0), np.int32(n_in0),
+                                                          np.float64(scale), x))
+            fn["gather_targets"](_grid(m * n_out), block, (Y, idx, np.int64(m * n_out), np.int32(n_out), y))
+            inputs = x
+            for i, layer in enumerate(layers):  # z = inputs @ W
+                gemm(handle, N, N, layer.n_out, m, layer.n_in, alpha, ptr(layer.W), layer.n_out, ptr(inputs),
+                     layer.n_in, beta, ptr(z[i]), layer.n_out)
+                fn["bias_act"](_grid(m * layer.n_out), block, (z[i], layer.b, a[i], np.int64(m * layer.n_out),
                                                                np.int32(layer.n_out), codes[i], slopes[i]))
-                inputs = am[i]
-            fn["out_delta"](_grid(m * n_out), block, (zm[last], am[last], ym, dm[last], loss_acc,
-                                                      np.int64(m * n_out), np.int32(n_out), codes[last],
-                                                      np.int32(LOSS_CODES[loss]), cancel, slopes[last]))
+                inputs = a[i]
+            fn["out_delta"](_grid(m * n_out), block, (z[last], a[last], y, d[last], loss_acc, np.int64(m * n_out),
+                                                      np.int32(n_out), codes[last], np.int32(LOSS_CODES[loss]),
+                                                      cancel, slopes[last]))
             for i in range(last, -1, -1):
-                inputs = am[i - 1] if i > 0 else xm
-                cp.matmul(inputs.T, dm[i], out=dW[i])
-                cp.matmul(onem, dm[i], out=db[i].reshape(1, -1))
-                if i > 0:  # with the weights before their update, as the reference
-                    cp.matmul(dm[i], layers[i].W.T, out=gm[i])
-                    fn["act_back"](_grid(m * layers[i].n_in), block, (gm[i], zm[i - 1], am[i - 1], dm[i - 1],
-                                                                      np.int64(m * layers[i].n_in), codes[i - 1],
-                                                                      slopes[i - 1]))
+                layer, inputs = layers[i], (a[i - 1] if i > 0 else x)
+                # dW = inputs^T @ d, db = ones^T @ d
+                gemm(handle, N, T, layer.n_out, layer.n_in, m, alpha, ptr(d[i]), layer.n_out, ptr(inputs),
+                     layer.n_in, beta, ptr(dW[i]), layer.n_out)
+                gemm(handle, N, N, layer.n_out, 1, m, alpha, ptr(d[i]), layer.n_out, ptr(ones), m, beta,
+                     ptr(db[i]), layer.n_out)
+                if i > 0:  # g = d @ W^T, with the weights before their update, as the reference
+                    gemm(handle, T, N, layer.n_in, m, layer.n_out, alpha, ptr(layer.W), layer.n_out, ptr(d[i]),
+                         layer.n_out, beta, ptr(g[i]), layer.n_in)
+                    fn["act_back"](_grid(m * layer.n_in), block, (g[i], z[i - 1], a[i - 1], d[i - 1],
+                                                                  np.int64(m * layer.n_in), codes[i - 1],
+                                                                  slopes[i - 1]))
             if rows:
                 fn["sgd_all"](sgd_grid, block, (table, np.float64(opt.step_size(m)), np.float64(opt.momentum),
                                                 np.float64(opt.lr * opt.weight_decay)))
