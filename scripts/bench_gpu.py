@@ -3,7 +3,10 @@ lr 3.0) on one data set, for each engine and batch size, side by side in one run
 
 Engines (rows are engine x batch size):
 - fastbp-cupy-fused   fastbp's cupy backend at small batches: the fused whole-epoch kernel;
-- fastbp-cupy         fastbp's cupy backend at large batches: cuBLAS products per batch;
+- fastbp-cupy         fastbp's cupy backend at large batches, as a user gets it: the batched epoch
+                      (cuBLAS products, one launch per step between them);
+- fastbp-cupy-generic the same with fused=False: the network's generic per-batch loop (not run
+                      unless named in --engines; shows what the batched epoch gains);
 - torch-cuda-hand     PyTorch on the same GPU, forward/backward written by hand (matmuls);
 - torch-cuda-autograd PyTorch on the same GPU, nn.Linear + autograd + torch.optim.SGD;
 - fastbp-numba        fastbp's numba backend on the host CPU, for reference.
@@ -33,7 +36,8 @@ import time
 import numpy as np
 
 ENGINES = ("fastbp-cupy-fused", "fastbp-cupy", "torch-cuda-hand", "torch-cuda-autograd", "fastbp-numba")
-GPU_ENGINES = ENGINES[:4]
+ALL_ENGINES = ENGINES + ("fastbp-cupy-generic",)
+GPU_ENGINES = ENGINES[:4] + ("fastbp-cupy-generic",)
 SIZES = [784, 30, 10]
 LR = 3.0
 
@@ -49,7 +53,7 @@ def parse_args(argv=None):
                    help="fashion-mnist, mnist, a folder of the four IDX files, or synthetic (random images: "
                         "for timings only, the accuracy means nothing)")
     p.add_argument("--n", type=int, default=None, help="use the first N training samples (default: all)")
-    p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated, from: " + ", ".join(ENGINES))
+    p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated, from: " + ", ".join(ALL_ENGINES))
     p.add_argument("--small", default="10", help="small batch sizes (comma-separated; default 10)")
     p.add_argument("--large", default="1000,10000", help="large batch sizes (default 1000,10000)")
     p.add_argument("--epochs", type=int, default=5, help="timed epochs per row (default 5; median reported)")
@@ -61,8 +65,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     for e in engines:
-        if e not in ENGINES:
-            p.error(f"--engines: unknown engine {e!r}; expected some of {', '.join(ENGINES)}")
+        if e not in ALL_ENGINES:
+            p.error(f"--engines: unknown engine {e!r}; expected some of {', '.join(ALL_ENGINES)}")
     args.engines = engines
     try:
         args.small = [int(b) for b in args.small.split(",") if b.strip()]
@@ -84,7 +88,7 @@ def plan(args):
     for engine in args.engines:
         if engine == "fastbp-cupy-fused":
             batches = args.small
-        elif engine == "fastbp-cupy":
+        elif engine in ("fastbp-cupy", "fastbp-cupy-generic"):
             batches = args.large
         else:
             batches = args.small + args.large
@@ -213,9 +217,9 @@ def run_torch_autograd(X, y, Xt, yt, batch, epochs, params, seed):
 
 def run_row(engine, batch, data, args, params):
     X, y, Xt, yt = data
-    if engine in ("fastbp-cupy-fused", "fastbp-cupy"):
+    if engine in ("fastbp-cupy-fused", "fastbp-cupy", "fastbp-cupy-generic"):
         times, acc, net = run_fastbp("cupy", X, y, Xt, yt, batch, args.epochs, params, args.seed,
-                                     fused=engine == "fastbp-cupy-fused")
+                                     fused=engine != "fastbp-cupy-generic")
         if engine == "fastbp-cupy-fused":  # check that the fused kernel is the one that ran
             be = net.backend
             X_dev = be.prepare_data(X[:batch])
