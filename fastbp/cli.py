@@ -52,6 +52,8 @@ def build_parser():
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--backend", default="auto", choices=BACKENDS)
     train.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    train.add_argument("--threads", type=int, default=None, choices=(1, 2),
+                       help="numba backend: 1 (default) or 2 worker threads for the fused epoch")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--no-download", action="store_true", help="never try to download data")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -85,6 +87,11 @@ def _choose_dataset(args, say):
     return data
 
 
+def _threads(net):
+    threads = getattr(net.backend, "threads", None)
+    return f", {threads} threads" if net.backend.name == "numba" and threads == 2 else ""
+
+
 def train(args, out=print):
     import fastbp as fb
 
@@ -96,17 +103,23 @@ def train(args, out=print):
         raise ValueError(f"--sizes: {data.name} needs {X.shape[1]} inputs and {n_classes} outputs, got "
                          f"{','.join(map(str, sizes))}")
     out_act = args.output_activation or ("softmax" if args.loss == "cross_entropy" else args.activation)
+    backend = args.backend
+    if args.threads is not None:
+        if fb.kernels.resolve(backend) != "numba":
+            raise ValueError(f"--threads: applies to the numba backend, but --backend {args.backend} "
+                             f"is {fb.kernels.resolve(backend)!r} here")
+        backend = fb.kernels.get_backend("numba", args.dtype, threads=args.threads)
     net = fb.Network.from_sizes(sizes, activation=args.activation, output_activation=out_act, loss=args.loss,
-                                init=args.init, backend=args.backend, dtype=args.dtype, seed=args.seed)
+                                init=args.init, backend=backend, dtype=args.dtype, seed=args.seed)
     out(f"training {'-'.join(map(str, sizes))} {args.activation} on {data.name} ({len(X)} train, {len(Xt)} test), "
         f"loss {args.loss}, batch {args.batch_size}, lr {args.lr}, {args.epochs} epochs, "
-        f"backend {net.backend.name} ({net.dtype.name})")
+        f"backend {net.backend.name} ({net.dtype.name}{_threads(net)})")
     history = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                       weight_decay=args.weight_decay, validation_data=(Xt, yt), progress=not args.no_progress)
     seconds = statistics.median(history.seconds)
     out(f"test accuracy {history.val_accuracy[-1]:.4f}, test loss {history.val_loss[-1]:.4f}, "
         f"{seconds:.4f} s/epoch (median of {len(history.seconds)}), compile {history.compile_seconds:.2f} s, "
-        f"backend {net.backend.name} ({net.dtype.name})")
+        f"backend {net.backend.name} ({net.dtype.name}{_threads(net)})")
     if args.save:
         net.save(args.save)
         out(f"saved to {args.save}")

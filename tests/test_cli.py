@@ -51,6 +51,8 @@ def test_without_mnist_it_says_which_dataset_it_uses(capsys, monkeypatch):
     (["train", "--hidden", "30,x"], "--hidden"),
     (["train", "--activation", "swish"], "--activation"),
     (["train", "--backend", "tpu"], "--backend"),
+    (["train", "--dataset", "digits", "--backend", "numpy", "--threads", "2"], "--threads: applies to the numba"),
+    (["train", "--dataset", "digits", "--backend", "numba", "--threads", "3"], "--threads"),
     (["frobnicate"], "invalid choice"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(capsys, argv, message):
@@ -61,6 +63,15 @@ def test_bad_arguments_give_one_line_and_exit_2(capsys, argv, message):
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fastbp: error:") and message in lines[0]
+
+
+def test_threads_option_trains_on_two_numba_workers(capsys):
+    pytest.importorskip("numba")
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--backend", "numba", "--threads", "2",
+                         "--epochs", "3", "--no-progress")
+    assert code == 0, err
+    assert "numba (float32, 2 threads)" in out.splitlines()[0]
+    assert float(out.splitlines()[-1].split("test accuracy ")[1].split(",")[0]) > 0.8
 
 
 def test_idx_folder_dataset(capsys, tmp_path):
