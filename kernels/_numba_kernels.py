@@ -660,6 +660,7 @@ def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, ac
         gather_rows(X, order, start, m, 0, m, xb)
         gather_rows(Y, order, start, m, 0, m, yb)
         prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
+        prefetch_rows(Y, order, start + m, 0, min(bs, n - start - m))  # target rows miss the cache too
         for l in range(L):
             x = xb if l == 0 else A[l - 1]
             forward_units(x, m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
@@ -730,6 +731,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
         m = min(bs, n - start)
         gather_rows(X, order, start, m, 0, m, xw)
         prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
+        if t == 0:  # worker 0 gathers the targets
+            prefetch_rows(Y, order, start + m, 0, min(bs, n - start - m))
         forward_units(xw, m, lds[0], W, woff[0], b[boff[0]:boff[0] + H], lo, hi, zs0, Z[0])
         _barrier(flags, t, 2 * k + 1)
         step = lr / m if mean else lr
