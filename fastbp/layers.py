@@ -77,10 +77,16 @@ class Dense:
         self.set_params(backend, W, b)
 
     def set_params(self, backend, W, b):
+        """New values of W and b (copied to ``backend``). Momentum velocities are kept when the
+        backend and the shapes are unchanged, so that setting parameters (a gradient check, a
+        restored snapshot) does not silently restart momentum; otherwise they are dropped."""
+        keep = backend is getattr(self, "backend", None) and np.shape(W) == np.shape(getattr(self, "W", None)) \
+            and np.shape(b) == np.shape(getattr(self, "b", None))
         self.backend = backend
         self.W = backend.asarray(W)
         self.b = backend.asarray(b)
-        self.velocity = {}
+        if not keep:
+            self.velocity = {}
 
     def params(self):
         """``{"W": W, "b": b}`` as arrays of the backend."""

@@ -244,26 +244,34 @@ class Network:
         return float(self._train_batch(x, y, opt))
 
     def _train_batch(self, x, y, opt):
-        be = self.backend
-        cache = self._forward(x)
-        z, a = cache[-1]
-        loss = be.loss_sum(a, y, self.loss)
-        delta = be.output_delta(z, a, y, self.layers[-1].activation, self.loss)
-        for i in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[i]
-            inputs = cache[i - 1][1] if i > 0 else x
-            dW, db, dx = be.backward(inputs, layer.W, delta, need_dx=i > 0)
+        steps = self._backprop(x, y)
+        loss = next(steps)
+        for layer, dW, db in steps:  # each layer's dx is computed before it is updated
             for name, p, g in (("W", layer.W, dW), ("b", layer.b, db)):
                 if name in layer.frozen:
                     continue
                 v = layer.velocity.get(name)
                 if opt.momentum and v is None:
-                    v = layer.velocity[name] = be.zeros(p.shape)
-                opt.update(be, p, g, v, x.shape[0], decay=name == "W")
-            if i > 0:
-                z_prev, a_prev = cache[i - 1]
-                delta = be.activation_backward(dx, z_prev, a_prev, self.layers[i - 1].activation)
+                    v = layer.velocity[name] = self.backend.zeros(p.shape)
+                opt.update(self.backend, p, g, v, x.shape[0], decay=name == "W")
         return loss
+
+    def _backprop(self, x, y):
+        """Forward and backward for one batch on the backend. Yields the batch's summed loss (a
+        backend scalar), then ``(layer, dW, db)`` from the last layer down (gradients summed over
+        the batch). A layer's dx is computed before its gradients are yielded, so the caller may
+        update that layer's parameters in place before asking for the next."""
+        be = self.backend
+        cache = self._forward(x)
+        z, a = cache[-1]
+        yield be.loss_sum(a, y, self.loss)
+        delta = be.output_delta(z, a, y, self.layers[-1].activation, self.loss)
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            dW, db, dx = be.backward(cache[i - 1][1] if i > 0 else x, layer.W, delta, need_dx=i > 0)
+            yield layer, dW, db
+            if i > 0:
+                delta = be.activation_backward(dx, *cache[i - 1], self.layers[i - 1].activation)
 
     def gradients(self, X, y):
         """Gradients of the mean loss over (X, y) with respect to every parameter, as NumPy
@@ -272,17 +280,11 @@ class Network:
         Y = check_targets(y, X.shape[0], self.layers[-1].n_out)
         be = self.backend
         x = be.gather(be.prepare_data(X), np.arange(X.shape[0]), scale)
-        cache = self._forward(x)
-        z, a = cache[-1]
-        delta = be.output_delta(z, a, be.asarray(Y), self.layers[-1].activation, self.loss)
-        grads = []
-        for i in range(len(self.layers) - 1, -1, -1):
-            inputs = cache[i - 1][1] if i > 0 else x
-            dW, db, dx = be.backward(inputs, self.layers[i].W, delta, need_dx=i > 0)
-            m = X.shape[0]
-            grads.append({"W": np.asarray(be.to_numpy(dW)) / m, "b": np.asarray(be.to_numpy(db)) / m})
-            if i > 0:
-                delta = be.activation_backward(dx, *cache[i - 1], self.layers[i - 1].activation)
+        steps = self._backprop(x, be.asarray(Y))
+        next(steps)  # the loss
+        m = X.shape[0]
+        grads = [{"W": np.asarray(be.to_numpy(dW)) / m, "b": np.asarray(be.to_numpy(db)) / m}
+                 for _, dW, db in steps]
         return grads[::-1]
 
     # --- persistence ----------------------------------------------------------------------

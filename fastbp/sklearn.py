@@ -242,6 +242,12 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self)
         return [p["b"] for p in self.net_.get_params()]
 
+    def fit(self, X, y):
+        """Train on (X, y) for up to max_iter epochs; returns self."""
+        reset = not (self.warm_start and hasattr(self, "net_"))
+        X, Y = self._targets(X, y, reset)
+        return self._fit_epochs(X, Y, self.max_iter, incremental=False)
+
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """A multilayer perceptron classifier trained by mini-batch SGD on fastbp.
@@ -295,12 +301,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Y = np.zeros((X.shape[0], len(self.classes_)))
         Y[np.arange(X.shape[0]), np.searchsorted(self.classes_, y)] = 1.0
         return X, Y
-
-    def fit(self, X, y):
-        """Train on (X, y) for up to max_iter epochs; returns self."""
-        reset = not (self.warm_start and hasattr(self, "net_"))
-        X, Y = self._targets(X, y, reset)
-        return self._fit_epochs(X, Y, self.max_iter, incremental=False)
 
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y). ``classes`` (all labels) is required on the first call."""
@@ -361,12 +361,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             raise ValueError(f"y: expected {self.net_.sizes[-1]} target columns as in the first fit, "
                              f"got {Y.shape[1]}")
         return X, np.asarray(Y, dtype=np.float64)
-
-    def fit(self, X, y):
-        """Train on (X, y) for up to max_iter epochs; returns self."""
-        reset = not (self.warm_start and hasattr(self, "net_"))
-        X, Y = self._targets(X, y, reset)
-        return self._fit_epochs(X, Y, self.max_iter, incremental=False)
 
     def partial_fit(self, X, y):
         """One epoch over (X, y), continuing from the current weights."""

@@ -316,3 +316,21 @@ def test_mixing_a_cupy_like_array_into_numpy_backend_is_an_error():
     FakeCupy = type("ndarray", (), {"__module__": "cupy._core.core"})
     with pytest.raises(TypeError, match="CuPy array on the 'numpy' backend"):
         be.asarray(FakeCupy())
+
+
+def test_setting_parameters_keeps_momentum_and_gradcheck_leaves_it_alone():
+    X, y = np.random.default_rng(0).normal(size=(60, 4)), np.random.default_rng(1).integers(0, 3, 60)
+    net = fb.Network.from_sizes([4, 5, 3], backend="numpy", dtype="float64", seed=0)
+    net.fit(X, y, epochs=2, batch_size=10, optimizer=fb.SGD(0.5, momentum=0.9))
+    before = {k: v.copy() for k, v in net.layers[0].velocity.items()}
+    assert set(before) == {"W", "b"} and np.abs(before["W"]).max() > 0
+    fb.gradcheck(net, X[:5], y[:5], max_checks=3)
+    net.set_params(net.get_params())
+    for k, v in before.items():
+        np.testing.assert_array_equal(net.layers[0].velocity[k], v)
+    # a new shape drops them: the velocities of other shapes cannot apply
+    layer = fb.Dense(4, 2)
+    layer.build(net.backend, np.random.default_rng(0))
+    layer.velocity["W"] = np.ones((4, 2))
+    layer.set_params(net.backend, np.zeros((4, 3)), np.zeros(3))
+    assert layer.velocity == {}
