@@ -87,7 +87,7 @@ def _prefetch(typingctx, arr, idx):
         i32 = ir.IntType(32)
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
                                             "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(2), i32(1)])
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
     return types.void(arr, idx), codegen
 
@@ -308,6 +308,47 @@ def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
     for k in range(n):
         d[k] = d[k] if abs(d[k]) >= tiny else T(0)
     return value
+
+
+@njit(**JIT)
+def flat_delta_covers(act, loss):
+    """Whether ``output_delta_flat`` computes this output layer's deltas."""
+    return (loss == QUADRATIC or loss == MSE) and act != SOFTMAX
+
+
+@njit(**JIT)
+def output_delta_flat(Z, A, Yb, D, m, n, act, slope, loss, tiny):
+    """The output deltas of samples 0:m at once (quadratic or mse loss, elementwise activation):
+    one flat loop over the m padded rows, as ``activate_full`` does; the zero padding of A and Yb
+    gives zero deltas there. Same values as ``output_delta_row``; returns the summed loss."""
+    T = D.dtype.type
+    count = m * D.shape[1]
+    z = Z.reshape(Z.size)
+    a = A.reshape(A.size)
+    y = Yb.reshape(Yb.size)
+    d = D.reshape(D.size)
+    value = 0.0
+    for k in range(count):
+        e = a[k] - y[k]
+        value += np.float64(e * e)
+        d[k] = e
+    if loss == MSE:
+        value /= n
+        c = T(2.0 / n)
+        for k in range(count):
+            d[k] *= c
+    else:
+        value *= 0.5
+    if act == SIGMOID:
+        for k in range(count):
+            d[k] *= a[k] * (T(1) - a[k])
+    elif act != IDENTITY:
+        for k in range(count):
+            d[k] *= dact(z[k], a[k], act, slope)
+    for k in range(count):
+        d[k] = d[k] if abs(d[k]) >= tiny else T(0)
+    return value
+
 
 
 @njit(**JIT)
@@ -630,6 +671,32 @@ def prefetch_rows(X, order, start, lo, hi):
         r = X[order[start + s]]
         for i in range(0, n_in, step):
             _prefetch(r, i)
+        _prefetch(r, n_in - 1)  # rows do not start on a cache line: the last line may be one more
+
+
+@njit(**JIT)
+def zeros_aligned(shape, like):
+    """Zeros of ``like``'s dtype whose data starts on a 128-byte boundary (Numba's own arrays are
+    32-byte aligned, so half of the 64-byte vector loads of each row would split cache lines)."""
+    size = 1
+    for k in shape:
+        size *= k
+    extra = 128 // like.itemsize
+    buf = np.zeros(size + extra, like.dtype)
+    off = ((128 - buf.ctypes.data % 128) % 128) // like.itemsize
+    return buf[off:off + size].reshape(shape)
+
+
+@njit(**JIT)
+def output_deltas(Z, A, Yb, D, m, n, act, slope, loss, tiny):
+    """dL/dz of the output layer for samples 0:m into D; returns the summed loss (float64)."""
+    if flat_delta_covers(act, loss):
+        return output_delta_flat(Z, A, Yb, D, m, n, act, slope, loss, tiny)
+    total = 0.0
+    for s in range(m):
+        total += output_delta_row(Z[s], A[s], Yb[s], D[s], n, act, slope, loss, tiny)
+    return total
+
 
 
 # --- the fused epoch, one thread, any depth ------------------------------------------------------
@@ -646,11 +713,11 @@ def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, ac
     maxw = 1
     for l in range(1, L + 1):
         maxw = max(maxw, lds[l])
-    xb = np.zeros((bs, lds[0]), W.dtype)
-    yb = np.zeros((bs, sizes[L]), W.dtype)
-    Z = np.zeros((L, bs, maxw), W.dtype)
-    A = np.zeros((L, bs, maxw), W.dtype)
-    D = np.zeros((L, bs, maxw), W.dtype)
+    xb = zeros_aligned((bs, lds[0]), W)
+    yb = zeros_aligned((bs, maxw), W)  # targets padded like the rows of A (see output_delta_flat)
+    Z = zeros_aligned((L, bs, maxw), W)
+    A = zeros_aligned((L, bs, maxw), W)
+    D = zeros_aligned((L, bs, maxw), W)
     zs0 = T(scale)
     one = T(1)
     decay = lr * wd
@@ -667,9 +734,7 @@ def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, ac
                           sizes[l + 1], zs0 if l == 0 else one, Z[l])
             activate_full(Z[l], A[l], m, sizes[l + 1], acts[l], T(slopes[l]))
         out = L - 1
-        for s in range(m):
-            total += output_delta_row(Z[out, s], A[out, s], yb[s], D[out, s], sizes[L], acts[out],
-                                      T(slopes[out]), loss, T(tiny))
+        total += output_deltas(Z[out], A[out], yb, D[out], m, sizes[L], acts[out], T(slopes[out]), loss, T(tiny))
         step = lr / m if mean else lr
         for l in range(L - 1, -1, -1):
             n_out = sizes[l + 1]
@@ -719,8 +784,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
     h = (H // 2 + 15) // 16 * 16 if H >= 32 else (H // 2 + 3) // 4 * 4 if H >= 8 else (H + 1) // 2
     h = min(h, H)
     lo, hi = (0, h) if t == 0 else (h, H)
-    xw = np.zeros((bs, lds[0]), W.dtype)  # private: LLVM knows it aliases nothing
-    yb = np.zeros((bs, sizes[L]), W.dtype)
+    xw = zeros_aligned((bs, lds[0]), W)  # private: LLVM knows it aliases nothing
+    yb = zeros_aligned((bs, D.shape[2]), W)  # padded like the rows of A
     zs0 = T(scale)
     one = T(1)
     decay = lr * wd
@@ -744,9 +809,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
                               sizes[l + 1], one, Z[l])
                 activate_full(Z[l], A[l], m, sizes[l + 1], acts[l], T(slopes[l]))
             out = L - 1
-            for s in range(m):
-                total += output_delta_row(Z[out, s], A[out, s], yb[s], D[out, s], sizes[L], acts[out],
-                                          T(slopes[out]), loss, T(tiny))
+            total += output_deltas(Z[out], A[out], yb, D[out], m, sizes[L], acts[out], T(slopes[out]), loss,
+                                   T(tiny))
             for l in range(L - 1, 0, -1):
                 backprop_units(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))

@@ -89,6 +89,32 @@ def assert_same(a, b, dtype, scale=1.0):
         np.testing.assert_allclose(la["b"], lb["b"], **tol)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("act,loss", [(a, l) for a in ACTS for l in ("quadratic", "mse") if a.name != "softmax"],
+                         ids=lambda v: str(v))
+def test_flat_output_deltas_match_per_row_deltas(dtype, act, loss):
+    """The fused epoch's one-loop output deltas (padded rows, a short batch) equal the per-row
+    kernel's, the padding and the rows past the batch stay zero, and the summed losses agree."""
+    from fastbp.kernels import _numba_kernels as K
+
+    rng = np.random.default_rng(3)
+    bs, m, n, width = 6, 4, 5, 16  # 4 samples of a batch of 6; 5 outputs padded to 16
+    code, lcode = K.ACT_CODES[act.name], K.LOSS_CODES[loss]
+    assert K.flat_delta_covers(code, lcode)
+    Z, A, Y = (np.zeros((bs, width), dtype) for _ in range(3))
+    Z[:m, :n] = rng.normal(size=(m, n))
+    A[:m, :n] = get_backend("numpy", dtype).forward(Z[:m, :n], np.eye(n, dtype=dtype), np.zeros(n, dtype), act)[1]
+    Y[:m, :n] = np.eye(n, dtype=dtype)[rng.integers(0, n, m)]
+    slope, tiny = A.dtype.type(act.slope), A.dtype.type(1e-30)
+    D_flat, D_row = np.zeros_like(Z), np.zeros_like(Z)
+    total_flat = K.output_delta_flat(Z, A, Y, D_flat, m, n, code, slope, lcode, tiny)
+    total_row = sum(K.output_delta_row(Z[s], A[s], Y[s], D_row[s], n, code, slope, lcode, tiny) for s in range(m))
+    np.testing.assert_allclose(D_flat, D_row, **TOL[dtype])
+    assert np.abs(D_row[:m, :n]).max() > 0
+    assert not D_flat[:, n:].any() and not D_flat[m:].any()
+    assert total_flat == pytest.approx(total_row, rel=1e-6)
+
+
 # depth 1, 2, 3; every output activation and loss; batch sizes with a smaller last batch (23 samples)
 CONFIGS = [
     ((12, 5), "sigmoid", "sigmoid", "binary_cross_entropy", 5),
