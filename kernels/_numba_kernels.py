@@ -36,6 +36,7 @@ LOSS_CODES = {"quadratic": QUADRATIC, "mse": MSE, "binary_cross_entropy": BCE, "
 CHUNK = 40  # samples per pass of the blocked kernels: 40 rows of 784 floats stay in L2
 SPINS = 2000  # polls of the barrier before yielding the CPU
 TINY = 1e-12  # the NumPy reference's clip in the cross-entropy losses
+AHEAD = 16  # rows prefetched ahead of the one being gathered
 
 
 # --- intrinsics: a bit cast for the polynomial exp, atomics for the two-thread barrier -------
@@ -651,10 +652,15 @@ def backprop_units(D, m, n_out, W, wo, ld, lo, hi, Zp, Ap, Dp, code, slope, tiny
 
 @njit(**JIT)
 def gather_rows(X, order, start, m, lo, hi, xb):
-    """xb[s, :n_in] = X[order[start + s], :] as floats (uint8 stays unscaled), lo <= s < min(hi, m)."""
+    """xb[s, :n_in] = X[order[start + s], :] as floats (uint8 stays unscaled), lo <= s < min(hi, m).
+    Row s + AHEAD is prefetched while row s is converted: in large batches, where the rows
+    prefetched during the previous batch (``prefetch_rows``, at most AHEAD) run out."""
     T = xb.dtype.type
     n_in = X.shape[1]
-    for s in range(lo, min(hi, m)):
+    end = min(hi, m)
+    for s in range(lo, end):
+        if s + AHEAD < end:
+            prefetch_row(X, order[start + s + AHEAD])
         r = X[order[start + s]]
         o = xb[s]
         for i in range(n_in):
@@ -662,16 +668,22 @@ def gather_rows(X, order, start, m, lo, hi, xb):
 
 
 @njit(**JIT)
-def prefetch_rows(X, order, start, lo, hi):
-    """Ask the CPU to start loading rows X[order[start + s]] for lo <= s < hi (the next batch),
-    so that they are in cache when gathered."""
-    step = max(1, 64 // X.itemsize)
+def prefetch_row(X, k):
+    """Ask the CPU to start loading row X[k] into the cache (every line of it)."""
+    r = X[k]
     n_in = X.shape[1]
-    for s in range(lo, hi):
-        r = X[order[start + s]]
-        for i in range(0, n_in, step):
-            _prefetch(r, i)
-        _prefetch(r, n_in - 1)  # rows do not start on a cache line: the last line may be one more
+    for i in range(0, n_in, max(1, 64 // X.itemsize)):
+        _prefetch(r, i)
+    _prefetch(r, n_in - 1)  # rows do not start on a cache line: the last line may be one more
+
+
+@njit(**JIT)
+def prefetch_rows(X, order, start, lo, hi):
+    """Prefetch rows X[order[start + s]] for lo <= s < min(hi, lo + AHEAD) (the start of the next
+    batch, while this one computes; ``gather_rows`` prefetches the rest as it goes). More at once
+    would only queue behind each other and evict the working set."""
+    for s in range(lo, min(hi, lo + AHEAD)):
+        prefetch_row(X, order[start + s])
 
 
 @njit(**JIT)
