@@ -44,6 +44,7 @@ from . import _numba_kernels as K  # noqa: E402
 
 # the two-thread kernel's barrier uses x86's pause instruction and libc's sched_yield
 TWO_THREADS_SUPPORTED = platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
+_COMPILED_PRODUCT_ROWS = 64  # forward(): from this many rows on, the compiled product instead of BLAS
 _FLUSH = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 0.0}  # deltas below: zero (no subnormals)
 
 
@@ -113,7 +114,16 @@ class NumbaBackend(NumpyBackend):
         return self._T(activation.slope)
 
     def forward(self, x, W, b, activation):
-        z = x @ W + b
+        if x.ndim == 2 and x.shape[0] >= _COMPILED_PRODUCT_ROWS:
+            # large batches (evaluation, prediction): the blocked compiled product, which leaves
+            # BLAS's thread pool asleep. OpenBLAS's threads busy-wait for a while after each
+            # threaded product, and would take the cores from the two-thread epoch that follows.
+            x = np.ascontiguousarray(x, dtype=self.dtype)
+            z = np.empty((x.shape[0], W.shape[1]), dtype=self.dtype)
+            K.forward_units(x, x.shape[0], x.shape[1], np.ascontiguousarray(W.T, dtype=self.dtype).reshape(-1), 0,
+                            np.ascontiguousarray(b, dtype=self.dtype), 0, W.shape[1], self._T(1), z)
+        else:
+            z = x @ W + b
         return z, K.activate(np.ascontiguousarray(z), K.ACT_CODES[activation.name], self._slope(activation))
 
     def activation_backward(self, g, z, a, activation):

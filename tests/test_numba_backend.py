@@ -115,6 +115,25 @@ def test_flat_output_deltas_match_per_row_deltas(dtype, act, loss):
     assert total_flat == pytest.approx(total_row, rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("m,n_in,n_out", [(64, 13, 5), (150, 37, 30), (101, 784, 10)])
+def test_forward_on_large_batches_uses_the_compiled_product_and_matches_numpy(dtype, m, n_in, n_out, monkeypatch):
+    """From 64 rows on (evaluation, prediction) forward() multiplies with the compiled kernel,
+    not BLAS: any n_in (no padding), any n_out, every activation."""
+    from fastbp.kernels import _numba_kernels as K
+
+    calls = []
+    product = K.forward_units
+    monkeypatch.setattr(K, "forward_units", lambda *a: calls.append(a[1]) or product(*a))
+    ref, nb = get_backend("numpy", dtype), get_backend("numba", dtype)
+    x, W, b, _ = arrays(dtype, m=m, n_in=n_in, n_out=n_out, seed=m)
+    for act in ACTS:
+        (z0, a0), (z1, a1) = ref.forward(x, W, b, act), nb.forward(x, W, b, act)
+        np.testing.assert_allclose(z1, z0, **TOL[dtype])
+        np.testing.assert_allclose(a1, a0, **TOL[dtype])
+    assert calls == [m] * len(ACTS)
+
+
 # depth 1, 2, 3; every output activation and loss; batch sizes with a smaller last batch (23 samples)
 CONFIGS = [
     ((12, 5), "sigmoid", "sigmoid", "binary_cross_entropy", 5),
