@@ -8,9 +8,11 @@ parameters and both reductions. The kernels are in ``_numba_kernels.py`` (compil
 
 What is compiled and what is not, honestly: ``train_epoch`` is entirely compiled; of the
 per-batch methods (the generic path, used by ``Network.train_batch``, ``gradients`` and
-inference) the activations, output deltas, losses and SGD updates are compiled, while the
-matrix products ``x @ W`` and ``x.T @ delta`` are NumPy's (BLAS), which is as fast as anything
-for those shapes.
+inference) the activations, output deltas, losses and SGD updates are compiled; ``forward`` on
+64 rows or more (evaluation, prediction) uses the fused epoch's blocked product, and the other
+matrix products (``x @ W`` on small batches, ``x.T @ delta``) are NumPy's (BLAS). Keeping BLAS out
+of evaluation matters for two threads: OpenBLAS's own threads busy-wait for a while after each
+threaded product and would take the cores from the next epoch's workers.
 
 Threads: ``threads=1`` (the default) or ``2``. With two, the epoch of a network of two or more
 layers runs on two persistent workers (two Python threads, each inside a ``nogil`` compiled
