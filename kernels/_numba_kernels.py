@@ -783,11 +783,13 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
                    frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, Z, A, D, flags, losses):
     """Worker t (0 or 1) of an epoch on two threads, for networks of two or more layers. The
     first layer (the big one) is split: worker t owns hidden units lo:hi, i.e. their rows of the
-    transposed W0 and their entries of b0. Per batch k, both workers gather the batch into a
-    private buffer and compute their units' forward pass into the shared Z[0]/A[0] (own
-    columns: whole cache lines, see the backend); barrier; worker 0 alone runs the small layers
+    transposed W0 and their entries of b0 (worker 1 the first h, whole cache lines of Z[0]; worker 0
+    the rest). Per batch k, both workers compute their units' forward pass into the shared Z[0]
+    (own columns) from a private copy of the batch; barrier; worker 0 alone runs the small layers
     above (forward, output delta, their updates) and back-propagates the deltas into D[0], as the
-    one-thread kernel does; barrier; both update their own rows of W0.
+    one-thread kernel does, while worker 1 gathers the next batch into its second buffer; barrier;
+    both update their own rows of W0. Worker 0 gathers its copy at the start of each batch, so it
+    is given the smaller share of units.
     Between barriers no array is written by one worker and read or written by the other."""
     T = W.dtype.type
     L = acts.shape[0]
@@ -795,24 +797,32 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
     H = sizes[1]
     h = (H // 2 + 15) // 16 * 16 if H >= 32 else (H // 2 + 3) // 4 * 4 if H >= 8 else (H + 1) // 2
     h = min(h, H)
-    lo, hi = (0, h) if t == 0 else (h, H)
-    xw = zeros_aligned((bs, lds[0]), W)  # private: LLVM knows it aliases nothing
+    lo, hi = (h, H) if t == 0 else (0, h)
+    xw = zeros_aligned((2, bs, lds[0]), W)  # private: LLVM knows it aliases nothing
     yb = zeros_aligned((bs, D.shape[2]), W)  # padded like the rows of A
     zs0 = T(scale)
     one = T(1)
     decay = lr * wd
     total = 0.0
     nb = (n + bs - 1) // bs
+    if t == 1:
+        gather_rows(X, order, 0, min(bs, n), 0, min(bs, n), xw[0])
     for k in range(nb):
         start = k * bs
         m = min(bs, n - start)
-        gather_rows(X, order, start, m, 0, m, xw)
-        prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
-        if t == 0:  # worker 0 gathers the targets
+        x = xw[k % 2] if t == 1 else xw[0]
+        if t == 0:  # worker 0 gathers its copy of the batch here, and the targets
+            gather_rows(X, order, start, m, 0, m, x)
+            prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
             prefetch_rows(Y, order, start + m, 0, min(bs, n - start - m))
-        forward_units(xw, m, lds[0], W, woff[0], b[boff[0]:boff[0] + H], lo, hi, zs0, Z[0])
+        forward_units(x, m, lds[0], W, woff[0], b[boff[0]:boff[0] + H], lo, hi, zs0, Z[0])
         _barrier(flags, t, 2 * k + 1)
         step = lr / m if mean else lr
+        if t == 1 and k + 1 < nb:  # worker 1 gathers the next batch while worker 0 runs the small layers
+            nxt = start + m
+            mn = min(bs, n - nxt)
+            gather_rows(X, order, nxt, mn, 0, mn, xw[(k + 1) % 2])
+            prefetch_rows(X, order, nxt + mn, 0, min(bs, n - nxt - mn))
         if t == 0:
             gather_rows(Y, order, start, m, 0, m, yb)
             activate_full(Z[0], A[0], m, H, acts[0], T(slopes[0]))  # the whole first layer: one flat loop
@@ -830,7 +840,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
                                    vb[boff[l]:boff[l] + sizes[l + 1]], D[l], 0, sizes[l + 1], 1.0, step, mu,
                                    decay, frozen_w[l], frozen_b[l])
         _barrier(flags, t, 2 * k + 2)
-        update_layer_units(xw, m, lds[0], W, VW, woff[0], b[boff[0]:boff[0] + H], vb[boff[0]:boff[0] + H],
+        update_layer_units(x, m, lds[0], W, VW, woff[0], b[boff[0]:boff[0] + H], vb[boff[0]:boff[0] + H],
                            D[0], lo, hi, scale, step, mu, decay, frozen_w[0], frozen_b[0])
     losses[t] = total
 
