@@ -27,6 +27,7 @@ class SGD:
         if self.reduction not in ("mean", "sum"):
             raise ValueError(f"reduction: expected 'mean' or 'sum', got {self.reduction!r}")
         self._velocity = None
+        self._velocity_shapes = None
 
     def step_size(self, batch_len: int) -> float:
         """The factor applied to summed gradients of a batch of ``batch_len`` samples."""
@@ -49,7 +50,9 @@ class SGD:
                 raise ValueError(f"grads[{i}]: expected shape {getattr(p, 'shape', None)}, got "
                                  f"{getattr(g, 'shape', None)}")
         be = get_backend(backend, dtype=params[0].dtype) if isinstance(backend, str) else backend
-        if self._velocity is None or len(self._velocity) != len(params):
+        shapes = [(tuple(p.shape), p.dtype) for p in params]
+        if self._velocity is None or self._velocity_shapes != shapes:  # new parameters: fresh velocities
             self._velocity = [be.zeros(p.shape) if self.momentum else None for p in params]
+            self._velocity_shapes = shapes
         for p, g, v in zip(params, grads, self._velocity):
             self.update(be, p, g, v, 1)

@@ -1,4 +1,5 @@
 """The network, its layers and the NumPy reference backend."""
+import importlib.util
 import math
 import os
 
@@ -155,6 +156,25 @@ def test_sgd_step_minimises_a_user_function():
     for _ in range(200):
         opt.step([p], [2 * (p - np.array([1.0, 1.0]))])  # gradient of |p - (1,1)|^2
     np.testing.assert_allclose(p, [1.0, 1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", pytest.param("numba", marks=pytest.mark.skipif(
+    importlib.util.find_spec("numba") is None, reason="numba not installed"))])
+def test_sgd_step_starts_fresh_velocities_for_new_parameters(backend):
+    """The momentum buffers belong to the parameters they were made for: a step on other
+    parameters (here the same count, other shapes) starts from zero velocity, as a new SGD would."""
+    opt, fresh = fb.SGD(lr=0.1, momentum=0.9), fb.SGD(lr=0.1, momentum=0.9)
+    a = np.ones(3)
+    for _ in range(3):
+        opt.step([a], [a.copy()], backend=backend)
+    p, q = np.full((2, 4), 2.0), np.full((2, 4), 2.0)
+    g = np.arange(8.0).reshape(2, 4)
+    opt.step([p], [g], backend=backend)
+    fresh.step([q], [g], backend=backend)
+    np.testing.assert_array_equal(p, q)
+    opt.step([p], [g], backend=backend)
+    fresh.step([q], [g], backend=backend)
+    np.testing.assert_array_equal(p, q)
 
 
 # --- training -----------------------------------------------------------------------------
