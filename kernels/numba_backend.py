@@ -147,6 +147,9 @@ class NumbaBackend(NumpyBackend):
     def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
         if momentum and v is None:
             raise ValueError("v: momentum needs a velocity array, got None")
+        for name, a in (("g", g), ("v", v if momentum else None)):
+            if a is not None and np.shape(a) != np.shape(p):  # the compiled loop trusts the sizes
+                raise ValueError(f"{name}: expected shape {np.shape(p)} (the parameter's), got {np.shape(a)}")
         if not (p.flags.c_contiguous and (v is None or v.flags.c_contiguous)):
             return NumpyBackend.sgd_update(self, p, g, v, step, momentum, decay)  # in place on any layout
         K.sgd_update(p.reshape(-1), np.ascontiguousarray(g, dtype=self.dtype).reshape(-1),

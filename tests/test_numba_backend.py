@@ -271,3 +271,13 @@ def test_sgd_update_in_place_on_a_strided_parameter():
     ref.sgd_update(expected, g, None, 0.1, 0.0, 0.01)
     nb.sgd_update(p, g, None, 0.1, 0.0, 0.01)
     np.testing.assert_allclose(base[:, ::2], expected, rtol=1e-12)
+
+
+def test_sgd_update_rejects_gradients_and_velocities_of_another_shape():
+    nb = get_backend("numba", "float64")
+    p = np.ones((3, 4))
+    with pytest.raises(ValueError, match=r"g: expected shape \(3, 4\).*got \(12, 1\)"):
+        nb.sgd_update(p, np.ones((12, 1)), None, 0.1)
+    with pytest.raises(ValueError, match=r"v: expected shape \(3, 4\).*got \(3,\)"):
+        nb.sgd_update(p, np.ones((3, 4)), np.zeros(3), 0.1, momentum=0.9)
+    assert (p == 1).all()  # nothing was written
