@@ -351,7 +351,6 @@ def output_delta_flat(Z, A, Yb, D, m, n, act, slope, loss, tiny):
     return value
 
 
-
 @njit(**JIT)
 def _forward_units(x, s0, s1, ld, W, wo, b, lo, hi, zs, Z):
     """Z[s, j] = zs * (x[s, :ld] . W[wo + j*ld :][:ld]) + b[j] for s < m, lo <= j < hi.
@@ -708,7 +707,6 @@ def output_deltas(Z, A, Yb, D, m, n, act, slope, loss, tiny):
     for s in range(m):
         total += output_delta_row(Z[s], A[s], Yb[s], D[s], n, act, slope, loss, tiny)
     return total
-
 
 
 # --- the fused epoch, one thread, any depth ------------------------------------------------------

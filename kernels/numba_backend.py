@@ -18,11 +18,10 @@ Threads: ``threads=1`` (the default) or ``2``. With two, the epoch of a network 
 layers runs on two persistent workers (two Python threads, each inside a ``nogil`` compiled
 function for the whole epoch): each owns about half the units of the first (big) layer and does
 its forward pass and update; worker 0 alone does the small layers above in between, while
-worker 1 gathers the next batch. Two spin
-barriers per batch, built on acquire/release atomics, separate the phases (see
-``train_epoch_2t``); after a few thousand polls a waiting worker yields its core. One-layer
-networks (and machines other than x86-64 Linux/macOS) use one thread. Spinning wastes a core when the machine is oversubscribed, hence the
-default of one thread.
+worker 1 gathers the next batch. Two spin barriers per batch, built on acquire/release atomics,
+separate the phases (see ``train_epoch_2t``); after a few thousand polls a waiting worker yields
+its core. One-layer networks (and machines other than x86-64 Linux/macOS) use one thread.
+Spinning wastes a core when the machine is oversubscribed, hence the default of one thread.
 
 Environment: nothing process-wide is changed. Numba's cache lives in ``__pycache__`` beside the
 kernels (or ``NUMBA_CACHE_DIR``); ``NumbaBackend.info()`` reports versions, the CPU name and
