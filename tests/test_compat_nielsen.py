@@ -191,6 +191,36 @@ def test_wrong_weight_shapes_are_named():
         net.SGD(train, 1, 4, 1.0)
 
 
+@pytest.mark.parametrize("module", [network, network2])
+def test_feedforward_takes_a_1d_input_as_a_column_as_training_does(module):
+    train, test = book_data()
+    np.random.seed(0)
+    net = module.Network(SIZES, backend="numpy")
+    x = train[0][0]
+    column = net.feedforward(x)
+    flat = net.feedforward(x.ravel())  # the book's broadcasting made this a (3, 5) array
+    assert column.shape == flat.shape == (3, 1)
+    np.testing.assert_array_equal(flat, column)
+    np.testing.assert_allclose(flat, Book(net.weights, net.biases).feedforward(x), rtol=1e-12)
+    assert net.feedforward(np.hstack([x, 2 * x])).shape == (3, 2)  # several columns still work
+    # training and evaluation take (6,) inputs too; they mean the same sample
+    flat_test = [(x.ravel(), y) for x, y in test]
+    assert net.evaluate(flat_test) == sum(int(np.argmax(net.feedforward(x)) == y) for x, y in flat_test)
+    assert net.evaluate(flat_test) == net.evaluate(test)
+    net.biases = [b.ravel() for b in net.biases]  # 1-D biases (training accepts them) are columns too
+    np.testing.assert_array_equal(net.feedforward(x.ravel()), column)
+    assert net.evaluate(test) == net.evaluate(flat_test)
+
+
+@pytest.mark.parametrize("bad,got", [(np.zeros(5), r"\(5,\)"), (np.zeros((1, 6)), r"\(1, 6\)"),
+                                     (np.zeros((6, 1, 1)), r"\(6, 1, 1\)")])
+def test_feedforward_rejects_other_shapes_by_name(bad, got):
+    net = network.Network(SIZES, backend="numpy")
+    with pytest.raises(ValueError, match=r"feedforward: expected a of shape \(6, 1\) \(or \(6,\), or "
+                                         r"columns \(6, k\)\), got shape " + got):
+        net.feedforward(bad)
+
+
 # --- data in the book's format --------------------------------------------------------------
 def test_zip_iterators_and_lists_give_the_same_result():
     train, test = book_data()

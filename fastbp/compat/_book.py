@@ -195,9 +195,19 @@ class BookNetwork:
 
     # --- the book's methods -----------------------------------------------------------------
     def feedforward(self, a):
-        """The output for input column ``a`` (n_in, 1); several columns (n_in, k) work too."""
+        """The output for input column ``a`` (n_in, 1): a column (n_out, 1). Several columns
+        (n_in, k) give (n_out, k); a 1-D ``a`` of shape (n_in,) is taken as one column, as
+        training takes it, and gives (n_out, 1) (the book's broadcasting made it (n_out, n_hidden))."""
+        a = np.asarray(a)
+        n_in = self.sizes[0]
+        if a.ndim == 1 and a.shape[0] == n_in:
+            a = a.reshape(n_in, 1)
+        if a.ndim != 2 or a.shape[0] != n_in:
+            raise ValueError(f"feedforward: expected a of shape ({n_in}, 1) (or ({n_in},), or columns "
+                             f"({n_in}, k)), got shape {a.shape}")
         for b, w in zip(self.biases, self.weights):
-            a = sigmoid(np.dot(w, a) + b)
+            b = np.asarray(b)  # 1-D biases (y,), which training accepts, are columns here too
+            a = sigmoid(np.dot(w, a) + (b.reshape(-1, 1) if b.ndim == 1 else b))
         return a
 
     def _outputs(self, X):
