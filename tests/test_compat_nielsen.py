@@ -419,3 +419,109 @@ def test_mnist_loader_uses_fashion_mnist_as_a_stand_in_and_says_so(tmp_path, mon
     assert "using Fashion-MNIST" in capsys.readouterr().err
     assert (len(tr_d[1]), len(va_d[1]), len(te_d[1])) == (10, 2, 4)
     np.testing.assert_array_equal(te_d[1], yte)
+
+
+# --- bad files: a ValueError naming the file and what is wrong, never a bare library error ----------
+def book_json(**changes):
+    rng = np.random.default_rng(0)
+    data = {"sizes": [4, 2], "weights": [rng.normal(size=(2, 4)).tolist()],
+            "biases": [rng.normal(size=(2, 1)).tolist()], "cost": "CrossEntropyCost"}
+    data.update(changes)
+    return data
+
+
+def with_entry(key, index, value):
+    """book_json() with data[key][0][index] replaced (a matrix entry or a whole row)."""
+    data = book_json()
+    if isinstance(index, tuple):
+        data[key][0][index[0]][index[1]] = value
+    else:
+        data[key][0][index] = value
+    return data
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"sizes": [4, 2], "weights": [], "cost": "CrossEntropyCost"}, r"not a network2 JSON file .*'biases'"),
+    (book_json(weights=[np.zeros((4, 2)).tolist()]), r"weights\[0\]: expected shape \(2, 4\), got \(4, 2\)"),
+    (book_json(weights=[]), r"weights: expected 1 arrays \(one per layer\), got 0"),
+    (with_entry("weights", (1, 2), "x"), r"weights\[0\]\[1\]\[2\]: expected a number, got 'x'"),
+    (with_entry("biases", (0, 0), None), r"biases\[0\]\[0\]\[0\]: expected a number, got None"),
+    (with_entry("weights", 1, [1.0, 2.0]), r"weights\[0\]: expected a matrix of numbers, got rows of different lengths"),
+    (with_entry("weights", (0, 3), float("nan")), r"weights\[0\]: contains NaN or infinite values"),
+    (with_entry("biases", (1, 0), float("inf")), r"biases\[0\]: contains NaN or infinite values"),
+    (book_json(weights=None), r"weights: expected a list \(one array per layer\), got None"),
+    (book_json(sizes=4), r"sizes: expected a list of at least two positive layer sizes, got 4"),
+    (book_json(sizes=[4, 0]), r"sizes: expected a list of at least two positive layer sizes, got \[4, 0\]"),
+    (book_json(cost=["CrossEntropyCost"]), r"unknown cost \['CrossEntropyCost'\]"),
+    ([1, 2, 3], "not a network2 JSON file"),
+])
+def test_network2_load_names_the_file_and_the_bad_entry(tmp_path, data, message):
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(data))  # json writes NaN and Infinity as Python's json reads them
+    with pytest.raises(ValueError, match=message) as raised:
+        network2.load(path)
+    assert type(raised.value) is ValueError and str(raised.value).startswith(f"{path}: ")
+
+
+def test_network2_load_of_a_file_that_is_not_json(tmp_path):
+    for name, content in (("empty.json", b""), ("binary.json", b"\x1f\x8b\x08\x00\xff\xfe")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match=f"{tmp_path / name}: not a network2 JSON file"):
+            network2.load(tmp_path / name)
+
+
+def test_wrong_weight_entries_assigned_in_python_are_named():
+    net = network.Network(SIZES, backend="numpy")
+    net.weights[0] = [[0.0] * 6] * 4 + [[0.0] * 6 + ["w"]]
+    with pytest.raises(ValueError, match=r"weights\[0\]\[4\]\[6\]: expected a number, got 'w'"):
+        net.evaluate(book_data()[1])
+
+
+def book_pickle(n=(6, 2, 3), labels_offset=0, parts=3, seed=0):
+    rng = np.random.default_rng(seed)
+    splits = tuple((rng.random((k, 784)).astype(np.float32), rng.integers(0, 10, k) + labels_offset) for k in n)
+    return pickle.dumps(splits[:parts], protocol=2)
+
+
+GOOD_PICKLE_GZ = gzip.compress(book_pickle())
+
+
+@pytest.mark.parametrize("content,message", [
+    (GOOD_PICKLE_GZ[:len(GOOD_PICKLE_GZ) // 2], "corrupt gzip data"),
+    (GOOD_PICKLE_GZ[:20] + bytes(b ^ 0xFF for b in GOOD_PICKLE_GZ[20:40]) + GOOD_PICKLE_GZ[40:], "corrupt gzip data"),
+    (b"", "empty file"),
+    (gzip.compress(b""), r"empty file \(after decompression\)"),
+    (b"hello, not gzip", r"not a pickle .*the name ends in \.gz, but the file is not gzip-compressed"),
+    (gzip.compress(b"not a pickle"), r"not a pickle \(UnpicklingError"),
+    (gzip.compress(book_pickle()[:-30]), r"not a pickle \(.*\)"),
+    (gzip.compress(book_pickle(parts=2)), r"expected the book's \(training, validation, test\) tuple .*got a tuple of 2"),
+    (gzip.compress(pickle.dumps({"a": 1})), r"expected the book's \(training, validation, test\) tuple .*got dict"),
+    (gzip.compress(book_pickle(labels_offset=5)), r"training labels: expected digit classes 0\.\.9, found 14"),
+    (gzip.compress(pickle.dumps(((np.zeros((3, 784)), np.zeros(2, int)),) * 3)), "training: 2 labels for 3 images"),
+    (gzip.compress(pickle.dumps(((np.zeros(784), np.zeros(1, int)),) * 3)),
+     r"training images: expected a 2-D array \(n, pixels\), \(n, 784\) in the book's file, got shape \(784,\)"),
+    (gzip.compress(pickle.dumps(((np.zeros((1, 784)), np.zeros(1, int)),) * 2 + ((np.zeros((1, 28)), np.zeros(1, int)),))),
+     "test images have 28 pixels, training images 784"),
+    (gzip.compress(pickle.dumps(((np.zeros((1, 784)), np.zeros(1)),) * 3)), r"training labels: expected integer labels, got float64"),
+    (gzip.compress(pickle.dumps(((np.full((1, 784), "x"), np.zeros(1, int)),) * 3)), r"training images: expected numbers, got <U1"),
+], ids=["truncated-gzip", "flipped-gzip", "empty", "empty-gzip", "not-gzip", "not-a-pickle", "truncated-pickle",
+        "two-splits", "dict", "labels-above-9", "count-mismatch", "1-d-images", "widths-differ", "float-labels",
+        "text-images"])
+def test_mnist_loader_bad_pickle_files_say_what_is_wrong(tmp_path, content, message):
+    from fastbp.compat import mnist_loader
+
+    path = tmp_path / "mnist.pkl.gz"
+    path.write_bytes(content)
+    for load in (mnist_loader.load_data, mnist_loader.load_data_wrapper):
+        with pytest.raises(ValueError, match=message) as raised:
+            load(path)
+        assert str(raised.value).startswith(f"{path}: ")
+
+
+def test_mnist_loader_reads_an_uncompressed_pickle_whatever_its_name(tmp_path):
+    from fastbp.compat import mnist_loader
+
+    path = tmp_path / "mnist.pkl"
+    path.write_bytes(book_pickle())
+    tr_d, va_d, te_d = mnist_loader.load_data(path)
+    assert tr_d[0].shape == (6, 784) and te_d[1].dtype == np.int64

@@ -132,6 +132,35 @@ def _as_arrays_fast(data, n_in, n_out, dtype):
     return None
 
 
+def _float_array(value, name):
+    """``value`` (an array or nested lists of numbers) as a float64 array; a ValueError naming
+    the first entry that is not a number (``weights[0][4][6]``: text, None, ...), or saying that
+    the rows have different lengths."""
+    try:
+        a = np.asarray(value)
+    except (ValueError, TypeError):  # ragged nested lists
+        a = None
+    if a is not None and a.dtype.kind in "biuf":
+        return a.astype(np.float64, copy=False)
+
+    def first_bad(v, where):
+        if isinstance(v, np.ndarray):
+            if v.dtype.kind in "biuf":
+                return None
+            v = v.tolist()
+        if isinstance(v, (list, tuple)):
+            return next((bad for k, item in enumerate(v) if (bad := first_bad(item, f"{where}[{k}]"))), None)
+        return None if isinstance(v, (numbers.Real, np.number)) else f"{where}: expected a number, got {v!r:.40}"
+
+    bad = first_bad(value, name)
+    if bad:
+        raise ValueError(bad)
+    try:  # numbers only, e.g. an object array of floats
+        return np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name}: expected a matrix of numbers, got rows of different lengths") from None
+
+
 def one_hot(labels, n_out, dtype=np.float64):
     Y = np.zeros((len(labels), n_out), dtype=dtype)
     Y[np.arange(len(labels)), labels] = 1.0
@@ -144,7 +173,10 @@ class BookNetwork:
     loss = "quadratic"  # the fastbp loss the training runs with
 
     def __init__(self, sizes, backend=None, dtype=None):
-        sizes = list(sizes)
+        try:
+            sizes = list(sizes)
+        except TypeError:
+            raise TypeError(f"sizes: expected a list of at least two positive layer sizes, got {sizes!r:.40}") from None
         if len(sizes) < 2 or not all(isinstance(s, numbers.Integral) and s > 0 for s in sizes):
             raise ValueError(f"sizes: expected a list of at least two positive layer sizes, got {sizes}")
         self.num_layers = len(sizes)
@@ -154,19 +186,26 @@ class BookNetwork:
         self._net = None  # the fastbp Network, made on first use
 
     # --- the two representations ----------------------------------------------------------
-    def _checked_params(self):
-        """The book's lists checked against ``sizes``, as fastbp params (W (x, y), b (y,))."""
+    def _checked_params(self, finite=False):
+        """The book's lists checked against ``sizes``, as fastbp params (W (x, y), b (y,)).
+        ``finite``: NaN and infinite entries are an error too."""
         n = self.num_layers - 1
         for name in ("weights", "biases"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name}: expected {n} arrays (one per layer), got {len(getattr(self, name))}")
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__len__"):
+                raise ValueError(f"{name}: expected a list (one array per layer), got {value!r:.40}")
+            if len(value) != n:
+                raise ValueError(f"{name}: expected {n} arrays (one per layer), got {len(value)}")
         params = []
         for i, (w, b, x, y) in enumerate(zip(self.weights, self.biases, self.sizes, self.sizes[1:])):
-            w, b = np.asarray(w, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            w, b = _float_array(w, f"weights[{i}]"), _float_array(b, f"biases[{i}]")
             if w.shape != (y, x):
                 raise ValueError(f"weights[{i}]: expected shape ({y}, {x}), got {w.shape}")
             if b.shape not in ((y, 1), (y,)):
                 raise ValueError(f"biases[{i}]: expected shape ({y}, 1), got {b.shape}")
+            for name, a in ((f"weights[{i}]", w), (f"biases[{i}]", b)):
+                if finite and not np.isfinite(a).all():
+                    raise ValueError(f"{name}: contains NaN or infinite values")
             params.append({"W": w.T, "b": b.reshape(-1)})
         return params
 

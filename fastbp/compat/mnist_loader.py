@@ -20,12 +20,15 @@ Where the data comes from (the first that exists):
    Debian's ``/usr/share/datasets/fashion-mnist``); a note on stderr says when it stands in.
    Nothing is downloaded (``fastbp train`` downloads MNIST into the cache).
 
+A file that is corrupt or not what it should be (truncated or bad gzip data, an empty file, not a
+pickle, not the book's three (images, labels) pairs) raises ``fastbp.datasets.DataError``, a
+``ValueError`` that names the file and what is wrong with it.
+
 From IDX files the 60k training images are split as the book split MNIST: the first 50,000 for
 training, the last 10,000 for validation; the 10k test set is the test set.
 """
 from __future__ import annotations
 
-import gzip
 import os
 import pickle
 import sys
@@ -68,15 +71,62 @@ def find_data(path=None):
         f"`fastbp train` once to download MNIST into the cache")
 
 
+SPLITS = ("training", "validation", "test")
+
+
 def _from_pickle(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = pickle.load(f, encoding="latin1")  # the book's file is a Python 2 pickle
+    """The book's three ``(images, labels)`` pairs from its ``mnist.pkl.gz`` (gzip-compressed or
+    not: told by the file's first bytes). Anything else raises :class:`fastbp.datasets.DataError`
+    (a ValueError) naming the file and what is wrong with it."""
+    from ..datasets import DataError, _file_bytes
+
+    raw, compressed = _file_bytes(path)  # corrupt gzip data: DataError naming the file
+    after = " (after decompression)" if compressed else ""
+    if not raw:
+        raise DataError(f"{path}: empty file{after}; expected the book's mnist.pkl.gz, a pickled "
+                        f"(training, validation, test) tuple")
     try:
-        return tuple((np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.int64)) for X, y in data)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: expected the book's (training, validation, test) tuple of "
-                         f"(images, labels) pairs ({e})") from None
+        data = pickle.loads(raw, encoding="latin1")  # the book's file is a Python 2 pickle
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError) as e:
+        note = ", and the name ends in .gz, but the file is not gzip-compressed" \
+            if path.endswith(".gz") and not compressed else ""
+        raise DataError(f"{path}: not a pickle ({type(e).__name__}: {e}){after}{note}; expected the "
+                        f"book's mnist.pkl.gz") from None
+    return _check_book_splits(path, data)
+
+
+def _check_book_splits(path, data):
+    """The unpickled ``(training, validation, test)`` tuple as float32 images and int64 labels,
+    checked: three (images (n, pixels), integer labels 0..9 (n,)) pairs, one pixel count."""
+    from ..datasets import DataError
+
+    expected = "expected the book's (training, validation, test) tuple of (images, labels) pairs"
+    if not isinstance(data, (tuple, list)) or len(data) != 3:
+        got = f"a {type(data).__name__} of {len(data)}" if isinstance(data, (tuple, list)) else type(data).__name__
+        raise DataError(f"{path}: {expected}, got {got}")
+    splits = []
+    for split, pair in zip(SPLITS, data):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise DataError(f"{path}: {split}: {expected}, got {type(pair).__name__} for the {split} pair")
+        X, y = (np.asarray(a) for a in pair)
+        if X.dtype.kind not in "biuf":
+            raise DataError(f"{path}: {split} images: expected numbers, got {X.dtype}")
+        if X.ndim != 2:
+            raise DataError(f"{path}: {split} images: expected a 2-D array (n, pixels), (n, 784) in the "
+                            f"book's file, got shape {X.shape}")
+        if y.ndim != 1 or y.dtype.kind not in "iu":
+            raise DataError(f"{path}: {split} labels: expected integer labels, got {y.dtype} of shape {y.shape}")
+        if len(y) != len(X):
+            raise DataError(f"{path}: {split}: {len(y)} labels for {len(X)} images")
+        if len(y) and (y.min() < 0 or y.max() > 9):
+            bad = y.min() if y.min() < 0 else y.max()
+            raise DataError(f"{path}: {split} labels: expected digit classes 0..9, found {bad}")
+        if splits and X.shape[1] != splits[0][0].shape[1]:
+            raise DataError(f"{path}: {split} images have {X.shape[1]} pixels, {SPLITS[0]} images "
+                            f"{splits[0][0].shape[1]}")
+        splits.append((np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.int64)))  # no copy if already so
+    return tuple(splits)
 
 
 def _from_idx(folder):

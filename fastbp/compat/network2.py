@@ -172,22 +172,29 @@ class Network(BookNetwork):
 
 
 def load(filename):
-    """A Network from a file written by ``save`` (or by the book's ``network2.py``)."""
+    """A Network from a file written by ``save`` (or by the book's ``network2.py``).
+
+    A file that is not such a network raises ValueError naming the file and what is wrong: not
+    JSON, missing keys, bad ``sizes``, an unknown cost, or weights and biases that are not lists
+    of numeric arrays of the shapes ``sizes`` asks for (a non-number is named by its index, e.g.
+    ``weights[0][4][6]``), or that hold NaN or infinite values."""
     filename = os.fspath(filename)
     try:
-        with open(filename) as f:
+        with open(filename, encoding="utf-8") as f:
             data = json.load(f)
         sizes, weights, biases, cost = data["sizes"], data["weights"], data["biases"], data["cost"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{filename}: not a network2 JSON file (expected keys sizes, weights, "
-                         f"biases, cost): {e}") from None
-    if cost not in COSTS:
-        raise ValueError(f"{filename}: unknown cost {cost!r}, expected one of {', '.join(COSTS)}")
-    net = Network(sizes, cost=getattr(sys.modules[__name__], cost))
-    net.weights = [np.array(w, dtype=np.float64) for w in weights]
-    net.biases = [np.array(b, dtype=np.float64) for b in biases]
+    except (ValueError, KeyError, TypeError) as e:  # ValueError: JSON and UTF-8 decoding errors
+        why = f"no key {e}" if isinstance(e, KeyError) else str(e) or type(e).__name__
+        raise ValueError(f"{filename}: not a network2 JSON file (expected an object with the keys "
+                         f"sizes, weights, biases, cost): {why}") from None
+    if not isinstance(cost, str) or cost not in COSTS:
+        raise ValueError(f"{filename}: unknown cost {cost!r:.40}, expected one of {', '.join(COSTS)}")
     try:
-        net._checked_params()
-    except ValueError as e:
+        net = Network(sizes, cost=getattr(sys.modules[__name__], cost))
+        net.weights, net.biases = weights, biases
+        params = net._checked_params(finite=True)  # the checks name the bad entry
+    except (ValueError, TypeError) as e:
         raise ValueError(f"{filename}: {e}") from None
+    net.weights = [p["W"].T.copy() for p in params]
+    net.biases = [p["b"].reshape(-1, 1).copy() for p in params]
     return net
