@@ -166,19 +166,44 @@ FILES = {"X_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-uby
 
 
 def _find_file(folder, stem):
-    """``folder/stem``, raw or .gz (also the common ``train-images.idx3-ubyte`` spelling), or None."""
+    """``folder/stem``, raw or .gz (also the common ``train-images.idx3-ubyte`` spelling), as
+    ``(path, None)``; ``(None, why)`` when none of those names is a regular file: ``why`` is None
+    when nothing has any of the names, else what is there instead ("NAME is a directory, not a
+    file")."""
     dotted = stem.replace("-idx", ".idx")
+    why = None
     for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
-        if (Path(folder) / name).is_file():
-            return Path(folder) / name
-    return None
+        path = Path(folder) / name
+        if path.is_file():
+            return path, None
+        if why is None:
+            if path.is_dir():
+                why = f"{name} is a directory, not a file"
+            elif path.is_symlink() and not path.exists():
+                why = f"{name} is a broken symbolic link"
+            elif path.exists():
+                why = f"{name} is not a regular file"
+    return None, why
 
 
-def _missing_files(folder):
-    """The standard names not found in ``folder`` (all four when it is not a folder)."""
+def _folder_problems(folder):
+    """What keeps ``folder`` from holding the four standard files, as ``(wrong, missing)``:
+    ``wrong`` says what stands where a file should be ("train-images-idx3-ubyte.gz is a directory,
+    not a file"), ``missing`` lists the standard names with nothing there (all four when
+    ``folder`` is not a folder). Both are empty when the four files are there."""
     if not Path(folder).is_dir():
-        return list(FILES.values())
-    return [stem for stem in FILES.values() if _find_file(folder, stem) is None]
+        return [], list(FILES.values())
+    wrong, missing = [], []
+    for stem in FILES.values():
+        path, why = _find_file(folder, stem)
+        if path is None:
+            (wrong if why else missing).append(why or stem)
+    return wrong, missing
+
+
+def _problems_text(wrong, missing):
+    """``_folder_problems``'s answer as text: "X is a directory, not a file; missing Y, Z"."""
+    return "; ".join(wrong + ([f"missing {', '.join(missing)}"] if missing else []))
 
 
 def load_idx_dir(path, name=None):
@@ -194,12 +219,13 @@ def load_idx_dir(path, name=None):
     folder = Path(path)
     if not folder.is_dir():
         raise DataNotFoundError(f"{folder}: no such folder")
-    missing = _missing_files(folder)
-    if missing:
-        present = sorted(p.name for p in folder.iterdir() if "idx" in p.name)
-        raise DataNotFoundError(f"{folder}: missing {', '.join(missing)} (each raw or .gz); "
+    wrong, missing = _folder_problems(folder)
+    if wrong or missing:
+        present = sorted(p.name for p in folder.iterdir() if "idx" in p.name and p.is_file())
+        raw_or_gz = " (each raw or .gz)" if missing else ""
+        raise DataNotFoundError(f"{folder}: {_problems_text(wrong, missing)}{raw_or_gz}; "
                                 f"found {', '.join(present) or 'no IDX files'}")
-    paths = {key: _find_file(folder, stem) for key, stem in FILES.items()}
+    paths = {key: _find_file(folder, stem)[0] for key, stem in FILES.items()}
     arrays = {key: read_idx(p) for key, p in paths.items()}
     for part in ("train", "test"):
         X, y = arrays[f"X_{part}"], arrays[f"y_{part}"]
@@ -273,7 +299,7 @@ def find_dataset(name, data_dir=None):
     """The first folder holding all four IDX files of ``name`` ("mnist" or "fashion-mnist"),
     searched as the module's docstring says; None when there is none. Downloads nothing and
     reads only file names."""
-    return next((folder for folder in _candidates(name, data_dir) if not _missing_files(folder)), None)
+    return next((folder for folder in _candidates(name, data_dir) if not any(_folder_problems(folder))), None)
 
 
 def find_mnist(data_dir=None):
@@ -347,9 +373,12 @@ def download_dataset(name, folder=None):
 
 
 def _describe(folder):
-    """A folder's name, with what it lacks when it holds some of the files."""
-    missing = _missing_files(folder)
-    return f"{folder} (missing {', '.join(missing)})" if len(missing) < len(FILES) else str(folder)
+    """A folder's name, with what is wrong when it holds some of the files (or something in
+    place of one: "X is a directory, not a file")."""
+    wrong, missing = _folder_problems(folder)
+    if not wrong and len(missing) == len(FILES):
+        return str(folder)
+    return f"{folder} ({_problems_text(wrong, missing)})"
 
 
 def _load_named(name, data_dir, download):

@@ -220,6 +220,39 @@ def test_load_idx_dir_names_missing_files(tmp_path):
         datasets.load_idx_dir(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize("stem", STEMS)
+def test_a_folder_in_place_of_an_idx_file_is_called_a_folder(tmp_path, stem):
+    make_idx_dir(tmp_path / "set", skip=(stem,))
+    (tmp_path / "set" / (stem + ".gz")).mkdir()
+    with pytest.raises(DataNotFoundError) as raised:
+        datasets.load_idx_dir(tmp_path / "set")
+    message = str(raised.value)
+    assert f"{stem}.gz is a directory, not a file" in message
+    assert "missing" not in message  # it is there, as the wrong kind of thing
+    found = message.split("found ")[1]
+    assert f"{stem}.gz" not in found and found.count("-ubyte.gz") == 3
+    # where the loaders look: the folder does not count as holding the dataset, and the error says why
+    assert datasets.find_mnist(tmp_path / "set") is None
+    with pytest.raises(DataNotFoundError, match=rf"set \({stem}\.gz is a directory, not a file\)"):
+        datasets.load_mnist(data_dir=tmp_path / "set", download=False)
+
+
+def test_a_folder_and_a_missing_file_are_both_named(tmp_path):
+    make_idx_dir(tmp_path, skip=("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+    (tmp_path / "train-images-idx3-ubyte").mkdir()
+    with pytest.raises(DataNotFoundError) as raised:
+        datasets.load_idx_dir(tmp_path)
+    assert (f"{tmp_path}: train-images-idx3-ubyte is a directory, not a file; missing "
+            f"t10k-labels-idx1-ubyte (each raw or .gz); found t10k-images-idx3-ubyte.gz, "
+            f"train-labels-idx1-ubyte.gz") == str(raised.value)
+
+
+def test_a_real_file_next_to_a_folder_of_the_other_spelling_is_used(tmp_path):
+    make_idx_dir(tmp_path)
+    (tmp_path / "train-images-idx3-ubyte").mkdir()  # the .gz file is there: it is read
+    assert datasets.load_idx_dir(tmp_path).X_train.shape == (12, 784)
+
+
 def test_load_idx_dir_count_mismatch(tmp_path):
     make_idx_dir(tmp_path)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(4, np.uint8))))
