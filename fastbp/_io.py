@@ -1,26 +1,105 @@
-"""Writing files so that nothing is ever left half-written."""
+"""Writing files so that nothing is ever left half-written.
+
+:func:`atomic_write` writes ``path`` through a temporary file in the same folder, named
+``.NAME.HEX.tmp`` (``HEX``: random), and renames it to ``path`` only when the block succeeds.
+
+Rules it keeps:
+
+- **Errors name the user's path**, never the temporary name: an ``OSError`` while creating,
+  writing, syncing or renaming the temporary file is raised again as the same kind of ``OSError``
+  (same errno) with ``filename`` set to ``path``, as ``open(path, "w")`` would report it.
+- **Folders**: ``path`` that is a folder (or ends with a separator) is an ``IsADirectoryError``.
+"""
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
+# errnos that mean writing to the file failed (the disk, not the data's source): an OSError from
+# inside the block with one of these, or naming the temporary file, is reported with the user's path
+_STORAGE_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS", "EBADF", "ESTALE") if hasattr(errno, name))
+
+def _temp_path(path):
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def _naming(e, path):
+    """``e`` again, as the same kind of OSError, naming ``path``."""
+    if e.errno:
+        return OSError(e.errno, e.strerror or str(e), os.fspath(path))
+    return OSError(f"{os.fspath(path)}: {e}")
+
+
+def _check_target(path):
+    """An OSError naming ``path`` when it must not be written."""
+    text = os.fsdecode(path)
+    if text == "":
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory (empty path)", text)
+    if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory (the path ends with a separator)", text)
+    if os.path.isdir(text):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", text)
+
+
+def check_writable(path):
+    """Check, without writing ``path``, that :func:`atomic_write` can write it: ``path`` is not a
+    folder, and its folder exists and takes new files (a probe file is created and removed
+    there). Raises an OSError with ``filename`` = ``path`` and a ``strerror``
+    that says what is wrong."""
+    text = os.fsdecode(path)
+    path, parent = Path(text), Path(text).parent
+    if text and not text.endswith((os.sep, os.altsep or os.sep)):
+        if not parent.exists():
+            raise FileNotFoundError(errno.ENOENT, f"folder {parent} does not exist", text)
+        if not parent.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"{parent} is not a folder", text)
+    _check_target(text)
+    probe = _temp_path(path)
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as e:
+        raise type(e)(e.errno, f"cannot create files in folder {parent} ({e.strerror})", text) from None
+    os.unlink(probe)
+
 
 @contextmanager
 def atomic_write(path, mode="wb"):
     """A file to write ``path`` through: it is written under a temporary name in the same folder
-    and renamed to ``path`` only when the block succeeds; on an error it is removed."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with mode 0o666 gives the file the permissions the umask allows, as open() would.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    and renamed to ``path`` only when the block succeeds; on an error it is removed. See the
+    module's docstring for the errors."""
+    _check_target(path)  # before Path(), which drops a trailing separator and reads "" as "."
+    path = Path(os.fsdecode(path))
+    tmp = _temp_path(path)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        # os.open with mode 0o666 gives the file the permissions the umask allows, as open() would.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:
+        raise _naming(e, path) from e
+    try:
+        f = os.fdopen(fd, mode)
+        try:
+            try:
+                yield f
+            except OSError as e:  # the block's writes; not, e.g., a download's network errors
+                if e.errno in _STORAGE_ERRNOS or e.filename in (os.fspath(tmp), tmp):
+                    raise _naming(e, path) from e
+                raise
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+            except OSError as e:
+                raise _naming(e, path) from e
+        finally:
+            f.close()
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _naming(e, path) from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
