@@ -8,13 +8,18 @@ Rules it keeps:
 - **Errors name the user's path**, never the temporary name: an ``OSError`` while creating,
   writing, syncing or renaming the temporary file is raised again as the same kind of ``OSError``
   (same errno) with ``filename`` set to ``path``, as ``open(path, "w")`` would report it.
-- **Folders**: ``path`` that is a folder (or ends with a separator) is an ``IsADirectoryError``.
+- **Existing files**: ``path`` that is a folder is an ``IsADirectoryError``. A file that may not
+  be written is not replaced (``PermissionError`` naming it): one ``os.access`` says you may not
+  write, or one with no write bit at all (``chmod 444``; this holds for root too, for whom
+  ``os.access`` allows everything). Otherwise the new file keeps the old one's permission bits
+  (``rwx`` for user, group, others); a new file gets those the umask allows, as with ``open``.
 """
 from __future__ import annotations
 
 import errno
 import os
 import secrets
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,20 +40,31 @@ def _naming(e, path):
 
 
 def _check_target(path):
-    """An OSError naming ``path`` when it must not be written."""
+    """The permission bits to give the new file (those of the file it replaces), or None for a new
+    file; an OSError naming ``path`` when it must not be written."""
     text = os.fsdecode(path)
     if text == "":
         raise FileNotFoundError(errno.ENOENT, "No such file or directory (empty path)", text)
     if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)):
         raise IsADirectoryError(errno.EISDIR, "Is a directory (the path ends with a separator)", text)
-    if os.path.isdir(text):
+    try:
+        st = os.stat(text)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _naming(e, text) from e
+    if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, "Is a directory", text)
+    if not os.access(text, os.W_OK) or not st.st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(errno.EACCES, f"Permission denied (the file is read-only, mode "
+                                            f"{stat.S_IMODE(st.st_mode):04o}; it is not replaced)", text)
+    return stat.S_IMODE(st.st_mode) & 0o777
 
 
 def check_writable(path):
     """Check, without writing ``path``, that :func:`atomic_write` can write it: ``path`` is not a
-    folder, and its folder exists and takes new files (a probe file is created and removed
-    there). Raises an OSError with ``filename`` = ``path`` and a ``strerror``
+    folder nor a read-only file, and its folder exists and takes new files (a probe file is
+    created and removed there). Raises an OSError with ``filename`` = ``path`` and a ``strerror``
     that says what is wrong."""
     text = os.fsdecode(path)
     path, parent = Path(text), Path(text).parent
@@ -70,8 +86,8 @@ def check_writable(path):
 def atomic_write(path, mode="wb"):
     """A file to write ``path`` through: it is written under a temporary name in the same folder
     and renamed to ``path`` only when the block succeeds; on an error it is removed. See the
-    module's docstring for the errors."""
-    _check_target(path)  # before Path(), which drops a trailing separator and reads "" as "."
+    module's docstring for the errors and permissions."""
+    keep_mode = _check_target(path)  # before Path(), which drops a trailing separator and reads "" as "."
     path = Path(os.fsdecode(path))
     tmp = _temp_path(path)
     try:
@@ -97,6 +113,8 @@ def atomic_write(path, mode="wb"):
         finally:
             f.close()
         try:
+            if keep_mode is not None:
+                os.chmod(tmp, keep_mode)
             os.replace(tmp, path)
         except OSError as e:
             raise _naming(e, path) from e

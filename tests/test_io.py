@@ -1,6 +1,8 @@
-"""atomic_write, the one way fastbp writes files: errors name the user's path."""
+"""atomic_write, the one way fastbp writes files: errors name the user's path, existing files keep
+their permissions (read-only ones are not replaced)."""
 import errno
 import os
+import stat
 
 import pytest
 
@@ -74,3 +76,34 @@ def test_check_writable_says_what_is_wrong(tmp_path):
         assert e.value.filename == str(path) and words in e.value.strerror
     _io.check_writable(tmp_path / "new.npz")
     assert os.listdir(tmp_path) == ["file"]  # the probe is gone
+
+
+# --- existing files: permissions ----------------------------------------------------------------
+def test_a_read_only_file_is_not_replaced(tmp_path, net):
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"precious")
+    path.chmod(0o444)
+    with pytest.raises(PermissionError) as e:
+        net.save(path)
+    assert e.value.filename == str(path) and "read-only" in str(e.value)
+    assert path.read_bytes() == b"precious" and stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert temps(tmp_path) == []
+
+
+def test_a_replaced_file_keeps_its_permissions(tmp_path, net):
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"old")
+    path.chmod(0o640)
+    net.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert fb.Network.load(path, backend="numpy").sizes == [2, 3, 2]
+
+
+def test_a_new_file_gets_the_umask_permissions(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "m.npz") as f:
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.npz").stat().st_mode) == 0o640
