@@ -1,7 +1,8 @@
 """Writing files so that nothing is ever left half-written.
 
 :func:`atomic_write` writes ``path`` through a temporary file in the same folder, named
-``.NAME.HEX.tmp`` (``HEX``: random), and renames it to ``path`` only when the block succeeds.
+``.NAME.TAG-PID.HEX.tmp`` (``TAG``: 8 hex digits naming this machine and PID namespace, ``PID``:
+the writing process, ``HEX``: random), and renames it to ``path`` only when the block succeeds.
 
 Rules it keeps:
 
@@ -13,23 +14,95 @@ Rules it keeps:
   write, or one with no write bit at all (``chmod 444``; this holds for root too, for whom
   ``os.access`` allows everything). Otherwise the new file keeps the old one's permission bits
   (``rwx`` for user, group, others); a new file gets those the umask allows, as with ``open``.
+- **Stale temporary files** (left by a writer killed with ``kill -9`` or a power cut) are removed
+  by the next write of the same path, before it writes, and only that path's (its exact name
+  pattern). A temporary file is stale when its TAG is this machine's and PID namespace's and its
+  PID is not a running process, or, for any other (another machine on a shared folder, another
+  container, the older ``.NAME.HEX.tmp`` form), when it has not been modified for
+  ``STALE_SECONDS`` (one hour). So a live writer's file is never removed from this machine, and
+  one elsewhere only if it wrote nothing for an hour. (A dead writer's PID taken by a new process
+  keeps its file until that process ends.) Files that cannot be removed are left.
 """
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import re
 import secrets
+import socket
 import stat
+import time
 from contextlib import contextmanager
 from pathlib import Path
+
+STALE_SECONDS = 3600.0  # a foreign temporary file not modified for this long is taken to be dead
 
 # errnos that mean writing to the file failed (the disk, not the data's source): an OSError from
 # inside the block with one of these, or naming the temporary file, is reported with the user's path
 _STORAGE_ERRNOS = frozenset(getattr(errno, name) for name in (
     "ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS", "EBADF", "ESTALE") if hasattr(errno, name))
 
+_tag = None
+
+
+def _host_tag():
+    """8 hex digits for this machine and PID namespace: a PID is only checked where it means the
+    same process."""
+    global _tag
+    if _tag is None:
+        try:
+            namespace = os.stat("/proc/self/ns/pid").st_ino
+        except OSError:
+            namespace = 0
+        _tag = hashlib.sha1(f"{socket.gethostname()}/{namespace}".encode()).hexdigest()[:8]
+    return _tag
+
+
 def _temp_path(path):
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    return path.with_name(f".{path.name}.{_host_tag()}-{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return True  # another writer in this process (a thread): alive
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would terminate it on Windows: rely on age there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def _remove_stale_temps(path):
+    """Remove the stale temporary files of ``path`` (see the module's docstring)."""
+    name = re.escape(path.name)
+    ours = re.compile(rf"\.{name}\.([0-9a-f]{{8}})-(\d+)\.[0-9a-f]{{8}}\.tmp")
+    older = re.compile(rf"\.{name}\.[0-9a-f]{{8}}\.tmp")  # fastbp before PIDs were in the name
+    try:
+        entries = os.scandir(path.parent)
+    except OSError:
+        return
+    now = time.time()
+    with entries:
+        for entry in entries:
+            m = ours.fullmatch(entry.name)
+            if m is None and not older.fullmatch(entry.name):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                if m is not None and m.group(1) == _host_tag():
+                    stale = not _pid_alive(int(m.group(2)))
+                else:
+                    stale = now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS
+                if stale:
+                    os.unlink(entry.path)
+            except (OSError, ValueError):
+                continue  # gone meanwhile, or not ours to remove: leave it
 
 
 def _naming(e, path):
@@ -86,9 +159,10 @@ def check_writable(path):
 def atomic_write(path, mode="wb"):
     """A file to write ``path`` through: it is written under a temporary name in the same folder
     and renamed to ``path`` only when the block succeeds; on an error it is removed. See the
-    module's docstring for the errors and permissions."""
+    module's docstring for the errors, permissions and stale temporary files."""
     keep_mode = _check_target(path)  # before Path(), which drops a trailing separator and reads "" as "."
     path = Path(os.fsdecode(path))
+    _remove_stale_temps(path)
     tmp = _temp_path(path)
     try:
         # os.open with mode 0o666 gives the file the permissions the umask allows, as open() would.

@@ -1,8 +1,14 @@
 """atomic_write, the one way fastbp writes files: errors name the user's path, existing files keep
-their permissions (read-only ones are not replaced)."""
+their permissions (read-only ones are not replaced), and stale temporary files are cleaned up."""
 import errno
 import os
+import select
+import signal
 import stat
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 
@@ -107,3 +113,87 @@ def test_a_new_file_gets_the_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "m.npz").stat().st_mode) == 0o640
+
+
+# --- stale temporary files ----------------------------------------------------------------------
+WRITER = textwrap.dedent("""
+    import sys, time
+    from fastbp._io import atomic_write
+    with atomic_write(sys.argv[1]) as f:
+        f.write(b"x" * 100000)
+        f.flush()
+        print("writing", flush=True)
+        if sys.argv[2] == "sleep":
+            time.sleep(600)
+        else:
+            sys.stdin.readline()  # finishes when the test says so
+    print("saved", flush=True)
+""")
+
+
+def start_writer(path, how):
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), how], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], 120)
+    line = proc.stdout.readline() if ready else ""
+    if line != "writing\n":
+        stop(proc)
+        pytest.fail(f"the writer subprocess did not start writing within 120 s (said {line!r})")
+    return proc
+
+
+def stop(proc):
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_save_after_kill_9_removes_the_killed_writers_temp_file(tmp_path, net):
+    path = tmp_path / "m.npz"
+    proc = start_writer(path, "sleep")  # in the middle of a save, sleeping inside atomic_write
+    try:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        stop(proc)
+    assert proc.returncode == -signal.SIGKILL
+    assert len(temps(tmp_path)) == 1 and not path.exists()  # what the kill left
+    net.save(path)
+    assert temps(tmp_path) == []
+    assert fb.Network.load(path, backend="numpy").sizes == [2, 3, 2]
+
+
+def test_a_live_writers_temp_file_is_left_alone(tmp_path, net):
+    path = tmp_path / "m.npz"
+    proc = start_writer(path, "wait")
+    try:
+        (live,) = temps(tmp_path)
+        net.save(path)  # a concurrent save of the same path
+        assert temps(tmp_path) == [live]
+        out, _ = proc.communicate("go\n", timeout=60)
+    finally:
+        stop(proc)
+    assert proc.returncode == 0 and out == "saved\n"  # its rename found its file
+    assert temps(tmp_path) == [] and path.read_bytes() == b"x" * 100000
+
+
+def test_foreign_temp_files_are_removed_only_when_old_and_only_for_that_path(tmp_path):
+    path = tmp_path / "m.npz"
+    old = time.time() - getattr(_io, "STALE_SECONDS", 3600) - 60
+    names = {
+        ".m.npz.0123abcd.tmp": True,                       # the older form, no PID: by age
+        ".m.npz.ffffffff-12345.89abcdef.tmp": True,        # another machine's: by age
+    }
+    for name in names:
+        (tmp_path / name).write_bytes(b"old")
+        os.utime(tmp_path / name, (old, old))
+    fresh = [".m.npz.4567cdef.tmp", ".m.npz.ffffffff-12345.01234567.tmp"]
+    others = [".m.npz.bak", ".n.npz.0123abcd.tmp", ".m.npz.0123abcd.tmp.keep", "m.npz.0123abcd.tmp"]
+    for name in fresh + others:
+        (tmp_path / name).write_bytes(b"x")
+    for name in others:
+        os.utime(tmp_path / name, (old, old))
+    with atomic_write(path) as f:
+        f.write(b"new")
+    assert sorted(os.listdir(tmp_path)) == sorted(["m.npz", *fresh, *others])
