@@ -2,23 +2,76 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+
+from ._validation import check_nonneg_float, check_positive_float, check_positive_int
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit code 2, instead of argparse's usage block
-        self.exit(2, f"fastbp: error: {message}\n")
+        # "argument --seed: ..." -> "--seed: ...", the form of every other error the CLI gives
+        self.exit(2, f"fastbp: error: {message.removeprefix('argument ')}\n")
 
 
-def _int_list(text):
+# Every option's value is checked here, as argparse reads it (before any data loads), by the rules
+# the API applies to the same argument; the messages leave out the name, which argparse puts first.
+def _checked(parse, check, **options):
+    """An argparse ``type``: ``parse(text)`` checked by one of fastbp's checkers."""
+    def convert(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            value = text  # the checker says what was expected, and shows the text
+        try:
+            return check(value, "", **options)
+        except (TypeError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(": ")) from None
+    return convert
+
+
+_positive_int = _checked(int, check_positive_int)
+_positive_float = _checked(float, check_positive_float)
+_nonneg_float = _checked(float, check_nonneg_float)
+_momentum = _checked(float, check_nonneg_float, upper=1.0)
+
+
+def _seed(text):
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if any(v <= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
-    return values
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _int_list(minimum, hint=""):
+    """An argparse ``type``: at least ``minimum`` comma-separated positive integers."""
+    def parse(text):
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        if any(v <= 0 for v in values):
+            raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+        if len(values) < minimum:
+            raise argparse.ArgumentTypeError(f"expected at least {minimum} comma-separated positive "
+                                             f"integer{'s' if minimum > 1 else ''}{hint}, got {text!r}")
+        return values
+    return parse
+
+
+def _folder(text):
+    """An argparse ``type``: an existing folder."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder, got ''")
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"folder {text} does not exist")
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is not a folder")
+    return text
 
 
 def build_parser():
@@ -34,9 +87,10 @@ def build_parser():
     train.add_argument("--dataset", default=None,
                        help="mnist, fashion-mnist, digits, moons, or a folder of four IDX files "
                             "(default: mnist when available, else fashion-mnist, else digits)")
-    train.add_argument("--data-dir", default=None, help="folder to look for the dataset's files first")
-    train.add_argument("--hidden", type=_int_list, default=[30], help="hidden layer sizes, e.g. 100,30 (default 30)")
-    train.add_argument("--sizes", type=_int_list, default=None,
+    train.add_argument("--data-dir", type=_folder, default=None, help="folder to look for the dataset's files first")
+    train.add_argument("--hidden", type=_int_list(1, " (no hidden layer: --sizes, e.g. 64,10)"), default=[30],
+                       help="hidden layer sizes, e.g. 100,30 (default 30)")
+    train.add_argument("--sizes", type=_int_list(2), default=None,
                        help="all layer sizes, e.g. 784,30,10 (overrides --hidden; must fit the data)")
     train.add_argument("--activation", default="sigmoid", choices=ACTIVATIONS)
     train.add_argument("--output-activation", default=None, choices=ACTIVATIONS,
@@ -45,16 +99,16 @@ def build_parser():
     train.add_argument("--init", default="scaled_normal", choices=INITS,
                        help="weight initialisation: scaled_normal N(0, 1/n_in) (default, the book's improved "
                             "one from network2.py) or normal N(0, 1) as in network.py, xavier, he")
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch-size", type=int, default=10)
-    train.add_argument("--lr", type=float, default=3.0)
-    train.add_argument("--momentum", type=float, default=0.0)
-    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--epochs", type=_positive_int, default=30)
+    train.add_argument("--batch-size", type=_positive_int, default=10)
+    train.add_argument("--lr", type=_positive_float, default=3.0)
+    train.add_argument("--momentum", type=_momentum, default=0.0, help="in [0, 1)")
+    train.add_argument("--weight-decay", type=_nonneg_float, default=0.0)
     train.add_argument("--backend", default="auto", choices=BACKENDS)
     train.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     train.add_argument("--threads", type=int, default=None, choices=(1, 2),
                        help="numba backend: 1 (default) or 2 worker threads for the fused epoch")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--no-download", action="store_true", help="never try to download data")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--save", default=None, metavar="PATH", help="save the trained network (.npz)")
@@ -95,6 +149,15 @@ def _threads(net):
 def train(args, out=print):
     import fastbp as fb
 
+    # everything that does not need the data is checked before it loads
+    options = {}
+    if args.threads is not None:
+        if fb.kernels.resolve(args.backend) != "numba":
+            raise ValueError(f"--threads: applies to the numba backend, but --backend {args.backend} "
+                             f"is {fb.kernels.resolve(args.backend)!r} here")
+        options["threads"] = args.threads
+    backend = fb.kernels.get_backend(args.backend, args.dtype, **options)
+
     data = _choose_dataset(args, out)
     X, y, Xt, yt = data.X_train, data.y_train, data.X_test, data.y_test
     n_classes = int(max(y.max(), yt.max())) + 1
@@ -103,12 +166,6 @@ def train(args, out=print):
         raise ValueError(f"--sizes: {data.name} needs {X.shape[1]} inputs and {n_classes} outputs, got "
                          f"{','.join(map(str, sizes))}")
     out_act = args.output_activation or ("softmax" if args.loss == "cross_entropy" else args.activation)
-    backend = args.backend
-    if args.threads is not None:
-        if fb.kernels.resolve(backend) != "numba":
-            raise ValueError(f"--threads: applies to the numba backend, but --backend {args.backend} "
-                             f"is {fb.kernels.resolve(backend)!r} here")
-        backend = fb.kernels.get_backend("numba", args.dtype, threads=args.threads)
     net = fb.Network.from_sizes(sizes, activation=args.activation, output_activation=out_act, loss=args.loss,
                                 init=args.init, backend=backend, dtype=args.dtype, seed=args.seed)
     out(f"training {'-'.join(map(str, sizes))} {args.activation} on {data.name} ({len(X)} train, {len(Xt)} test), "

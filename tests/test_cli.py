@@ -107,3 +107,50 @@ def test_divergence_is_a_one_line_error(capsys):
                        "identity", "--lr", "10", "--epochs", "3", "--backend", "numpy", "--no-progress")
     assert code == 2
     assert err.startswith("fastbp: error: training diverged in epoch") and len(err.strip().splitlines()) == 1
+
+
+def run_error(capsys, *argv):
+    """``(code, out, err)`` of a failing command, whether argparse or the training reports it."""
+    try:
+        code, out, err = run(capsys, *argv)
+    except SystemExit as e:
+        code, (out, err) = e.code, capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Loading data fails the test: errors must come before it."""
+    def load(*args, **kwargs):
+        raise AssertionError("data was loaded before the arguments were checked")
+
+    for name in ("load_dataset", "load_mnist", "load_fashion_mnist", "load_digits", "make_moons"):
+        monkeypatch.setattr(datasets, name, load)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--lr", "-1"], "--lr: expected a positive number, got -1.0"),
+    (["--lr", "abc"], "--lr: expected a positive number, got 'abc'"),
+    (["--epochs", "0"], "--epochs: expected a positive integer, got 0"),
+    (["--batch-size", "0"], "--batch-size: expected a positive integer, got 0"),
+    (["--momentum", "1"], "--momentum: expected a number >= 0 and < 1.0, got 1.0"),
+    (["--weight-decay", "-1"], "--weight-decay: expected a number >= 0, got -1.0"),
+    (["--seed", "-1"], "--seed: expected an integer >= 0, got -1"),
+    (["--seed", "abc"], "--seed: expected an integer >= 0, got 'abc'"),
+    (["--hidden", ""], "--hidden: expected at least 1"),
+    (["--sizes", "64"], "--sizes: expected at least 2"),
+    (["--data-dir", "/nonexistent"], "--data-dir: folder /nonexistent does not exist"),
+    (["--backend", "numpy", "--threads", "2"], "--threads: applies to the numba backend"),
+])
+def test_bad_values_are_one_line_errors_before_any_data_loads(capsys, no_data, argv, message):
+    code, out, err = run_error(capsys, "train", "--dataset", "digits", "--no-progress", *argv)
+    assert code == 2 and out == ""  # no banner: nothing was loaded or trained
+    assert err.startswith(f"fastbp: error: {message}")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_data_dir_that_is_a_file_is_an_error(capsys, no_data, tmp_path):
+    (tmp_path / "f").write_text("")
+    code, out, err = run_error(capsys, "train", "--dataset", "mnist", "--data-dir", str(tmp_path / "f"))
+    assert code == 2 and out == "" and err == f"fastbp: error: --data-dir: {tmp_path / 'f'} is not a folder\n"
+
