@@ -6,6 +6,7 @@ import os
 import statistics
 import sys
 
+from ._io import check_writable
 from ._validation import check_nonneg_float, check_positive_float, check_positive_int
 
 
@@ -72,6 +73,18 @@ def _folder(text):
     if not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text} is not a folder")
     return text
+
+
+def _check_save(path):
+    """``--save PATH``: checked before any data loads, so that a run is not lost at the end."""
+    if path is None:
+        return
+    if not path:
+        raise ValueError("--save: expected a file path, got ''")
+    try:
+        check_writable(path)
+    except OSError as e:
+        raise ValueError(f"--save: {path}: {e.strerror}") from None
 
 
 def build_parser():
@@ -150,6 +163,7 @@ def train(args, out=print):
     import fastbp as fb
 
     # everything that does not need the data is checked before it loads
+    _check_save(args.save)
     options = {}
     if args.threads is not None:
         if fb.kernels.resolve(args.backend) != "numba":
@@ -177,7 +191,7 @@ def train(args, out=print):
     out(f"test accuracy {history.val_accuracy[-1]:.4f}, test loss {history.val_loss[-1]:.4f}, "
         f"{seconds:.4f} s/epoch (median of {len(history.seconds)}), compile {history.compile_seconds:.2f} s, "
         f"backend {net.backend.name} ({net.dtype.name}{_threads(net)})")
-    if args.save:
+    if args.save is not None:
         net.save(args.save)
         out(f"saved to {args.save}")
     return history

@@ -1,6 +1,8 @@
 """The command line, on small offline data."""
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,6 +142,7 @@ def no_data(monkeypatch):
     (["--hidden", ""], "--hidden: expected at least 1"),
     (["--sizes", "64"], "--sizes: expected at least 2"),
     (["--data-dir", "/nonexistent"], "--data-dir: folder /nonexistent does not exist"),
+    (["--save", ""], "--save: expected a file path, got ''"),
     (["--backend", "numpy", "--threads", "2"], "--threads: applies to the numba backend"),
 ])
 def test_bad_values_are_one_line_errors_before_any_data_loads(capsys, no_data, argv, message):
@@ -153,4 +156,37 @@ def test_data_dir_that_is_a_file_is_an_error(capsys, no_data, tmp_path):
     (tmp_path / "f").write_text("")
     code, out, err = run_error(capsys, "train", "--dataset", "mnist", "--data-dir", str(tmp_path / "f"))
     assert code == 2 and out == "" and err == f"fastbp: error: --data-dir: {tmp_path / 'f'} is not a folder\n"
+
+
+def unwritable_folder(tmp_path):
+    """A folder this process cannot create files in: mode 0555, or for root (whom modes do not
+    stop) /sys, which refuses new files even to root."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir(mode=0o555)
+        return folder
+    if sys.platform != "linux" or not os.path.isdir("/sys"):
+        pytest.skip("running as root, and no /sys to refuse a new file")
+    return Path("/sys")
+
+
+@pytest.mark.parametrize("where", ["missing folder", "folder as path", "file as folder", "unwritable",
+                                   "read-only file"])
+def test_save_destination_is_checked_before_the_data_loads(capsys, no_data, tmp_path, where):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "ro.npz").write_text("precious")
+    (tmp_path / "ro.npz").chmod(0o444)
+    path, words = {
+        "missing folder": (tmp_path / "missing" / "m.npz", f"folder {tmp_path / 'missing'} does not exist"),
+        "folder as path": (tmp_path, "Is a directory"),
+        "file as folder": (tmp_path / "file" / "m.npz", "is not a folder"),
+        "unwritable": (unwritable_folder(tmp_path) / "fastbp-test.npz", "cannot create files in folder"),
+        "read-only file": (tmp_path / "ro.npz", "read-only"),
+    }[where]
+    code, out, err = run_error(capsys, "train", "--dataset", "digits", "--save", str(path))
+    assert code == 2 and out == ""
+    assert err.startswith(f"fastbp: error: --save: {path}: ") and words in err and ".tmp" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert (tmp_path / "ro.npz").read_text() == "precious"
+    assert not list(tmp_path.glob(".*.tmp"))  # the check's probe file is gone
 
