@@ -87,6 +87,11 @@ def _check_save(path):
         raise ValueError(f"--save: {path}: {e.strerror}") from None
 
 
+def _one_line(error):
+    """An error's message on one line (some, like a dataset that is not found, have several)."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def build_parser():
     from .kernels import ACTIVATIONS, BACKENDS, LOSSES
     from .layers import INITS
@@ -231,7 +236,7 @@ def main(argv=None):
             else:
                 return examples.run(args.name, args.args) or 0
     except (DataError, BackendUnavailable, DivergenceError, ValueError, OSError) as e:
-        print(f"fastbp: error: {e}", file=sys.stderr)
+        print(f"fastbp: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fastbp: interrupted", file=sys.stderr)

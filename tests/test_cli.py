@@ -190,3 +190,14 @@ def test_save_destination_is_checked_before_the_data_loads(capsys, no_data, tmp_
     assert (tmp_path / "ro.npz").read_text() == "precious"
     assert not list(tmp_path.glob(".*.tmp"))  # the check's probe file is gone
 
+
+def test_missing_mnist_is_a_one_line_error(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("FASTBP_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # an empty cache
+    (tmp_path / "empty").mkdir()
+    code, out, err = run_error(capsys, "train", "--dataset", "mnist", "--no-download",
+                               "--data-dir", str(tmp_path / "empty"))
+    assert code == 2 and out == ""
+    assert err.startswith("fastbp: error: MNIST not found locally, and downloading is off; looked in: ")
+    assert str(tmp_path / "empty") in err and "to use it offline" in err
+    assert len(err.strip().splitlines()) == 1
