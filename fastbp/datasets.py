@@ -15,7 +15,9 @@ Where ``load_mnist`` and ``load_fashion_mnist`` look for the four IDX files
 3. for Fashion-MNIST, Debian's ``/usr/share/datasets/fashion-mnist``
    (``apt-get install dataset-fashion-mnist``);
 4. the cache, ``~/.cache/fastbp/<name>`` (``$XDG_CACHE_HOME/fastbp/<name>`` when that is set);
-5. with ``download=True``, a download from public mirrors into the cache.
+5. with ``download=True``, a download from public mirrors into the cache. A mirror gets ``TIMEOUT``
+   seconds to answer and ``DEADLINE`` seconds for each whole file; one that fails (or is slower) is
+   named on stderr and the next is tried; nothing half-downloaded is ever left behind.
 
 Checksums: files that fastbp downloads are checked against the published MD5 checksums of the
 ``.gz`` files before they are moved into the cache, so a bad download never lands there. Files
@@ -33,6 +35,7 @@ import math
 import os
 import struct
 import sys
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -43,7 +46,7 @@ import numpy as np
 
 from ._io import atomic_write
 
-__all__ = ["DataError", "DataNotFoundError", "Split", "read_idx", "write_idx", "load_idx_dir", "load_mnist",
+__all__ = ["DataError", "DataNotFoundError", "DownloadTooSlow", "Split", "read_idx", "write_idx", "load_idx_dir", "load_mnist",
            "load_fashion_mnist", "find_dataset", "find_mnist", "find_fashion_mnist", "mnist_available",
            "download_dataset", "cache_dir", "load_digits", "make_moons", "load_dataset", "DATASETS"]
 
@@ -275,6 +278,8 @@ DATASETS = {
         ("/usr/share/datasets/fashion-mnist",)),  # Debian's dataset-fashion-mnist: the four .gz files
 }
 TIMEOUT = 5.0  # seconds a mirror gets to connect (and between blocks of data) before it is given up
+DEADLINE = 120.0  # seconds a mirror gets for a whole file (from connecting to the last byte)
+BLOCK = 1 << 16  # bytes asked for per read; a read returns what has arrived, up to this many
 
 
 def cache_dir(name):
@@ -324,51 +329,102 @@ def _offline_hint(name):
             f"into {cache_dir(name)}")
 
 
-def _fetch(url, dest, md5):
-    """Download ``url`` to ``dest``, checking its MD5 before it is renamed into place."""
-    digest = hashlib.md5()
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+class DownloadTooSlow(TimeoutError):
+    """A file's download went past its deadline (``DEADLINE`` seconds per file)."""
+
+
+def _check_deadline(deadline):
+    deadline = DEADLINE if deadline is None else deadline
+    if isinstance(deadline, bool) or not isinstance(deadline, (int, float)) or not deadline > 0:
+        raise ValueError(f"deadline: expected a number of seconds > 0, got {deadline!r}")
+    return float(deadline)
+
+
+def _fetch(url, dest, md5, deadline=None):
+    """Download ``url`` to ``dest``, checking its MD5 before it is renamed into place. The whole
+    download gets ``deadline`` seconds (default ``DEADLINE``), from connecting to the last byte:
+    past it, :class:`DownloadTooSlow` (a TimeoutError), and no file is left behind. A read that
+    gets no data waits at most ``TIMEOUT`` seconds, so the deadline is exceeded by at most that."""
+    deadline = _check_deadline(deadline)
+    start = time.monotonic()
+    digest, size = hashlib.md5(), 0
+
+    def check_time(total):
+        elapsed = time.monotonic() - start
+        if elapsed > deadline:
+            of = f" of {total:,}" if total else ""
+            raise DownloadTooSlow(f"too slow: {size:,}{of} bytes of {dest.name} in {elapsed:.1f} s, over "
+                                  f"the {deadline:g} s limit per file (fastbp.datasets.DEADLINE)")
+
+    with urllib.request.urlopen(url, timeout=min(TIMEOUT, deadline)) as response:
+        try:
+            total = int(response.headers.get("Content-Length") or 0)
+        except (AttributeError, TypeError, ValueError):  # no headers, or a malformed length
+            total = 0
+        check_time(total)
         print(f"fastbp: downloading {url}", file=sys.stderr)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(dest) as f:
-            for block in iter(lambda: response.read(1 << 20), b""):
+        read = getattr(response, "read1", response.read)  # read1: what has arrived, without waiting for more
+        with atomic_write(dest) as f:  # a failure removes the temporary file: nothing half-written
+            for block in iter(lambda: read(BLOCK), b""):
                 digest.update(block)
                 f.write(block)
+                size += len(block)
+                check_time(total)
             if digest.hexdigest() != md5:
                 raise DataError(f"{url}: checksum mismatch for {dest.name}: expected MD5 {md5}, got "
                                 f"{digest.hexdigest()}; the download was deleted")
 
 
-def _try_mirrors(name, folder):
+def _try_mirrors(name, folder, deadline=None):
     """Fetch the files of ``name`` missing from ``folder``, each from the first mirror that serves
-    it; returns the mirrors that failed, with why ("url (reason)"), empty when all files are there.
-    A checksum mismatch raises DataError at once."""
+    it in time; returns the mirrors that failed as ``(mirror, error)`` pairs, empty when all files
+    are there. A failing mirror is named on stderr when there is another to try. A checksum
+    mismatch raises DataError at once."""
+    deadline = _check_deadline(deadline)
     failures = []
-    for mirror in DATASETS[name].mirrors:
+    mirrors = DATASETS[name].mirrors
+    for i, mirror in enumerate(mirrors):
         try:
             for filename, md5 in DATASETS[name].md5.items():
                 if not (folder / filename).is_file():
-                    _fetch(mirror + filename, folder / filename, md5)
+                    _fetch(mirror + filename, folder / filename, md5, deadline=deadline)
             return []
-        except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, refused, reset, ...
-            failures.append(f"{mirror} ({getattr(e, 'reason', None) or e})")
+        except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, refused, reset, too slow
+            failures.append((mirror, e))
+            if i + 1 < len(mirrors):
+                print(f"fastbp: {mirror} failed ({_reason(e)}); trying the next mirror", file=sys.stderr)
     return failures
 
 
-def download_dataset(name, folder=None):
+def _reason(error):
+    return getattr(error, "reason", None) or error
+
+
+def _tried(failures):
+    """The failed mirrors as text, and the headline's reason."""
+    slow = any(isinstance(e, DownloadTooSlow) for _, e in failures)
+    why = "was reachable and fast enough" if slow else "could be reached"
+    return "; ".join(f"{mirror} ({_reason(e)})" for mirror, e in failures), why
+
+
+def download_dataset(name, folder=None, deadline=None):
     """Download the four ``.gz`` files of ``name`` ("mnist" or "fashion-mnist") into ``folder``
     (default: its cache folder) and return the folder.
 
     Files already there are kept; each missing one is fetched from the first mirror that serves
-    it (each gets ``TIMEOUT`` seconds to answer), its MD5 checked, and only then renamed into
-    place. A checksum mismatch raises :class:`DataError` at once (the bad file is deleted); when no
-    mirror can be reached, :class:`DataNotFoundError` names those tried and how to work offline.
+    it (each gets ``TIMEOUT`` seconds to answer, and ``deadline`` seconds, default ``DEADLINE``,
+    for the whole file; a mirror that is slower is left for the next), its MD5 checked, and only
+    then renamed into place. A checksum mismatch raises :class:`DataError` at once (the bad file
+    is deleted); when no mirror delivers, :class:`DataNotFoundError` names those tried, why each
+    failed, and how to work offline.
     """
     folder = Path(folder) if folder is not None else cache_dir(name)
-    failures = _try_mirrors(name, folder)
+    failures = _try_mirrors(name, folder, deadline)
     if failures:
-        raise DataNotFoundError(f"could not download {DATASETS[name].title}: no mirror could be reached\n"
-                                f"  tried: {'; '.join(failures)}\n  {_offline_hint(name)}")
+        tried, why = _tried(failures)
+        raise DataNotFoundError(f"could not download {DATASETS[name].title}: no mirror {why}\n"
+                                f"  tried: {tried}\n  {_offline_hint(name)}")
     return folder
 
 
@@ -388,8 +444,9 @@ def _load_named(name, data_dir, download):
     failures = _try_mirrors(name, cache_dir(name)) if download else []
     if download and not failures:
         return load_idx_dir(cache_dir(name), name=name)
-    reason = "no download mirror could be reached" if download else "downloading is off"
-    tried = f"  tried: {'; '.join(failures)}\n" if failures else ""
+    tried, why = _tried(failures)
+    reason = f"no download mirror {why}" if download else "downloading is off"
+    tried = f"  tried: {tried}\n" if failures else ""
     raise DataNotFoundError(f"{DATASETS[name].title} not found locally, and {reason}\n"
                             f"  looked in: {', '.join(map(_describe, _candidates(name, data_dir)))}\n"
                             f"{tried}  {_offline_hint(name)}")

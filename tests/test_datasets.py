@@ -1,9 +1,11 @@
 """fastbp.datasets on small files made here: no network, no MNIST needed."""
 import gzip
 import hashlib
+import http.server
 import os
 import socket
 import struct
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -56,7 +58,7 @@ def offline(tmp_path, monkeypatch):
     real_urlopen = urllib.request.urlopen
 
     def local_only(url, *args, **kwargs):
-        assert str(url).startswith("file:"), f"a test tried the network: {url}"
+        assert str(url).startswith(("file:", "http://127.0.0.1:")), f"a test tried the network: {url}"
         return real_urlopen(url, *args, **kwargs)
 
     monkeypatch.setattr(urllib.request, "urlopen", local_only)
@@ -78,9 +80,9 @@ def fetches(monkeypatch):
     """The URLs that _fetch was asked for."""
     calls, real_fetch = [], datasets._fetch
 
-    def counting(url, dest, md5):
+    def counting(url, dest, md5, *args, **kwargs):
         calls.append(url)
-        return real_fetch(url, dest, md5)
+        return real_fetch(url, dest, md5, *args, **kwargs)
 
     monkeypatch.setattr(datasets, "_fetch", counting)
     return calls
@@ -366,6 +368,76 @@ def test_download_dataset_reports_unreachable_mirrors(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", unreachable)
     with pytest.raises(DataNotFoundError, match="could not download Fashion-MNIST: no mirror could be reached"):
         datasets.download_dataset("fashion-mnist")
+
+
+@pytest.fixture
+def trickling_mirror():
+    """A mirror on 127.0.0.1 that promises 100,000 bytes per file and sends one byte every 10 ms;
+    it stops after 300 bytes (about 3 s: a download without a deadline ends with an incomplete
+    read, never hangs) or when the test ends. Yields (base URL, the paths asked for)."""
+    stop, requests = threading.Event(), []
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(300):
+                    if stop.wait(0.01):
+                        break
+                    self.wfile.write(b"\x1f")
+                    self.wfile.flush()
+            except OSError:  # the client hung up: what a deadline does
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/mnist/", requests
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_trickling_mirror_is_given_up_at_the_deadline_and_the_next_one_used(
+        tmp_path, mirror, trickling_mirror, monkeypatch, capsys):
+    slow, requests = trickling_mirror
+    source = datasets.DATASETS["mnist"]
+    monkeypatch.setitem(datasets.DATASETS, "mnist", source._replace(mirrors=(slow,) + source.mirrors))
+    monkeypatch.setattr(datasets, "DEADLINE", 0.3)
+    split = datasets.load_mnist()
+    np.testing.assert_array_equal(split.y_test, mirror["t10k-labels-idx1-ubyte"])
+    assert requests == ["/mnist/train-images-idx3-ubyte.gz"]  # the slow mirror is asked once, then left
+    err = capsys.readouterr().err
+    assert f"fastbp: {slow} failed (too slow: " in err and "trying the next mirror" in err
+    assert "over the 0.3 s limit per file" in err
+    cache = tmp_path / "cache" / "fastbp" / "mnist"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(s + ".gz" for s in STEMS)  # no partial file
+
+
+def test_download_deadline_parameter_and_the_error_names_the_slow_mirror(tmp_path, trickling_mirror, monkeypatch):
+    slow, requests = trickling_mirror
+    monkeypatch.setitem(datasets.DATASETS, "mnist", datasets.DATASETS["mnist"]._replace(mirrors=(slow,)))
+    folder = tmp_path / "download"
+    with pytest.raises(DataNotFoundError) as raised:
+        datasets.download_dataset("mnist", folder, deadline=0.2)
+    message = str(raised.value)
+    assert message.splitlines()[0] == "could not download MNIST: no mirror was reachable and fast enough"
+    assert f"tried: {slow} (too slow: " in message and "train-images-idx3-ubyte.gz" in message
+    assert "over the 0.2 s limit per file" in message and "offline" in message
+    assert requests == ["/mnist/train-images-idx3-ubyte.gz"]
+    assert not folder.exists() or list(folder.iterdir()) == []  # neither a partial file nor a temporary one
+    with pytest.raises(ValueError, match="deadline: expected a number of seconds > 0, got 0"):
+        datasets.download_dataset("mnist", folder, deadline=0)
 
 
 def test_no_download_means_no_download(tmp_path, mirror, fetches):
