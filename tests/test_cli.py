@@ -167,7 +167,12 @@ def unwritable_folder(tmp_path):
         return folder
     if sys.platform != "linux" or not os.path.isdir("/sys"):
         pytest.skip("running as root, and no /sys to refuse a new file")
-    return Path("/sys")
+    try:
+        os.close(os.open("/sys/fastbp-probe", os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+    except OSError:
+        return Path("/sys")
+    os.unlink("/sys/fastbp-probe")
+    pytest.skip("running as root, and /sys takes new files here")
 
 
 @pytest.mark.parametrize("where", ["missing folder", "folder as path", "file as folder", "unwritable",
