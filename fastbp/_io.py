@@ -18,10 +18,10 @@ Rules it keeps:
   by the next write of the same path, before it writes, and only that path's (its exact name
   pattern). A temporary file is stale when its TAG is this machine's and PID namespace's and its
   PID is not a running process, or, for any other (another machine on a shared folder, another
-  container, the older ``.NAME.HEX.tmp`` form), when it has not been modified for
-  ``STALE_SECONDS`` (one hour). So a live writer's file is never removed from this machine, and
-  one elsewhere only if it wrote nothing for an hour. (A dead writer's PID taken by a new process
-  keeps its file until that process ends.) Files that cannot be removed are left.
+  container, the older ``.NAME.HEX.tmp`` form, and every one on Windows), when it has not been
+  modified for ``STALE_SECONDS`` (one hour). So a live writer's file is never removed from this
+  machine, and one elsewhere only if it wrote nothing for an hour. (A dead writer's PID taken by
+  a new process keeps its file until that process ends.) Files that cannot be removed are left.
 """
 from __future__ import annotations
 
@@ -66,8 +66,6 @@ def _temp_path(path):
 def _pid_alive(pid):
     if pid == os.getpid():
         return True  # another writer in this process (a thread): alive
-    if os.name == "nt":
-        return True  # os.kill(pid, 0) would terminate it on Windows: rely on age there
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -95,7 +93,8 @@ def _remove_stale_temps(path):
             try:
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                if m is not None and m.group(1) == _host_tag():
+                # (not on Windows, where os.kill(pid, 0) would end the process: age decides there)
+                if m is not None and m.group(1) == _host_tag() and os.name != "nt":
                     stale = not _pid_alive(int(m.group(2)))
                 else:
                     stale = now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS
