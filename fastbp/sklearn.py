@@ -12,6 +12,10 @@ Training is mini-batch SGD on fastbp's backends (``backend="auto"``: CuPy with a
 Numba, else NumPy). The classifier has softmax outputs with the cross-entropy loss by default
 (``loss="quadratic"`` or ``"binary_cross_entropy"``: sigmoid outputs, as in Nielsen's book);
 the regressor has identity outputs with the quadratic loss 0.5 * ||a - y||^2.
+
+Inputs are used as given: uint8 X is not scaled by 1/255 as ``fastbp.Network`` scales it, and
+``fit`` / ``partial_fit`` on uint8 X warn (:class:`UnscaledInputWarning`) that ``X / 255.0`` is
+probably meant.
 """
 from __future__ import annotations
 
@@ -38,6 +42,23 @@ from .network import Network
 ACTIVATIONS = {"sigmoid": "sigmoid", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
                "leaky_relu": "leaky_relu", "identity": "identity"}
 CLASSIFIER_LOSSES = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid", "quadratic": "sigmoid"}
+
+
+class UnscaledInputWarning(UserWarning):
+    """An estimator was fitted on uint8 input (images, for one): it trains on the raw 0..255
+    values, which ``fastbp.Network`` would scale by 1/255."""
+
+
+def _is_uint8(X):
+    """Whether ``X`` holds uint8 values (a NumPy-like array, or a table whose columns all are)."""
+    dtype = getattr(X, "dtype", None)
+    if dtype is not None:
+        return dtype == np.uint8
+    dtypes = getattr(X, "dtypes", None)  # a pandas DataFrame
+    try:
+        return dtypes is not None and len(dtypes) > 0 and all(str(d) == "uint8" for d in dtypes)
+    except TypeError:
+        return False
 
 
 def _check_choice(value, choices, name):
@@ -104,6 +125,22 @@ class _BaseMLP(BaseEstimator):
         if np.dtype(self.dtype) not in (np.float32, np.float64):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
         return [int(h) for h in hidden]
+
+    # --- the inputs -------------------------------------------------------------------------
+    def _validated(self, X, y, reset, **kwargs):
+        """X (as float64 or float32) and y through scikit-learn's validation, for ``fit`` and
+        ``partial_fit``. X is not scaled, whatever its dtype (scikit-learn's convention): uint8
+        X with values above 1 gets an :class:`UnscaledInputWarning`, since ``fastbp.Network``
+        (and every backend) reads uint8 as images and scales them by 1/255."""
+        uint8 = _is_uint8(X)
+        X, y = _validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32], **kwargs)
+        if uint8 and X.size and X.max() > 1:
+            warnings.warn(f"{type(self).__name__}: X is uint8 (values 0..{int(X.max())}), and the "
+                          f"estimator trains on those values, not scaled, while fastbp.Network "
+                          f"scales uint8 inputs by 1/255. For images (fastbp.datasets returns uint8 "
+                          f"images), pass X / 255.0, or scale X in a Pipeline (e.g. MinMaxScaler).",
+                          UnscaledInputWarning, stacklevel=4)  # the caller of fit / partial_fit
+        return X, y
 
     # --- the network ------------------------------------------------------------------------
     def _new_network(self, sizes, seed, backend=None):
@@ -263,6 +300,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     weights; random_state: initial weights, shuffling and the validation split; backend: "auto",
     "numpy", "numba", "cupy" or a backend object; dtype: "float32" (default) or "float64".
 
+    Inputs are used as given, like scikit-learn's MLPClassifier: uint8 X (such as the images of
+    ``fastbp.datasets``) is not scaled to [0, 1], unlike in ``fastbp.Network``, and fitting on it
+    warns (:class:`UnscaledInputWarning`); pass ``X / 255.0``, or scale X in a Pipeline.
+
     Fitted attributes: classes_, n_features_in_, loss_curve_ (mean training loss per epoch),
     n_iter_, best_loss_, validation_scores_ and best_validation_score_ (with early_stopping),
     coefs_, intercepts_, net_ (the fastbp Network).
@@ -287,7 +328,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _targets(self, X, y, reset, classes=None):
         """Validated X and the one-hot targets of y for the classes of this estimator."""
-        X, y = _validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32])
+        X, y = self._validated(X, y, reset)
         check_classification_targets(y)
         if reset:
             self.classes_ = unique_labels(y) if classes is None else unique_labels(classes)
@@ -335,7 +376,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """A multilayer perceptron regressor trained by mini-batch SGD on fastbp: identity outputs,
     quadratic loss. Parameters as for MLPClassifier (without ``loss``); early stopping uses R^2
-    on the held-out fraction. y may have several columns (multi-output regression)."""
+    on the held-out fraction. y may have several columns (multi-output regression). uint8 X is
+    not scaled (fitting on it warns), as for MLPClassifier."""
 
     def __init__(self, hidden_layer_sizes=(30,), activation="sigmoid", *, batch_size=10,
                  learning_rate_init=0.01, max_iter=200, momentum=0.0, alpha=0.0, shuffle=True,
@@ -352,8 +394,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return "identity", "quadratic"
 
     def _targets(self, X, y, reset):
-        X, y = _validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32],
-                              multi_output=True, y_numeric=True)
+        X, y = self._validated(X, y, reset, multi_output=True, y_numeric=True)
         if reset:
             self._y_1d = y.ndim == 1
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
@@ -388,4 +429,4 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return {"multioutput": True}
 
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "UnscaledInputWarning"]

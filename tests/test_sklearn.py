@@ -1,6 +1,7 @@
 """fastbp.sklearn: scikit-learn's own estimator checks, and the estimators in Pipeline,
 cross_val_score and GridSearchCV."""
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastbp.sklearn import MLPClassifier, MLPRegressor
+from fastbp.sklearn import MLPClassifier, MLPRegressor, UnscaledInputWarning
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -190,3 +191,40 @@ def test_pickle_loads_where_the_fitted_backend_is_unavailable(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)
     back = pickle.loads(blob)
     np.testing.assert_array_equal(back.predict(X), clf.predict(X))
+
+
+def uint8_images(n=40, n_features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(n, n_features), dtype=np.uint8), np.arange(n) % 2
+
+
+@pytest.mark.parametrize("make", [lambda: MLPClassifier(max_iter=2, backend="numpy"),
+                                  lambda: MLPRegressor(max_iter=2, backend="numpy")],
+                         ids=["classifier", "regressor"])
+def test_fitting_on_uint8_warns_that_the_values_are_not_scaled(make):
+    X, y = uint8_images()
+    name = type(make()).__name__
+    assert issubclass(UnscaledInputWarning, UserWarning)
+    for fit in (lambda est: est.fit(X, y), lambda est: est.partial_fit(X, y, **(
+            {"classes": [0, 1]} if isinstance(est, MLPClassifier) else {}))):
+        with pytest.warns(UnscaledInputWarning) as record:
+            fit(make())
+        [warning] = [w for w in record if w.category is UnscaledInputWarning]  # exactly one (record may also hold a ConvergenceWarning)
+        message = str(warning.message)
+        assert message.startswith(f"{name}: X is uint8 (values 0..{X.max()})")
+        assert "not scaled" in message and "fastbp.Network scales uint8 inputs by 1/255" in message
+        assert "X / 255.0" in message
+        assert warning.filename == __file__  # it points at the caller's fit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnscaledInputWarning)
+        make().fit(X / 255.0, y)                        # scaled floats: no warning
+        make().fit((X > 127).astype(np.uint8), y)       # uint8 0/1 features: nothing to scale, no warning
+
+
+def test_uint8_input_trains_on_the_raw_values_as_the_warning_says():
+    X, y = uint8_images()
+    params = dict(max_iter=2, backend="numpy", dtype="float64", random_state=0)
+    with pytest.warns(UnscaledInputWarning):
+        raw = MLPClassifier(**params).fit(X, y)
+    same = MLPClassifier(**params).fit(X.astype(np.float64), y)
+    np.testing.assert_array_equal(raw.coefs_[0], same.coefs_[0])
