@@ -38,6 +38,28 @@ def check_nonneg_float(value, name, upper=None):
     return float(value)
 
 
+def check_seed(seed, name="seed"):
+    """A seed for ``np.random.default_rng``: None, an integer >= 0, or NumPy's own generator,
+    bit generator or SeedSequence (used as they are)."""
+    if seed is None or isinstance(seed, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name}: expected None or an integer >= 0, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{name}: expected None or an integer >= 0, got {seed}")
+    return int(seed)
+
+
+def _check_numeric(arr, name, what="a numeric array"):
+    """Real numbers only: strings and objects are refused, and so are complex values (casting
+    them to float would silently drop the imaginary part)."""
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name}: expected real numbers, got complex values (dtype {arr.dtype}); pass "
+                        f"the part that is meant, e.g. {name}.real")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name}: expected {what}, got dtype {arr.dtype}")
+
+
 def _as_numpy(a, name):
     if type(a).__module__.startswith("cupy"):
         return a  # device data: the cupy backend checks it
@@ -50,8 +72,7 @@ def _as_numpy(a, name):
 def check_finite_array(a, name, shape=None):
     """A float64 NumPy copy of ``a``, checked for shape and NaN/inf."""
     arr = _as_numpy(a, name)
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
+    _check_numeric(arr, name)
     if shape is not None and arr.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
     arr = np.array(arr, dtype=np.float64)
@@ -77,8 +98,7 @@ def check_inputs(X, n_features, name="X"):
         raise ValueError(f"{name}: expected at least one sample, got 0")
     if X.dtype == np.uint8:
         return X, 1.0 / 255.0
-    if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-        raise TypeError(f"{name}: expected a numeric array, got dtype {X.dtype}")
+    _check_numeric(X, name)
     if not bool((abs(X) < np.inf).all()):  # also catches NaN, on NumPy and CuPy alike
         raise ValueError(f"{name}: contains NaN or infinite values")
     return X, 1.0
@@ -95,8 +115,7 @@ def check_targets(y, n_samples, n_outputs, name="y"):
                          f"got shape {y.shape}")
     if y.shape[0] != n_samples:
         raise ValueError(f"{name}: expected {n_samples} rows (one per sample of X), got {y.shape[0]}")
-    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
-        raise TypeError(f"{name}: expected numeric labels or targets, got dtype {y.dtype}")
+    _check_numeric(y, name, "numeric labels or targets")
     if y.ndim == 2:
         if y.shape[1] != n_outputs:
             raise ValueError(f"{name}: expected {n_outputs} target columns (the network's output "

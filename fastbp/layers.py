@@ -41,8 +41,17 @@ class Dense:
         self.n_in = check_positive_int(n_in, "n_in")
         self.n_out = check_positive_int(n_out, "n_out")
         self.activation = get_activation(activation)
-        if isinstance(init, str) and init not in INITS:
-            raise ValueError(f"init: expected one of {', '.join(INITS)} or an array, got {init!r}")
+        if isinstance(init, str):
+            if init not in INITS:
+                raise ValueError(f"init: expected one of {', '.join(INITS)} or an array, got {init!r}")
+        else:
+            init = check_finite_array(init, "init", shape=(self.n_in, self.n_out))
+        if isinstance(bias_init, str):
+            if bias_init not in ("zeros", "normal"):
+                raise ValueError(f"bias_init: expected 'zeros', 'normal', a number or an array, got {bias_init!r}")
+        elif bias_init is not None:
+            shape = () if np.ndim(bias_init) == 0 else (self.n_out,)
+            bias_init = check_finite_array(bias_init, "bias_init", shape=shape)
         self.init = init
         self.bias_init = bias_init
         frozen = (frozen,) if isinstance(frozen, str) else tuple(frozen)
@@ -59,21 +68,14 @@ class Dense:
 
     def build(self, backend, rng):
         """Draw the initial parameters (explicit arrays are copied) onto ``backend``."""
-        if isinstance(self.init, str):
-            W = draw_weights(self.init, self.n_in, self.n_out, rng)
-        else:
-            W = check_finite_array(self.init, "init", shape=(self.n_in, self.n_out))
-        bias = self.bias_init
+        W = draw_weights(self.init, self.n_in, self.n_out, rng) if isinstance(self.init, str) else self.init.copy()
+        bias = self.bias_init  # checked in __init__
         if bias is None:
             bias = "normal" if isinstance(self.init, str) and self.init == "normal" else "zeros"
         if isinstance(bias, str):
-            if bias not in ("zeros", "normal"):
-                raise ValueError(f"bias_init: expected 'zeros', 'normal', a number or an array, got {bias!r}")
             b = np.zeros(self.n_out) if bias == "zeros" else rng.standard_normal(self.n_out)
-        elif np.ndim(bias) == 0:
-            b = np.full(self.n_out, float(bias))
         else:
-            b = check_finite_array(bias, "bias_init", shape=(self.n_out,))
+            b = np.array(np.broadcast_to(bias, (self.n_out,)))  # a copy: training must not change bias_init
         self.set_params(backend, W, b)
 
     def set_params(self, backend, W, b):

@@ -4,19 +4,27 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
+import zlib
+from contextlib import contextmanager
 
 import numpy as np
 
 from . import kernels
 from ._io import atomic_write
-from ._validation import check_inputs, check_positive_int, check_targets
+from ._validation import check_finite_array, check_inputs, check_positive_int, check_seed, check_targets
 from .layers import Dense
 from .losses import check_loss
 from .optim import SGD
 
 
 class DivergenceError(FloatingPointError):
-    """Training produced NaN or infinite values."""
+    """Training produced NaN or infinite values. The network has been put back to the weights
+    (and momentum) it had before the epoch that diverged; ``history`` holds the epochs run."""
+
+    def __init__(self, message, history=None):
+        super().__init__(message)
+        self.history = history
 
 
 class History(dict):
@@ -55,15 +63,16 @@ class Network:
         self.layers = layers
         self.loss = check_loss(loss)
         out = layers[-1].activation.name
-        if self.loss in ("binary_cross_entropy", "cross_entropy") and out not in ("sigmoid", "softmax"):
-            raise ValueError(f"loss: {self.loss!r} needs outputs in (0, 1), i.e. a sigmoid or softmax "
-                             f"output layer, got {out!r}")
+        if not kernels.pairs_with(out, self.loss):
+            needs = " or ".join(kernels.LOSS_OUTPUTS[self.loss])
+            hint = "; for sigmoid outputs use 'binary_cross_entropy'" if out == "sigmoid" else ""
+            raise ValueError(f"loss: {self.loss!r} needs a {needs} output layer, got {out!r}{hint}")
         if isinstance(backend, kernels.Backend) and dtype is not None and backend.dtype != dtype:
             raise ValueError(f"dtype: {dtype!r} differs from the given backend's dtype {backend.dtype.name!r}")
         self.backend = kernels.get_backend(backend, dtype or "float32")
         self.dtype = self.backend.dtype
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.seed = check_seed(seed)
+        self.rng = np.random.default_rng(self.seed)
         for layer in layers:
             layer.build(self.backend, self.rng)
 
@@ -97,12 +106,13 @@ class Network:
         """Replace the parameters (a list like ``get_params()`` returns)."""
         if len(params) != len(self.layers):
             raise ValueError(f"params: expected {len(self.layers)} layers, got {len(params)}")
+        checked = []  # every layer checked before any is changed
         for i, (layer, p) in enumerate(zip(self.layers, params)):
-            W = np.asarray(p["W"], dtype=np.float64)
-            b = np.asarray(p["b"], dtype=np.float64)
-            if W.shape != (layer.n_in, layer.n_out) or b.shape != (layer.n_out,):
-                raise ValueError(f"params[{i}]: expected W {(layer.n_in, layer.n_out)} and b "
-                                 f"{(layer.n_out,)}, got {W.shape} and {b.shape}")
+            if not (hasattr(p, "keys") and "W" in p and "b" in p):
+                raise ValueError(f"params[{i}]: expected a dict with 'W' and 'b', got {p!r:.80}")
+            checked.append((check_finite_array(p["W"], f"params[{i}]['W']", (layer.n_in, layer.n_out)),
+                            check_finite_array(p["b"], f"params[{i}]['b']", (layer.n_out,))))
+        for layer, (W, b) in zip(self.layers, checked):
             layer.set_params(self.backend, W, b)
 
     # --- inference ------------------------------------------------------------------------
@@ -192,13 +202,17 @@ class Network:
             for epoch in range(epochs):
                 order = self.rng.permutation(n) if shuffle else np.arange(n)
                 t0 = time.perf_counter()
-                total = self.run_epoch(data, scale, targets, order, batch_size, opt)
+                with self._undone_on_error() as start:
+                    total = self._run_epoch(data, scale, targets, order, batch_size, opt)
                 history["seconds"].append(time.perf_counter() - t0)
                 history["loss"].append(total / n)
                 if not np.isfinite(total) or not self._params_finite():
+                    self._set_state(start)
+                    where = f"after epoch {epoch}" if epoch else "at the start of this fit"
                     raise DivergenceError(
                         f"training diverged in epoch {epoch + 1}: the loss or the weights became NaN or "
-                        f"infinite (learning rate {opt.lr} may be too large)")
+                        f"infinite (learning rate {opt.lr} may be too large, or the inputs unscaled); the "
+                        f"network was put back to its weights {where}, the last finite ones", history)
                 if validation_data is not None:
                     scores = self.evaluate(*validation_data)
                     history["val_loss"].append(scores["loss"])
@@ -220,12 +234,46 @@ class Network:
         be = self.backend
         return all(np.isfinite(be.to_numpy(p)).all() for layer in self.layers for p in layer.params().values())
 
+    # --- the state an epoch changes, and undoing it ----------------------------------------
+    def _state(self):
+        """Copies of every layer's parameters and momentum velocities (on the backend)."""
+        return [({k: p.copy() for k, p in layer.params().items()},
+                 {k: v.copy() for k, v in layer.velocity.items() if v is not None}) for layer in self.layers]
+
+    def _set_state(self, state):
+        """Put back a ``_state()``, in place (velocities made since are dropped)."""
+        for layer, (params, velocity) in zip(self.layers, state):
+            for k, p in layer.params().items():
+                p[...] = params[k]
+            for k in list(layer.velocity):
+                if k in velocity and layer.velocity[k] is not None:
+                    layer.velocity[k][...] = velocity[k]
+                else:
+                    del layer.velocity[k]
+
+    @contextmanager
+    def _undone_on_error(self):
+        """Around an epoch: on any exception (Ctrl-C included) the network is put back as it was
+        before the epoch, so an interrupted epoch never leaves a mixture of old and new weights.
+        Yields the saved state."""
+        start = self._state()
+        try:
+            yield start
+        except BaseException:
+            self._set_state(start)
+            raise
+
     def run_epoch(self, data, scale, targets, order, batch_size, opt):
         """One epoch over data already on the backend (``backend.prepare_data(X)``, targets as a
         float matrix), visiting the samples in ``order``: through the backend's fused
         ``train_epoch`` when it covers this configuration, else batch by batch. Returns the
         summed loss. ``fit`` is the checked entry point; this is for code (such as the textbook
-        compat layer) that prepares its data once and drives the epochs itself."""
+        compat layer) that prepares its data once and drives the epochs itself. An epoch that
+        raises (Ctrl-C included) leaves the network as it was before it."""
+        with self._undone_on_error():
+            return self._run_epoch(data, scale, targets, order, batch_size, opt)
+
+    def _run_epoch(self, data, scale, targets, order, batch_size, opt):
         be = self.backend
         total = be.train_epoch(self.layers, self.loss, data, scale, targets, order, batch_size, opt)
         if total is not None:
@@ -305,20 +353,42 @@ class Network:
 
     @classmethod
     def load(cls, path, backend="auto", dtype=None):
-        """A network saved by ``save``."""
+        """A network saved by ``save``. A file that is not one (empty, truncated, corrupted, of
+        another format, with weights that do not fit its layers) raises a ValueError that names
+        the path and what is wrong."""
         path = os.fspath(path)
         try:
-            with np.load(path, allow_pickle=False) as f:
+            f = np.load(path, allow_pickle=False)
+            if not isinstance(f, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive")
+            with f:
                 config = json.loads(str(f["config"]))
                 arrays = {k: f[k] for k in f.files if k != "config"}
-        except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"{path}: not a fastbp network file ({e})") from None
-        if config.get("format") != "fastbp-network":
-            raise ValueError(f"{path}: not a fastbp network file (format {config.get('format')!r})")
-        layers = []
-        for i, spec in enumerate(config["layers"]):
-            if f"W{i}" not in arrays or f"b{i}" not in arrays:
-                raise ValueError(f"{path}: layer {i} has no weights stored")
-            layers.append(Dense(spec["n_in"], spec["n_out"], (spec["activation"], spec["slope"]),
-                                init=arrays[f"W{i}"], bias_init=arrays[f"b{i}"], frozen=spec["frozen"]))
-        return cls(layers, loss=config["loss"], backend=backend, dtype=dtype or config["dtype"])
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise ValueError(f"{path}: not a fastbp network file, or a damaged one ({type(e).__name__}: {e})") from None
+        if not isinstance(config, dict) or config.get("format") != "fastbp-network":
+            raise ValueError(f"{path}: not a fastbp network file (format "
+                             f"{config.get('format') if isinstance(config, dict) else config!r:.60})")
+        try:
+            layers = []
+            for i, spec in enumerate(config["layers"]):
+                if f"W{i}" not in arrays or f"b{i}" not in arrays:
+                    raise ValueError(f"layer {i} has no weights stored")
+                layers.append(Dense(spec["n_in"], spec["n_out"], (spec["activation"], spec["slope"]),
+                                    init=arrays[f"W{i}"], bias_init=arrays[f"b{i}"], frozen=spec["frozen"]))
+            loss = check_loss(config["loss"])
+            if config["dtype"] not in ("float32", "float64"):
+                raise ValueError(f"dtype {config['dtype']!r}")
+        except (KeyError, TypeError, ValueError) as e:
+            what = f"missing entry {e}" if isinstance(e, KeyError) else str(e)
+            raise ValueError(f"{path}: not a valid fastbp network file ({what})") from None
+        # the caller's arguments first, so that their errors are not blamed on the file
+        if isinstance(backend, kernels.Backend) and dtype is not None and backend.dtype != dtype:
+            raise ValueError(f"dtype: {dtype!r} differs from the given backend's dtype {backend.dtype.name!r}")
+        be = kernels.get_backend(backend, dtype or config["dtype"])
+        try:
+            return cls(layers, loss=loss, backend=be)
+        except ValueError as e:  # layers that do not chain, a loss that does not fit the outputs
+            raise ValueError(f"{path}: not a valid fastbp network file ({e})") from None

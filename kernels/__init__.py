@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import ACTIVATIONS, LOSSES, Activation, Backend
+from .base import ACTIVATIONS, LOSS_CLIP, LOSS_OUTPUTS, LOSSES, Activation, Backend, pairs_with
 
 # name -> "module:class", relative to this package
 REGISTRY = {
@@ -66,5 +66,5 @@ def get_backend(name="auto", dtype="float32", **options) -> Backend:
     return backend_class(resolve(name))(dtype, **options)
 
 
-__all__ = ["ACTIVATIONS", "LOSSES", "Activation", "Backend", "BackendUnavailable", "BACKENDS",
+__all__ = ["ACTIVATIONS", "LOSSES", "LOSS_CLIP", "LOSS_OUTPUTS", "pairs_with", "Activation", "Backend", "BackendUnavailable", "BACKENDS",
            "REGISTRY", "available", "backend_class", "get_backend", "resolve"]

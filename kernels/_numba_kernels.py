@@ -25,6 +25,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .base import LOSS_CLIP
+
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 
@@ -35,7 +37,7 @@ QUADRATIC, MSE, BCE, CE = range(4)
 LOSS_CODES = {"quadratic": QUADRATIC, "mse": MSE, "binary_cross_entropy": BCE, "cross_entropy": CE}
 CHUNK = 40  # samples per pass of the blocked kernels: 40 rows of 784 floats stay in L2
 SPINS = 2000  # polls of the barrier before yielding the CPU
-TINY = 1e-12  # the NumPy reference's clip in the cross-entropy losses
+CLIP32, CLIP64 = LOSS_CLIP["float32"], LOSS_CLIP["float64"]  # the cross-entropy losses' clip
 AHEAD = 16  # rows prefetched ahead of the one being gathered
 
 
@@ -268,6 +270,7 @@ def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
     """dL/dz of one sample into d[:n]; returns the sample's loss (float64). Branches stay
     outside the loops, so each loop vectorises."""
     T = d.dtype.type
+    clip = CLIP32 if d.itemsize == 4 else CLIP64  # in the array's own dtype, as NumPy clips
     value = 0.0
     if loss == QUADRATIC:
         for k in range(n):
@@ -281,13 +284,13 @@ def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
             d[k] = T(2.0 * e / n)
     elif loss == BCE:
         for k in range(n):
-            c = min(max(np.float64(a[k]), TINY), 1.0 - TINY)
+            c = min(max(np.float64(a[k]), clip), 1.0 - clip)
             yk = np.float64(y[k])
             value -= yk * math.log(c) + (1.0 - yk) * math.log(1.0 - c)
             d[k] = T((c - yk) / (c * (1.0 - c)))
     else:
         for k in range(n):
-            c = max(np.float64(a[k]), TINY)
+            c = max(np.float64(a[k]), clip)
             yk = np.float64(y[k])
             value -= yk * math.log(c)
             d[k] = T(-yk / c)
@@ -712,11 +715,12 @@ def output_deltas(Z, A, Yb, D, m, n, act, slope, loss, tiny):
 # --- the fused epoch, one thread, any depth ------------------------------------------------------
 @njit(**JIT)
 def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, acts, slopes,
-                frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny):
+                frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, stop):
     """One epoch of mini-batch SGD over X[order]. W holds every layer's weights transposed
     (layer l: rows of stride lds[l] from woff[l], zero-padded), b the biases (from boff[l]);
     both are modified in place, with the velocities VW/vb under momentum.
-    Returns the summed loss of the epoch (float64)."""
+    Returns the summed loss of the epoch (float64). ``stop[0] != 0`` (set by another thread,
+    polled before each batch) ends the epoch early: the caller then discards W, b, VW and vb."""
     T = W.dtype.type
     L = acts.shape[0]
     n = order.shape[0]
@@ -733,6 +737,8 @@ def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, ac
     decay = lr * wd
     total = 0.0
     for start in range(0, n, bs):
+        if _load_acquire(stop, 0) != 0:
+            break
         m = min(bs, n - start)
         gather_rows(X, order, start, m, 0, m, xb)
         gather_rows(Y, order, start, m, 0, m, yb)
@@ -760,25 +766,29 @@ def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, ac
 
 # --- the fused epoch, two threads, two layers ------------------------------------------------------
 @njit(**JIT)
-def _barrier(flags, t, k):
+def _barrier(flags, t, k, stop):
     """Worker t arrived at barrier k (counted from 1): publish, then wait for the other worker.
     Release/acquire: everything written before the barrier is visible to the other after it.
     After SPINS polls it yields the CPU on each poll: on a busy machine, the other worker may be
-    waiting for this core."""
+    waiting for this core. Returns False, without waiting further, once ``stop[0]`` is set (the
+    other worker may never arrive: it was stopped, or never started)."""
     _store_release(flags, t * 16, k)
     o = (1 - t) * 16
     spins = 0
     while _load_acquire(flags, o) < k:
+        if _load_acquire(stop, 0) != 0:
+            return False
         if spins < SPINS:
             _cpu_relax()
             spins += 1
         else:
             _sched_yield()
+    return True
 
 
 @njit(**JIT)
 def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, acts, slopes,
-                   frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, Z, A, D, flags, losses):
+                   frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, Z, A, D, flags, losses, stop):
     """Worker t (0 or 1) of an epoch on two threads, for networks of two or more layers. The
     first layer (the big one) is split: worker t owns hidden units lo:hi, i.e. their rows of the
     transposed W0 and their entries of b0 (worker 1 the first h, whole cache lines of Z[0]; worker 0
@@ -788,7 +798,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
     one-thread kernel does, while worker 1 gathers the next batch into its second buffer; barrier;
     both update their own rows of W0. Worker 0 gathers its copy at the start of each batch, so it
     is given the smaller share of units.
-    Between barriers no array is written by one worker and read or written by the other."""
+    Between barriers no array is written by one worker and read or written by the other.
+    ``stop[0] != 0`` ends both workers early (polled before each batch and in the barriers)."""
     T = W.dtype.type
     L = acts.shape[0]
     n = order.shape[0]
@@ -806,6 +817,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
     if t == 1:
         gather_rows(X, order, 0, min(bs, n), 0, min(bs, n), xw[0])
     for k in range(nb):
+        if _load_acquire(stop, 0) != 0:
+            return
         start = k * bs
         m = min(bs, n - start)
         x = xw[k % 2] if t == 1 else xw[0]
@@ -814,7 +827,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
             prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
             prefetch_rows(Y, order, start + m, 0, min(bs, n - start - m))
         forward_units(x, m, lds[0], W, woff[0], b[boff[0]:boff[0] + H], lo, hi, zs0, Z[0])
-        _barrier(flags, t, 2 * k + 1)
+        if not _barrier(flags, t, 2 * k + 1, stop):
+            return
         step = lr / m if mean else lr
         if t == 1 and k + 1 < nb:  # worker 1 gathers the next batch while worker 0 runs the small layers
             nxt = start + m
@@ -837,7 +851,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
                 update_layer_units(A[l - 1], m, lds[l], W, VW, woff[l], b[boff[l]:boff[l] + sizes[l + 1]],
                                    vb[boff[l]:boff[l] + sizes[l + 1]], D[l], 0, sizes[l + 1], 1.0, step, mu,
                                    decay, frozen_w[l], frozen_b[l])
-        _barrier(flags, t, 2 * k + 2)
+        if not _barrier(flags, t, 2 * k + 2, stop):
+            return
         update_layer_units(x, m, lds[0], W, VW, woff[0], b[boff[0]:boff[0] + H], vb[boff[0]:boff[0] + H],
                            D[0], lo, hi, scale, step, mu, decay, frozen_w[0], frozen_b[0])
     losses[t] = total

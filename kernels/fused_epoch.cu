@@ -25,7 +25,9 @@
 #define FB_MSE 1
 #define FB_BCE 2
 #define FB_CE 3
-#define FB_TINY 1e-12  // the reference's clip in the cross-entropy losses
+// the cross-entropy losses' clip per dtype (kernels/base.py LOSS_CLIP; a test checks they agree)
+#define FB_CLIP_F32 1.1920928955078125e-07
+#define FB_CLIP_F64 1e-12
 
 __device__ __forceinline__ float fb_exp(float x) { return expf(x); }
 __device__ __forceinline__ double fb_exp(double x) { return exp(x); }
@@ -33,6 +35,8 @@ __device__ __forceinline__ float fb_tanh(float x) { return tanhf(x); }
 __device__ __forceinline__ double fb_tanh(double x) { return tanh(x); }
 template <typename F> __device__ __forceinline__ F fb_min(F a, F b) { return b < a ? b : a; }
 template <typename F> __device__ __forceinline__ F fb_max(F a, F b) { return b > a ? b : a; }
+// outputs clipped to [c, 1 - c] in their own type: 1 - c must be representable (not 1.0f)
+template <typename F> __device__ __forceinline__ F fb_clip() { return F(sizeof(F) == 4 ? FB_CLIP_F32 : FB_CLIP_F64); }
 
 // f(z) of an elementwise activation (softmax is done row by row elsewhere).
 template <typename F>
@@ -63,10 +67,10 @@ __device__ __forceinline__ F fb_loss_grad(F a, F y, int loss, int n_out) {
     if (loss == FB_QUADRATIC) return a - y;
     if (loss == FB_MSE) return F(2) * (a - y) / F(n_out);
     if (loss == FB_BCE) {
-        F c = fb_min(fb_max(a, F(FB_TINY)), F(1.0 - FB_TINY));
+        F c = fb_min(fb_max(a, fb_clip<F>()), F(1) - fb_clip<F>());
         return (c - y) / (c * (F(1) - c));
     }
-    return -y / fb_max(a, F(FB_TINY));  // cross_entropy
+    return -y / fb_max(a, fb_clip<F>());  // cross_entropy
 }
 
 // One output's term of the per-sample loss, in double (mse: still to be divided by n_out).
@@ -77,10 +81,10 @@ __device__ __forceinline__ double fb_loss_term(F a, F y, int loss) {
         return loss == FB_QUADRATIC ? 0.5 * d * d : d * d;
     }
     if (loss == FB_BCE) {
-        double c = double(fb_min(fb_max(a, F(FB_TINY)), F(1.0 - FB_TINY)));
+        double c = double(fb_min(fb_max(a, fb_clip<F>()), F(1) - fb_clip<F>()));
         return -(double(y) * log(c) + (1.0 - double(y)) * log(1.0 - c));
     }
-    return -double(y) * log(double(fb_max(a, F(FB_TINY))));  // cross_entropy
+    return -double(y) * log(double(fb_max(a, fb_clip<F>())));  // cross_entropy
 }
 // ---- END MATH ----
 

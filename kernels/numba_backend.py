@@ -23,6 +23,13 @@ separate the phases (see ``train_epoch_2t``); after a few thousand polls a waiti
 its core. One-layer networks (and machines other than x86-64 Linux/macOS) use one thread.
 Spinning wastes a core when the machine is oversubscribed, hence the default of one thread.
 
+Interrupts: the fused epoch (one thread or two) runs on worker threads while the calling thread
+waits (``run_workers``), so Ctrl-C is answered at once: the workers poll a stop flag before each
+batch and in the barriers, the epoch's work (done on the plan's copies of the parameters) is
+discarded, and the layers keep the weights they had before the epoch. An interrupted first
+compile returns at once too; the compile itself cannot be stopped and finishes, and is cached,
+on its worker thread.
+
 Environment: nothing process-wide is changed. Numba's cache lives in ``__pycache__`` beside the
 kernels (or ``NUMBA_CACHE_DIR``); ``NumbaBackend.info()`` reports versions, the CPU name and
 features Numba compiles for, and whether ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` are set.
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import sys
 import threading
 import time
@@ -47,6 +55,7 @@ from . import _numba_kernels as K  # noqa: E402
 # the two-thread kernel's barrier uses x86's pause instruction and libc's sched_yield
 TWO_THREADS_SUPPORTED = platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
 _COMPILED_PRODUCT_ROWS = 64  # forward(): from this many rows on, the compiled product instead of BLAS
+_COMPILE_PATIENCE = 0.25  # seconds an interrupted warmup waits for its worker (a compile cannot be stopped)
 _FLUSH = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 0.0}  # deltas below: zero (no subnormals)
 
 
@@ -241,19 +250,23 @@ class NumbaBackend(NumpyBackend):
         if plan is None:
             return None
         order = np.ascontiguousarray(order, dtype=np.int64)
-        bs = int(min(batch_size, len(order)))
-        if self._two_threads(plan):
-            total = self._epoch_2t(plan, X, float(scale), Y, order, bs)
-        else:
-            p = plan
-            total = K.train_epoch(X, float(scale), Y, order, bs, p["W"], p["b"], p["VW"], p["vb"], p["woff"],
-                                  p["boff"], p["sizes"], p["lds"], p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"],
-                                  p["loss"], p["lr"], p["mu"], p["wd"], p["mean"], p["tiny"])
+        total = self._epoch(plan, X, float(scale), Y, order, int(min(batch_size, len(order))))
         self._unpack(layers, plan)
         return float(total)
 
-    def _epoch_2t(self, p, X, scale, Y, order, bs):
-        """The epoch on two workers (see ``train_epoch_2t``): this thread is worker 0."""
+    def _epoch(self, p, X, scale, Y, order, bs, patience=None):
+        """The fused epoch on the plan's copies of the parameters, on worker threads (one, or two
+        for ``train_epoch_2t``) while this thread waits, so that Ctrl-C is answered at once: the
+        workers are told to stop (they poll a flag before each batch) and the epoch's work is
+        discarded, the layers keep what they had. Returns the summed loss."""
+        stop = _aligned_zeros(16, np.int64)
+        args = (X, scale, Y, order, bs, p["W"], p["b"], p["VW"], p["vb"], p["woff"], p["boff"], p["sizes"],
+                p["lds"], p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"], p["loss"], p["lr"], p["mu"],
+                p["wd"], p["mean"], p["tiny"])
+        if not self._two_threads(p):
+            result = []
+            run_workers([lambda: result.append(K.train_epoch(*args, stop))], stop, patience)
+            return result[0]
         dt = self.dtype
         maxw = int(max(p["lds"][1:]))
         L = len(p["acts"])
@@ -262,39 +275,75 @@ class NumbaBackend(NumpyBackend):
         D = _aligned_zeros((L, bs, maxw), dt)
         flags = _aligned_zeros(32, np.int64)
         losses = np.zeros(2)
-        args = (X, scale, Y, order, bs, p["W"], p["b"], p["VW"], p["vb"], p["woff"], p["boff"], p["sizes"],
-                p["lds"], p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"], p["loss"], p["lr"], p["mu"],
-                p["wd"], p["mean"], p["tiny"], Z, A, D, flags, losses)
-        errors = []
-
-        def worker():
-            try:
-                K.train_epoch_2t(1, *args)
-            except BaseException as e:  # pragma: no cover - reported below
-                errors.append(e)
-
-        th = threading.Thread(target=worker, daemon=True)
-        th.start()
-        K.train_epoch_2t(0, *args)
-        th.join()
-        if errors:
-            raise errors[0]
+        run_workers([lambda t=t: K.train_epoch_2t(t, *args, Z, A, D, flags, losses, stop) for t in (0, 1)],
+                    stop, patience)
         return losses[0]
 
     def warmup(self, layers, loss, X, Y, batch_size, opt):
         """Compile (first run) or load from the on-disk cache the kernels this configuration
-        needs, by running them on copies of the parameters and two samples. Returns seconds."""
+        needs, by running them on copies of the parameters and two samples. Returns seconds.
+        Interrupted (Ctrl-C) during a first compile, it returns at once; the compile, which
+        cannot be stopped, finishes on its worker thread and is cached for the next call."""
         t0 = time.perf_counter()
         plan = self._plan(layers, loss, X, Y, opt)
         if plan is not None:
             n = min(2, X.shape[0])
-            order = np.arange(n, dtype=np.int64)
             scale = 1.0 / 255.0 if X.dtype == np.uint8 else 1.0
-            if self._two_threads(plan):
-                self._epoch_2t(plan, X, scale, Y, order, min(batch_size, n))
-            else:
-                p = plan
-                K.train_epoch(X, scale, Y, order, min(batch_size, n), p["W"], p["b"], p["VW"], p["vb"],
-                              p["woff"], p["boff"], p["sizes"], p["lds"], p["acts"], p["slopes"], p["frozen_w"],
-                              p["frozen_b"], p["loss"], p["lr"], p["mu"], p["wd"], p["mean"], p["tiny"])
+            self._epoch(plan, X, scale, Y, np.arange(n, dtype=np.int64), min(batch_size, n),
+                        patience=_COMPILE_PATIENCE)
         return time.perf_counter() - t0
+
+
+def run_workers(targets, stop, patience=None):
+    """Run each callable of ``targets`` on a thread of its own and wait for all of them; their
+    first exception is raised here. When the wait is interrupted (Ctrl-C, or any exception in
+    this thread), ``stop[0]`` is set, which the compiled workers poll, and the workers are
+    waited for (at most ``patience`` seconds when given) before the interruption goes on: no
+    worker is left spinning. SIGINT is blocked while the threads start, so that an interrupt
+    cannot land inside ``Thread.start()`` and leave a worker nobody waits for."""
+    errors = []
+
+    def guarded(target):
+        try:
+            target()
+        except BaseException as e:  # reported by the waiting thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(t,), name=f"fastbp-numba-{i}", daemon=True)
+               for i, t in enumerate(targets)]
+    started = []
+    try:
+        old = _block_sigint()
+        try:
+            for th in threads:
+                th.start()
+                started.append(th)
+        finally:
+            _restore_sigmask(old)  # a Ctrl-C that came meanwhile is raised here, all threads started
+        for th in started:
+            th.join()
+    except BaseException:
+        stop[0] = 1
+        deadline = None if patience is None else time.monotonic() + patience
+        for th in started:
+            while th.is_alive():
+                try:
+                    th.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                except KeyboardInterrupt:  # a second Ctrl-C: still wait for the workers
+                    continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+        raise
+    if errors:
+        raise errors[0]
+
+
+def _block_sigint():
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask"):
+        return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    return None
+
+
+def _restore_sigmask(old):
+    if old is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Activation, Backend
+from .base import LOSS_CLIP, Activation, Backend
 
-_TINY = 1e-12  # keeps log() finite in the cross-entropy losses
+
+def _clip(a):
+    """The cross-entropy losses' clip for ``a``'s dtype (see ``base.LOSS_CLIP``)."""
+    return LOSS_CLIP.get(a.dtype.name, LOSS_CLIP["float64"])
 
 
 # --- activations and their derivatives (plain functions, also exported by fastbp) ---------
@@ -94,10 +97,11 @@ def _loss_per_sample(a, y, loss):
     if loss == "mse":
         return np.mean((a - y) ** 2, axis=1)
     if loss == "binary_cross_entropy":
-        a = np.clip(a, _TINY, 1 - _TINY)
+        c = _clip(a)
+        a = np.clip(a, c, 1 - c)
         return -np.sum(y * np.log(a) + (1 - y) * np.log(1 - a), axis=1)
     if loss == "cross_entropy":
-        return -np.sum(y * np.log(np.maximum(a, _TINY)), axis=1)
+        return -np.sum(y * np.log(np.maximum(a, _clip(a))), axis=1)
     raise ValueError(f"unknown loss {loss!r}")
 
 
@@ -107,10 +111,11 @@ def _loss_grad(a, y, loss):
     if loss == "mse":
         return 2 * (a - y) / a.shape[1]
     if loss == "binary_cross_entropy":
-        a = np.clip(a, _TINY, 1 - _TINY)
+        c = _clip(a)
+        a = np.clip(a, c, 1 - c)
         return (a - y) / (a * (1 - a))
     if loss == "cross_entropy":
-        return -y / np.maximum(a, _TINY)
+        return -y / np.maximum(a, _clip(a))
     raise ValueError(f"unknown loss {loss!r}")
 
 

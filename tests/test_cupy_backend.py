@@ -23,7 +23,7 @@ from fastbp.kernels import cupy_backend as cb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VALID = [(out, loss) for out in kernels.ACTIVATIONS for loss in kernels.LOSSES
-         if loss in ("quadratic", "mse") or out in ("sigmoid", "softmax")]
+         if kernels.pairs_with(out, loss)]
 HIDDEN = [a for a in kernels.ACTIVATIONS if a != "softmax"]
 
 

@@ -48,7 +48,7 @@ def test_one_update_matches_hand_computation():
 
 
 VALID = [(out, loss) for out in fb.kernels.ACTIVATIONS for loss in fb.kernels.LOSSES
-         if loss in ("quadratic", "mse") or out in ("sigmoid", "softmax")]
+         if fb.kernels.pairs_with(out, loss)]
 
 
 @pytest.mark.parametrize("out,loss", VALID)
@@ -322,7 +322,11 @@ def test_fit_rejects_non_numeric_data():
     (lambda: fb.Network([fb.Dense(3, 2)], backend="numpy", dtype="float16"), ValueError, "dtype"),
     (lambda: fb.Network([fb.Dense(3, 2), fb.Dense(3, 2)]), ValueError, "layer 0 has 2 outputs"),
     (lambda: fb.Network([fb.Dense(3, 2, "softmax"), fb.Dense(2, 2)]), ValueError, "softmax is for the output"),
-    (lambda: fb.Network([fb.Dense(3, 2, "relu")], loss="cross_entropy"), ValueError, "sigmoid or softmax"),
+    (lambda: fb.Network([fb.Dense(3, 2, "relu")], loss="cross_entropy"), ValueError, "needs a softmax output layer"),
+    (lambda: fb.Network([fb.Dense(3, 2, "sigmoid")], loss="cross_entropy"), ValueError,
+     "'cross_entropy' needs a softmax output layer, got 'sigmoid'; for sigmoid outputs use 'binary_cross_entropy'"),
+    (lambda: fb.Network([fb.Dense(3, 2, "relu")], loss="binary_cross_entropy"), ValueError,
+     "needs a sigmoid or softmax output layer"),
     (lambda: fb.Network([]), TypeError, "layers"),
     (lambda: fb.Network.from_sizes([3]), ValueError, "sizes"),
 ])

@@ -14,7 +14,7 @@ TOL = {"float64": dict(rtol=1e-9, atol=1e-11), "float32": dict(rtol=2e-4, atol=2
 ACTS = [Activation("sigmoid"), Activation("tanh"), Activation("relu"), Activation("leaky_relu", 0.2),
         Activation("identity"), Activation("softmax")]
 VALID = [(act, loss) for act in ACTS for loss in fb.kernels.LOSSES
-         if loss in ("quadratic", "mse") or act.name in ("sigmoid", "softmax")]
+         if fb.kernels.pairs_with(act.name, loss)]
 
 
 def arrays(dtype, m=7, n_in=12, n_out=5, seed=0):

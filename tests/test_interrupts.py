@@ -1,0 +1,177 @@
+"""Ctrl-C during training, as subprocess tests with bounded time: the interrupt is answered at once
+on every backend, the network keeps the weights it had before the interrupted epoch (never a
+mixture), no worker thread of fastbp's is left alive or spinning, and the network trains on."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+PRELUDE = textwrap.dedent("""
+    import json, sys, threading, time
+    import numpy as np
+    import fastbp as fb
+
+    def make_backend(name, threads):
+        if name == "numba":
+            return fb.kernels.get_backend("numba", threads=threads)
+        return fb.kernels.get_backend(name)
+
+    def fastbp_threads():
+        return [t.name for t in threading.enumerate() if t.name.startswith("fastbp")]
+
+    def same(a, b):
+        return all(np.array_equal(p[k], q[k]) for p, q in zip(a, b) for k in p)
+
+    def report(**values):
+        print(json.dumps(values), flush=True)
+""")
+
+LONG_EPOCH = PRELUDE + textwrap.dedent("""
+    backend, threads = sys.argv[1], int(sys.argv[2])
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (30000, 784), dtype=np.uint8)  # an epoch of several seconds
+    y = rng.integers(0, 10, 30000)
+    net = fb.Network.from_sizes([784, 2000, 10], backend=make_backend(backend, threads), seed=0)
+    net.fit(X[:20], y[:20], epochs=1, momentum=0.5)  # compiled (or loaded) here, velocities made
+    before = net.get_params()
+    velocity = [{k: v.copy() for k, v in layer.velocity.items()} for layer in net.layers]
+    print("start", flush=True)
+    try:
+        net.fit(X, y, epochs=1, momentum=0.5)
+        report(interrupted=False)
+    except KeyboardInterrupt:
+        after = net.get_params()
+        same_velocity = all(np.array_equal(v[k], layer.velocity[k]) for v, layer in zip(velocity, net.layers)
+                            for k in v)
+        report(interrupted=True, same=same(before, after), same_velocity=same_velocity, alive=fastbp_threads())
+""")
+
+
+def _start(tmp_path, source, *args, env=None):
+    script = tmp_path / "child.py"
+    script.write_text(source)
+    proc = subprocess.Popen([sys.executable, str(script), *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    if line.strip() != "start":
+        proc.kill()
+        raise AssertionError(f"the child did not start: {line!r}\n{proc.stderr.read()}")
+    return proc
+
+
+def _finish(proc, timeout=120):
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("the child did not finish") from None
+    assert proc.returncode == 0, err
+    return out, err
+
+
+@pytest.mark.parametrize("backend,threads", [("numpy", 1), ("numba", 1), ("numba", 2)])
+def test_ctrl_c_inside_a_long_epoch_is_answered_at_once_and_undoes_the_epoch(tmp_path, backend, threads):
+    proc = _start(tmp_path, LONG_EPOCH, backend, threads)
+    time.sleep(0.5)  # inside the epoch (it takes several seconds)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    line = proc.stdout.readline()
+    latency = time.monotonic() - t0
+    _finish(proc)
+    result = json.loads(line)
+    assert result["interrupted"]
+    # the epoch takes several seconds; the answer comes within a batch or two (0.5 s is the
+    # target, the bound leaves room for a loaded CI machine)
+    assert latency < 2.0, f"KeyboardInterrupt came {latency:.2f} s after SIGINT"
+    assert result["same"], "the interrupted epoch left a mixture of old and new weights"
+    assert result["same_velocity"], "the interrupted epoch changed the momentum velocities"
+    assert result["alive"] == []
+
+
+MANY_INTERRUPTS = PRELUDE + textwrap.dedent("""
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 40)
+    net = fb.Network.from_sizes([784, 30, 10], backend=make_backend("numba", 2), seed=0)
+    net.fit(X, y, epochs=1)
+    print("start", flush=True)
+    interrupted = 0
+    t_end = time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < t_end:
+        try:
+            try:
+                net.fit(X, y, epochs=5)
+            except KeyboardInterrupt:
+                interrupted += 1
+        except KeyboardInterrupt:  # landed in the handler above
+            interrupted += 1
+    time.sleep(0.2)
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    time.sleep(0.5)
+    cpu = (time.process_time() - cpu0) / (time.monotonic() - wall0)  # cores busy while idle
+    alive = fastbp_threads()
+    history = net.fit(X, y, epochs=2)
+    proba = net.predict_proba(X)
+    report(interrupted=interrupted, alive=alive, idle_cpu=cpu, loss=history.loss,
+           finite=bool(np.isfinite(proba).all()))
+""")
+
+
+def test_many_interrupts_with_two_threads_leave_no_worker_behind(tmp_path):
+    import random
+
+    proc = _start(tmp_path, MANY_INTERRUPTS, 4.0)
+    rnd = random.Random(1)
+    t_end = time.monotonic() + 3.0
+    sent = 0
+    while time.monotonic() < t_end:  # SIGINT at random moments: in fit, start(), join(), the kernel
+        time.sleep(rnd.uniform(0.002, 0.03))
+        proc.send_signal(signal.SIGINT)
+        sent += 1
+    out, _ = _finish(proc)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["interrupted"] >= sent // 2
+    assert result["alive"] == [], f"worker threads left alive: {result['alive']}"
+    assert result["idle_cpu"] < 0.5, f"the idle process kept {result['idle_cpu']:.2f} cores busy"
+    assert result["finite"] and all(map(lambda v: v == v, result["loss"]))
+
+
+FIRST_COMPILE = PRELUDE + textwrap.dedent("""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (50, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, 50)
+    net = fb.Network.from_sizes([784, 30, 10], backend=make_backend("numba", 1), seed=0)
+    before = net.get_params()
+    print("start", flush=True)
+    try:
+        net.fit(X, y, epochs=1)
+        report(interrupted=False)
+    except KeyboardInterrupt:
+        report(interrupted=True, same=same(before, net.get_params()))
+    history = net.fit(X, y, epochs=2)  # the compile went on in the background; this waits for it
+    report(loss=history.loss, alive=fastbp_threads(), predict=net.predict(X).tolist())
+""")
+
+
+def test_ctrl_c_during_the_first_compile_is_answered_at_once_and_the_next_fit_works(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))  # empty: the kernels compile
+    proc = _start(tmp_path, FIRST_COMPILE, env=env)
+    time.sleep(2.5)  # inside the compile (it takes many seconds from an empty cache)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    line = proc.stdout.readline()
+    latency = time.monotonic() - t0
+    out, err = _finish(proc, timeout=300)
+    first, last = json.loads(line), json.loads(out.strip().splitlines()[-1])
+    assert first == {"interrupted": True, "same": True}
+    assert latency < 2.0, f"KeyboardInterrupt came {latency:.2f} s after SIGINT"
+    assert "Error" not in err, err
+    assert len(last["loss"]) == 2 and all(v == v for v in last["loss"])
+    assert last["alive"] == []
