@@ -344,7 +344,9 @@ def _fetch(url, dest, md5, deadline=None):
     """Download ``url`` to ``dest``, checking its MD5 before it is renamed into place. The whole
     download gets ``deadline`` seconds (default ``DEADLINE``), from connecting to the last byte:
     past it, :class:`DownloadTooSlow` (a TimeoutError), and no file is left behind. A read that
-    gets no data waits at most ``TIMEOUT`` seconds, so the deadline is exceeded by at most that."""
+    gets no data waits at most ``TIMEOUT`` seconds, so the deadline is exceeded by at most that.
+    A connection that closes before the promised Content-Length is a ConnectionError (the next
+    mirror is tried), not a checksum mismatch."""
     deadline = _check_deadline(deadline)
     start = time.monotonic()
     digest, size = hashlib.md5(), 0
@@ -371,6 +373,9 @@ def _fetch(url, dest, md5, deadline=None):
                 f.write(block)
                 size += len(block)
                 check_time(total)
+            if total and size < total:  # the server hung up early: another mirror may do better
+                raise ConnectionError(f"incomplete: the connection closed after {size:,} of {total:,} "
+                                      f"bytes of {dest.name}")
             if digest.hexdigest() != md5:
                 raise DataError(f"{url}: checksum mismatch for {dest.name}: expected MD5 {md5}, got "
                                 f"{digest.hexdigest()}; the download was deleted")

@@ -1,4 +1,5 @@
 """fastbp.datasets on small files made here: no network, no MNIST needed."""
+import contextlib
 import gzip
 import hashlib
 import http.server
@@ -370,14 +371,14 @@ def test_download_dataset_reports_unreachable_mirrors(monkeypatch):
         datasets.download_dataset("fashion-mnist")
 
 
-@pytest.fixture
-def trickling_mirror():
-    """A mirror on 127.0.0.1 that promises 100,000 bytes per file and sends one byte every 10 ms;
-    it stops after 300 bytes (about 3 s: a download without a deadline ends with an incomplete
-    read, never hangs) or when the test ends. Yields (base URL, the paths asked for)."""
+@contextlib.contextmanager
+def local_http_mirror(delay):
+    """A mirror on 127.0.0.1 that promises 100,000 bytes per file, sends 300 of them, one every
+    ``delay`` seconds, then closes the connection (or stops when the test ends): bounded in time,
+    it never hangs a download. Yields (base URL, the paths asked for)."""
     stop, requests = threading.Event(), []
 
-    class Trickle(http.server.BaseHTTPRequestHandler):
+    class Short(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             requests.append(self.path)
             self.send_response(200)
@@ -385,7 +386,7 @@ def trickling_mirror():
             self.end_headers()
             try:
                 for _ in range(300):
-                    if stop.wait(0.01):
+                    if delay and stop.wait(delay):
                         break
                     self.wfile.write(b"\x1f")
                     self.wfile.flush()
@@ -395,7 +396,7 @@ def trickling_mirror():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Short)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -406,6 +407,20 @@ def trickling_mirror():
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def trickling_mirror():
+    """One byte every 10 ms (300 bytes: about 3 s)."""
+    with local_http_mirror(0.01) as served:
+        yield served
+
+
+@pytest.fixture
+def short_mirror():
+    """300 of the 100,000 promised bytes at once, then the connection closes."""
+    with local_http_mirror(0) as served:
+        yield served
 
 
 def test_a_trickling_mirror_is_given_up_at_the_deadline_and_the_next_one_used(
@@ -438,6 +453,21 @@ def test_download_deadline_parameter_and_the_error_names_the_slow_mirror(tmp_pat
     assert not folder.exists() or list(folder.iterdir()) == []  # neither a partial file nor a temporary one
     with pytest.raises(ValueError, match="deadline: expected a number of seconds > 0, got 0"):
         datasets.download_dataset("mnist", folder, deadline=0)
+
+
+def test_a_mirror_that_closes_early_is_an_incomplete_download_and_the_next_one_is_used(
+        tmp_path, mirror, short_mirror, monkeypatch, capsys):
+    short, requests = short_mirror
+    source = datasets.DATASETS["mnist"]
+    monkeypatch.setitem(datasets.DATASETS, "mnist", source._replace(mirrors=(short,) + source.mirrors))
+    split = datasets.load_mnist()  # not a checksum error: the download was cut short, not wrong
+    np.testing.assert_array_equal(split.y_train, mirror["train-labels-idx1-ubyte"])
+    assert requests == ["/mnist/train-images-idx3-ubyte.gz"]
+    err = capsys.readouterr().err
+    assert (f"fastbp: {short} failed (incomplete: the connection closed after 300 of 100,000 bytes "
+            f"of train-images-idx3-ubyte.gz); trying the next mirror") in err
+    cache = tmp_path / "cache" / "fastbp" / "mnist"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(s + ".gz" for s in STEMS)
 
 
 def test_no_download_means_no_download(tmp_path, mirror, fetches):
