@@ -36,6 +36,7 @@ features Numba compiles for, and whether ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import signal
@@ -73,6 +74,22 @@ def _aligned(a):
     out = _aligned_zeros(a.shape, a.dtype)
     out[...] = a
     return out
+
+
+def _interrupt_as_such(method):
+    """A per-batch kernel call that Ctrl-C interrupts raises KeyboardInterrupt. (Numba's wrapper
+    can let the signal's exception be set while it returns a result, which Python reports as
+    ``SystemError: CPUDispatcher(...) returned a result with an exception set``, the
+    KeyboardInterrupt as its cause.)"""
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except SystemError as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise
+    return call
 
 
 def _check_threads(threads):
@@ -124,6 +141,7 @@ class NumbaBackend(NumpyBackend):
     def _slope(self, activation):
         return self._T(activation.slope)
 
+    @_interrupt_as_such
     def forward(self, x, W, b, activation):
         if x.ndim == 2 and x.shape[0] >= _COMPILED_PRODUCT_ROWS:
             # large batches (evaluation, prediction): the blocked compiled product, which leaves
@@ -137,21 +155,25 @@ class NumbaBackend(NumpyBackend):
             z = x @ W + b
         return z, K.activate(np.ascontiguousarray(z), K.ACT_CODES[activation.name], self._slope(activation))
 
+    @_interrupt_as_such
     def activation_backward(self, g, z, a, activation):
         return K.activation_backward(np.ascontiguousarray(g), z, a, K.ACT_CODES[activation.name],
                                      self._slope(activation))
 
+    @_interrupt_as_such
     def output_delta(self, z, a, y, activation, loss):
         d, _ = K.output_delta(z, a, np.ascontiguousarray(y, dtype=self.dtype), K.ACT_CODES[activation.name],
                               self._slope(activation), K.LOSS_CODES[loss])
         return d
 
+    @_interrupt_as_such
     def loss(self, a, y, loss):
         # the loss needs no z or activation: run output_delta with the identity and take the value
         _, total = K.output_delta(a, a, np.ascontiguousarray(y, dtype=self.dtype), K.IDENTITY, self._T(0),
                                   K.LOSS_CODES[loss])
         return float(total)
 
+    @_interrupt_as_such
     def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
         if momentum and v is None:
             raise ValueError("v: momentum needs a velocity array, got None")

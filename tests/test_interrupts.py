@@ -175,3 +175,43 @@ def test_ctrl_c_during_the_first_compile_is_answered_at_once_and_the_next_fit_wo
     assert "Error" not in err, err
     assert len(last["loss"]) == 2 and all(v == v for v in last["loss"])
     assert last["alive"] == []
+
+
+PER_BATCH = PRELUDE + textwrap.dedent("""
+    rng = np.random.default_rng(0)
+    X = rng.random((200, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 200)
+    net = fb.Network.from_sizes([784, 30, 10], backend=fb.kernels.get_backend("numba", fused=False), seed=0)
+    net.fit(X, y, epochs=1)
+    net.predict(X)
+    print("start", flush=True)
+    kinds = {}
+    t_end = time.monotonic() + float(sys.argv[1])
+    while time.monotonic() < t_end:
+        try:
+            try:
+                net.fit(X, y, epochs=2)
+                net.predict(X)
+            except BaseException as e:
+                kind = type(e).__name__ + ": " + str(e)[:100]
+                kinds[kind] = kinds.get(kind, 0) + 1
+        except KeyboardInterrupt:  # landed in the handler above
+            pass
+    report(kinds=kinds)
+""")
+
+
+def test_interrupts_of_the_per_batch_numba_kernels_are_keyboard_interrupts(tmp_path):
+    """Numba's wrapper let the signal's exception surface as 'SystemError: CPUDispatcher(...)
+    returned a result with an exception set'."""
+    import random
+
+    proc = _start(tmp_path, PER_BATCH, 3.0)
+    rnd = random.Random(2)
+    t_end = time.monotonic() + 2.5
+    while time.monotonic() < t_end:
+        time.sleep(rnd.uniform(0.001, 0.02))
+        proc.send_signal(signal.SIGINT)
+    out, _ = _finish(proc)
+    kinds = json.loads(out.strip().splitlines()[-1])["kinds"]
+    assert kinds and all(k.startswith("KeyboardInterrupt") for k in kinds), kinds
