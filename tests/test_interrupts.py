@@ -31,6 +31,24 @@ PRELUDE = textwrap.dedent("""
 
     def report(**values):
         print(json.dumps(values), flush=True)
+
+    def storm(seconds, body, on_interrupt):
+        # body() again and again for `seconds` while SIGINTs arrive; on_interrupt(None) for each
+        # KeyboardInterrupt out of it, on_interrupt(e) for any other exception; an interrupt
+        # that lands in this loop's own bookkeeping is retried
+        t_end = time.monotonic() + seconds
+        while True:
+            try:
+                while time.monotonic() < t_end:
+                    try:
+                        body()
+                    except KeyboardInterrupt:
+                        on_interrupt(None)
+                    except BaseException as e:
+                        on_interrupt(e)
+                return
+            except KeyboardInterrupt:
+                continue
 """)
 
 LONG_EPOCH = PRELUDE + textwrap.dedent("""
@@ -102,16 +120,9 @@ MANY_INTERRUPTS = PRELUDE + textwrap.dedent("""
     net = fb.Network.from_sizes([784, 30, 10], backend=make_backend("numba", 2), seed=0)
     net.fit(X, y, epochs=1)
     print("start", flush=True)
-    interrupted = 0
-    t_end = time.monotonic() + float(sys.argv[1])
-    while time.monotonic() < t_end:
-        try:
-            try:
-                net.fit(X, y, epochs=5)
-            except KeyboardInterrupt:
-                interrupted += 1
-        except KeyboardInterrupt:  # landed in the handler above
-            interrupted += 1
+    caught = []
+    storm(float(sys.argv[1]), lambda: net.fit(X, y, epochs=5), caught.append)
+    interrupted = caught.count(None)
     time.sleep(0.2)
     cpu0, wall0 = time.process_time(), time.monotonic()
     time.sleep(0.5)
@@ -185,18 +196,12 @@ PER_BATCH = PRELUDE + textwrap.dedent("""
     net.fit(X, y, epochs=1)
     net.predict(X)
     print("start", flush=True)
+    caught = []
+    storm(float(sys.argv[1]), lambda: (net.fit(X, y, epochs=2), net.predict(X)), caught.append)
     kinds = {}
-    t_end = time.monotonic() + float(sys.argv[1])
-    while time.monotonic() < t_end:
-        try:
-            try:
-                net.fit(X, y, epochs=2)
-                net.predict(X)
-            except BaseException as e:
-                kind = type(e).__name__ + ": " + str(e)[:100]
-                kinds[kind] = kinds.get(kind, 0) + 1
-        except KeyboardInterrupt:  # landed in the handler above
-            pass
+    for e in caught:
+        kind = "KeyboardInterrupt" if e is None else type(e).__name__ + ": " + str(e)[:100]
+        kinds[kind] = kinds.get(kind, 0) + 1
     report(kinds=kinds)
 """)
 
