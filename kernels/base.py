@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The activation and loss names, the pairings each loss accepts and the cross-entropy clip per
+# dtype come from the one table of ops (kernels/ops.py), re-exported here where they always were.
+from .ops import ACTIVATIONS, LOSS_CLIP, LOSS_OUTPUTS, LOSSES, pairs_with  # noqa: F401
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -26,26 +30,6 @@ class Activation:
 
     def __str__(self) -> str:
         return f"leaky_relu({self.slope:g})" if self.name == "leaky_relu" else self.name
-
-
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax")
-LOSSES = ("quadratic", "mse", "binary_cross_entropy", "cross_entropy")
-# The output activations each loss can be paired with (any other loss takes any output): a
-# cross-entropy needs outputs in (0, 1), and -sum y log a needs them to sum to 1 (softmax), or
-# it is minimised by pushing every output to 1.
-LOSS_OUTPUTS = {"binary_cross_entropy": ("sigmoid", "softmax"), "cross_entropy": ("softmax",)}
-
-
-def pairs_with(output: str, loss: str) -> bool:
-    """Whether an output layer with activation ``output`` can be trained with ``loss``."""
-    return output in LOSS_OUTPUTS.get(loss, ACTIVATIONS)
-
-
-# The cross-entropy losses clip the outputs to [c, 1 - c] so that log() stays finite, with c chosen
-# per dtype so that 1 - c is representable in it (1 - 1e-12 rounds to 1.0 in float32, and log(0)
-# made a finite network's loss NaN): float32's machine epsilon, 1e-12 in float64. Every engine
-# clips in the array's own dtype with these values (the CUDA sources copy them; a test checks).
-LOSS_CLIP = {"float32": 2.0 ** -23, "float64": 1e-12}
 
 
 class Backend:
