@@ -25,19 +25,25 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .base import LOSS_CLIP
+from . import ops
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 
-SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY, SOFTMAX = range(6)
-ACT_CODES = {"sigmoid": SIGMOID, "tanh": TANH, "relu": RELU, "leaky_relu": LEAKY_RELU,
-             "identity": IDENTITY, "softmax": SOFTMAX}
-QUADRATIC, MSE, BCE, CE = range(4)
-LOSS_CODES = {"quadratic": QUADRATIC, "mse": MSE, "binary_cross_entropy": BCE, "cross_entropy": CE}
+# The activation and loss codes, the cancelling output/loss pairs and the cross-entropy clip, from
+# the one table (ops.py); Numba freezes these globals into the compiled code (and its disk cache).
+ACT_CODES, LOSS_CODES = ops.ACT_CODES, ops.LOSS_CODES
+SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY, SOFTMAX = (ops.ACT_CODES[name] for name in (
+    "sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax"))
+QUADRATIC, MSE, BCE, CE = (ops.LOSS_CODES[name] for name in (
+    "quadratic", "mse", "binary_cross_entropy", "cross_entropy"))
+# The (activation code, loss code) pairs whose derivatives cancel (delta = a - y). output_delta_row
+# tests both inline: that compiles to the same code as the literal test it replaces (a helper
+# looping over the pairs compiled differently). A third pair in ops.CANCELLING fails to unpack here.
+(CANCEL_ACT_1, CANCEL_LOSS_1), (CANCEL_ACT_2, CANCEL_LOSS_2) = ops.cancelling_codes()
 CHUNK = 40  # samples per pass of the blocked kernels: 40 rows of 784 floats stay in L2
 SPINS = 2000  # polls of the barrier before yielding the CPU
-CLIP32, CLIP64 = LOSS_CLIP["float32"], LOSS_CLIP["float64"]  # the cross-entropy losses' clip
+CLIP32, CLIP64 = ops.LOSS_CLIP["float32"], ops.LOSS_CLIP["float64"]  # the cross-entropy losses' clip
 AHEAD = 16  # rows prefetched ahead of the one being gathered
 
 
@@ -294,7 +300,7 @@ def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
             yk = np.float64(y[k])
             value -= yk * math.log(c)
             d[k] = T(-yk / c)
-    if (act == SIGMOID and loss == BCE) or (act == SOFTMAX and loss == CE):
+    if (act == CANCEL_ACT_1 and loss == CANCEL_LOSS_1) or (act == CANCEL_ACT_2 and loss == CANCEL_LOSS_2):
         for k in range(n):
             d[k] = a[k] - y[k]  # the derivative of the activation cancels
     elif act == SOFTMAX:
