@@ -33,13 +33,13 @@ import time
 
 import numpy as np
 
+from . import ops
 from .base import ACTIVATIONS, LOSSES, Backend
 
 cp = None  # the cupy module, imported by _import_cupy() when the backend is constructed
 
-ACT_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4, "softmax": 5}
-LOSS_CODES = {"quadratic": 0, "mse": 1, "binary_cross_entropy": 2, "cross_entropy": 3}
-CANCELLING = (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy"))
+# the codes the kernels branch on and the pairs whose derivatives cancel: the one table of ops
+ACT_CODES, LOSS_CODES, CANCELLING = ops.ACT_CODES, ops.LOSS_CODES, ops.CANCELLING
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dtype(np.uint8): "unsigned char"}
 
 FUSED_MAX_BATCH = 128  # larger batches: the per-batch cuBLAS path (the GPU is busy enough there)
@@ -85,11 +85,13 @@ def _source():
 
 
 def math_preamble():
-    """The math section of fused_epoch.cu (activations, derivatives, losses as templates): the
-    preamble of the per-batch elementwise kernels."""
+    """The math section of fused_epoch.cu (activations, derivatives, losses as templates), its
+    ``${OPS_DEFINES}`` rendered: the preamble of the per-batch elementwise kernels and of the
+    batched path's kernels."""
     text = _source()
     begin, end = "// ---- BEGIN MATH ----", "// ---- END MATH ----"
-    return text[text.index(begin) + len(begin):text.index(end)]
+    section = text[text.index(begin) + len(begin):text.index(end)]
+    return string.Template(section).substitute(OPS_DEFINES=ops.cuda_defines())
 
 
 def _check_choice(value, name, choices):
@@ -175,7 +177,7 @@ def render_fused_epoch(n_in, n_hidden, n_out, batch_size, dtype="float32", input
         T=C_TYPES[dt], XT=C_TYPES[xt], LT="unsigned int" if layout["LPR"] == 4 else C_TYPES[xt],
         N0=n_in, H=n_hidden, K=n_out, BS=batch_size, NT=threads, HID_ACT=ACT_CODES[hidden],
         OUT_ACT=ACT_CODES[output], LOSS=LOSS_CODES[loss], CANCEL=int((output, loss) in CANCELLING),
-        **layout)
+        OPS_DEFINES=ops.cuda_defines(), **layout)
     return string.Template(_source()).substitute(values)
 
 

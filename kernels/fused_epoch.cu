@@ -15,19 +15,9 @@
 // network's float type T; only the order of the terms of each sum differs.
 
 // ---- BEGIN MATH ----
-#define FB_SIGMOID 0
-#define FB_TANH 1
-#define FB_RELU 2
-#define FB_LEAKY_RELU 3
-#define FB_IDENTITY 4
-#define FB_SOFTMAX 5
-#define FB_QUADRATIC 0
-#define FB_MSE 1
-#define FB_BCE 2
-#define FB_CE 3
-// the cross-entropy losses' clip per dtype (kernels/base.py LOSS_CLIP; a test checks they agree)
-#define FB_CLIP_F32 1.1920928955078125e-07
-#define FB_CLIP_F64 1e-12
+// The activation codes (FB_SIGMOID ...), loss codes (FB_QUADRATIC ...) and the cross-entropy losses'
+// clip per dtype (FB_CLIP_F32, FB_CLIP_F64): #define lines rendered from the one table, kernels/ops.py
+${OPS_DEFINES}
 
 __device__ __forceinline__ float fb_exp(float x) { return expf(x); }
 __device__ __forceinline__ double fb_exp(double x) { return exp(x); }
