@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import kernels
+from . import kernels, training
 from ._io import atomic_write
 from ._validation import check_finite_array, check_inputs, check_positive_int, check_seed, check_targets
 from .layers import Dense
@@ -30,7 +30,9 @@ class DivergenceError(FloatingPointError):
 class History(dict):
     """Per-epoch lists ``loss``, ``val_loss``, ``val_accuracy`` and ``seconds`` (training time of
     each epoch, evaluation excluded), readable as keys or attributes; ``compile_seconds`` holds
-    the time the backend spent compiling before the first epoch."""
+    the time the backend spent compiling before the first epoch, ``engine`` the name of the
+    engine that trained (e.g. "numba-fused-1t", "numpy-per-batch"). An ensemble's history has
+    one value per member in each entry, and ``diverged`` (member -> epoch)."""
 
     def __getattr__(self, key):
         try:
@@ -172,63 +174,19 @@ class Network:
         ``optimizer`` (an SGD) replaces lr/momentum/weight_decay. ``callback(epoch, history)`` is
         called after each epoch; returning True stops training.
         """
-        epochs = check_positive_int(epochs, "epochs")
         opt = optimizer if optimizer is not None else SGD(lr, momentum, weight_decay)
         if not isinstance(opt, SGD):
             raise TypeError(f"optimizer: expected a fastbp.SGD, got {type(opt).__name__}")
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback: expected a callable, got {callback!r}")
-        X, scale = check_inputs(X, self.layers[0].n_in)
-        n = X.shape[0]
-        batch_size = n if batch_size is None else min(check_positive_int(batch_size, "batch_size"), n)
-        Y = check_targets(y, n, self.layers[-1].n_out)
-        if validation_data is not None:
-            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-                raise TypeError("validation_data: expected a pair (X_val, y_val)")
-            Xv, yv = validation_data
-            Xv, _ = check_inputs(Xv, self.layers[0].n_in, "validation_data[0]")
-            check_targets(yv, Xv.shape[0], self.layers[-1].n_out, "validation_data[1]")
 
-        be = self.backend
-        data, targets = be.prepare_data(X), be.asarray(Y)
-        history = History(loss=[], val_loss=[], val_accuracy=[], seconds=[])
-        history["compile_seconds"] = be.warmup(self.layers, self.loss, data, targets, batch_size, opt)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
+        def diverged(run, bad, epoch, history):
+            where = f"after epoch {epoch}" if epoch else "at the start of this fit"
+            raise DivergenceError(
+                f"training diverged in epoch {epoch + 1}: the loss or the weights became NaN or "
+                f"infinite (learning rate {opt.lr} may be too large, or the inputs unscaled); the "
+                f"network was put back to its weights {where}, the last finite ones", history)
 
-            bar = tqdm(total=epochs, desc=f"fastbp[{be.name}]", unit="epoch")
-        try:
-            for epoch in range(epochs):
-                order = self.rng.permutation(n) if shuffle else np.arange(n)
-                t0 = time.perf_counter()
-                with self._undone_on_error() as start:
-                    total = self._run_epoch(data, scale, targets, order, batch_size, opt)
-                history["seconds"].append(time.perf_counter() - t0)
-                history["loss"].append(total / n)
-                if not np.isfinite(total) or not self._params_finite():
-                    self._set_state(start)
-                    where = f"after epoch {epoch}" if epoch else "at the start of this fit"
-                    raise DivergenceError(
-                        f"training diverged in epoch {epoch + 1}: the loss or the weights became NaN or "
-                        f"infinite (learning rate {opt.lr} may be too large, or the inputs unscaled); the "
-                        f"network was put back to its weights {where}, the last finite ones", history)
-                if validation_data is not None:
-                    scores = self.evaluate(*validation_data)
-                    history["val_loss"].append(scores["loss"])
-                    history["val_accuracy"].append(scores["accuracy"])
-                if bar is not None:
-                    postfix = {"loss": f"{history['loss'][-1]:.4f}"}
-                    if history["val_accuracy"]:
-                        postfix["val_acc"] = f"{history['val_accuracy'][-1]:.4f}"
-                    bar.set_postfix(postfix)
-                    bar.update(1)
-                if callback is not None and callback(epoch, history):
-                    break
-        finally:
-            if bar is not None:
-                bar.close()
-        return history
+        return training.fit([self], [opt], X, y, epochs, batch_size, shuffle, validation_data, progress, callback,
+                            single=True, on_diverged=diverged)
 
     def _params_finite(self):
         be = self.backend
@@ -336,27 +294,28 @@ class Network:
         return grads[::-1]
 
     # --- persistence ----------------------------------------------------------------------
+    def _config(self):
+        """The architecture as saved (JSON-ready)."""
+        return {"loss": self.loss, "dtype": self.dtype.name,
+                "layers": [{"n_in": l.n_in, "n_out": l.n_out, "activation": l.activation.name,
+                            "slope": l.activation.slope, "frozen": sorted(l.frozen)} for l in self.layers]}
+
     def save(self, path):
         """Save architecture and weights to an ``.npz`` file (written to a temporary name, then
         renamed, so a failed save leaves nothing half-written)."""
         path = os.fspath(path)
-        config = {
-            "format": "fastbp-network", "version": 1, "loss": self.loss, "dtype": self.dtype.name,
-            "layers": [{"n_in": l.n_in, "n_out": l.n_out, "activation": l.activation.name,
-                        "slope": l.activation.slope, "frozen": sorted(l.frozen)} for l in self.layers],
-        }
+        config = {"format": "fastbp-network", "version": 1, **self._config()}
         arrays = {"config": np.array(json.dumps(config))}
         for i, p in enumerate(self.get_params()):
             arrays[f"W{i}"], arrays[f"b{i}"] = p["W"], p["b"]
         with atomic_write(path) as f:
             np.savez(f, **arrays)
 
-    @classmethod
-    def load(cls, path, backend="auto", dtype=None):
-        """A network saved by ``save``. A file that is not one (empty, truncated, corrupted, of
-        another format, with weights that do not fit its layers) raises a ValueError that names
-        the path and what is wrong."""
-        path = os.fspath(path)
+    @staticmethod
+    def _read_npz(path, fmt):
+        """``(config, arrays)`` of a fastbp ``.npz`` file of format ``fmt``; a file that is not
+        one (empty, truncated, corrupted, another format) is a ValueError naming the path."""
+        what = fmt.replace("fastbp-", "fastbp ")
         try:
             f = np.load(path, allow_pickle=False)
             if not isinstance(f, np.lib.npyio.NpzFile):
@@ -367,28 +326,49 @@ class Network:
         except FileNotFoundError:
             raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-            raise ValueError(f"{path}: not a fastbp network file, or a damaged one ({type(e).__name__}: {e})") from None
-        if not isinstance(config, dict) or config.get("format") != "fastbp-network":
-            raise ValueError(f"{path}: not a fastbp network file (format "
+            raise ValueError(f"{path}: not a {what} file, or a damaged one ({type(e).__name__}: {e})") from None
+        if not isinstance(config, dict) or config.get("format") != fmt:
+            raise ValueError(f"{path}: not a {what} file (format "
                              f"{config.get('format') if isinstance(config, dict) else config!r:.60})")
+        return config, arrays
+
+    @staticmethod
+    def _layers_from(config, arrays):
+        """``(layers, loss, dtype)`` from a saved architecture and its ``W{i}``/``b{i}`` arrays;
+        KeyError, TypeError or ValueError when they do not make a network."""
+        layers = []
+        for i, spec in enumerate(config["layers"]):
+            if f"W{i}" not in arrays or f"b{i}" not in arrays:
+                raise ValueError(f"layer {i} has no weights stored")
+            layers.append(Dense(spec["n_in"], spec["n_out"], (spec["activation"], spec["slope"]),
+                                init=arrays[f"W{i}"], bias_init=arrays[f"b{i}"], frozen=spec["frozen"]))
+        loss = check_loss(config["loss"])
+        if config["dtype"] not in ("float32", "float64"):
+            raise ValueError(f"dtype {config['dtype']!r}")
+        return layers, loss, config["dtype"]
+
+    @classmethod
+    def load(cls, path, backend="auto", dtype=None):
+        """A network saved by ``save``. A file that is not one (empty, truncated, corrupted, of
+        another format, with weights that do not fit its layers) raises a ValueError that names
+        the path and what is wrong."""
+        path = os.fspath(path)
+        config, arrays = cls._read_npz(path, "fastbp-network")
         try:
-            layers = []
-            for i, spec in enumerate(config["layers"]):
-                if f"W{i}" not in arrays or f"b{i}" not in arrays:
-                    raise ValueError(f"layer {i} has no weights stored")
-                layers.append(Dense(spec["n_in"], spec["n_out"], (spec["activation"], spec["slope"]),
-                                    init=arrays[f"W{i}"], bias_init=arrays[f"b{i}"], frozen=spec["frozen"]))
-            loss = check_loss(config["loss"])
-            if config["dtype"] not in ("float32", "float64"):
-                raise ValueError(f"dtype {config['dtype']!r}")
+            layers, loss, file_dtype = cls._layers_from(config, arrays)
         except (KeyError, TypeError, ValueError) as e:
             what = f"missing entry {e}" if isinstance(e, KeyError) else str(e)
             raise ValueError(f"{path}: not a valid fastbp network file ({what})") from None
-        # the caller's arguments first, so that their errors are not blamed on the file
-        if isinstance(backend, kernels.Backend) and dtype is not None and backend.dtype != dtype:
-            raise ValueError(f"dtype: {dtype!r} differs from the given backend's dtype {backend.dtype.name!r}")
-        be = kernels.get_backend(backend, dtype or config["dtype"])
+        be = cls._backend_for(backend, dtype, file_dtype)
         try:
             return cls(layers, loss=loss, backend=be)
         except ValueError as e:  # layers that do not chain, a loss that does not fit the outputs
             raise ValueError(f"{path}: not a valid fastbp network file ({e})") from None
+
+    @staticmethod
+    def _backend_for(backend, dtype, file_dtype):
+        """The backend a loaded file runs on: the caller's arguments are checked first, so that
+        their errors are not blamed on the file."""
+        if isinstance(backend, kernels.Backend) and dtype is not None and backend.dtype != dtype:
+            raise ValueError(f"dtype: {dtype!r} differs from the given backend's dtype {backend.dtype.name!r}")
+        return kernels.get_backend(backend, dtype or file_dtype)

@@ -116,3 +116,28 @@ class Backend:
         """Compile or load whatever ``train_epoch`` needs, so that timed epochs exclude it.
         Returns the seconds spent (0.0 when there is nothing to do)."""
         return 0.0
+
+    def generic_engine(self, layers, loss, X, Y, batch_size, opt):
+        """The name of the engine ``train_epoch`` (or the per-batch loop) runs for this
+        configuration, e.g. ``"numpy-per-batch"``."""
+        return f"{self.name}-per-batch"
+
+    # --- training plans: K >= 1 networks of one shape (kernels/plan.py) ----------------------
+    def make_plan(self, networks, loss, optimizers, X, Y):
+        """The training plan of ``networks`` (one list of layers per member) when this backend
+        has an engine for it, else None (each member then trains through ``train_epoch`` or
+        the per-batch kernels)."""
+        return None
+
+    def engine(self, plan):
+        """The name of the engine that runs ``plan``."""
+        raise NotImplementedError
+
+    def train_plan(self, plan, X, scale, Y, orders, batch_size, members=None):
+        """One epoch of the plan's members (member k over ``X[orders[k]]``); the summed loss
+        per member."""
+        raise NotImplementedError
+
+    def warmup_plan(self, plan, X, Y, batch_size):
+        """As ``warmup``, for a plan. Returns seconds."""
+        return 0.0

@@ -14,7 +14,9 @@ matrix products (``x @ W`` on small batches, ``x.T @ delta``) are NumPy's (BLAS)
 of evaluation matters for two threads: OpenBLAS's own threads busy-wait for a while after each
 threaded product and would take the cores from the next epoch's workers.
 
-Threads: ``threads=1`` (the default) or ``2``. With two, the epoch of a network of two or more
+Threads: ``threads=1`` (the default) or more. An ensemble (a plan of K members, ``fb.Ensemble``)
+runs on min(threads, K) workers, each training whole members (no barrier between them). For one
+network, ``threads >= 2`` uses two workers: the epoch of a network of two or more
 layers runs on two persistent workers (two Python threads, each inside a ``nogil`` compiled
 function for the whole epoch): each owns about half the units of the first (big) layer and does
 its forward pass and update; worker 0 alone does the small layers above in between, while
@@ -51,29 +53,16 @@ from .numpy_backend import NumpyBackend
 
 import numba  # noqa: E402  (ImportError here makes the registry report the backend unavailable)
 
+from . import _numba_ensemble as KE  # noqa: E402
 from . import _numba_kernels as K  # noqa: E402
+from .plan import aligned_zeros as _aligned_zeros  # noqa: E402
+from .plan import build_plan  # noqa: E402
 
 # the two-thread kernel's barrier uses x86's pause instruction and libc's sched_yield
 TWO_THREADS_SUPPORTED = platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
 _COMPILED_PRODUCT_ROWS = 64  # forward(): from this many rows on, the compiled product instead of BLAS
 _COMPILE_PATIENCE = 0.25  # seconds an interrupted warmup waits for its worker (a compile cannot be stopped)
 _FLUSH = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 0.0}  # deltas below: zero (no subnormals)
-
-
-def _aligned_zeros(shape, dtype, align=128):
-    """Zeros whose first element sits on an ``align``-byte boundary (whole cache lines: the two
-    workers never write the same line when their parts start on a line)."""
-    dtype = np.dtype(dtype)
-    n = int(np.prod(shape))
-    buf = np.zeros(n + align // dtype.itemsize, dtype)
-    off = (-buf.ctypes.data % align) // dtype.itemsize
-    return buf[off:off + n].reshape(shape)
-
-
-def _aligned(a):
-    out = _aligned_zeros(a.shape, a.dtype)
-    out[...] = a
-    return out
 
 
 def _interrupt_as_such(method):
@@ -96,14 +85,14 @@ def _check_threads(threads):
     if threads is None:
         return 1
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
-        raise TypeError(f"threads: expected 1 or 2 (an int), got {threads!r}")
-    if threads not in (1, 2):
-        raise ValueError(f"threads: expected 1 or 2, got {threads}")
+        raise TypeError(f"threads: expected a positive integer, got {threads!r}")
+    if threads < 1:
+        raise ValueError(f"threads: expected a positive integer, got {threads}")
     return int(threads)
 
 
 class NumbaBackend(NumpyBackend):
-    """CPU backend compiled with Numba. ``threads``: 1 (default) or 2 (see the module doc);
+    """CPU backend compiled with Numba. ``threads``: 1 (default) or more (see the module doc);
     ``fused``: False disables the one-call-per-epoch kernel (the per-batch kernels are used)."""
 
     name = "numba"
@@ -185,121 +174,76 @@ class NumbaBackend(NumpyBackend):
         K.sgd_update(p.reshape(-1), np.ascontiguousarray(g, dtype=self.dtype).reshape(-1),
                      v.reshape(-1) if momentum else p.reshape(-1), float(step), float(momentum), float(decay))
 
-    # --- the fused epoch -----------------------------------------------------------------
-    def _plan(self, layers, loss, X, Y, opt):
-        """The flat transposed parameters and codes for the fused kernel, or None when this
-        configuration is not covered."""
+    # --- the fused epochs, on a training plan (kernels/plan.py) -------------------------------
+    def covers(self, layers, loss, X, Y):
+        """Whether the fused engines train this configuration (else the per-batch path)."""
         if not self.fused or loss not in K.LOSS_CODES or X.ndim != 2 or Y.ndim != 2:
-            return None
+            return False
         if X.dtype not in (np.uint8, self.dtype) or Y.dtype != self.dtype:
+            return False
+        return all(layer.activation.name in K.ACT_CODES and isinstance(p, np.ndarray) and p.dtype == self.dtype
+                   for layer in layers for p in (layer.W, layer.b))
+
+    def make_plan(self, networks, loss, optimizers, X, Y):
+        """The training plan of ``networks`` (one list of layers per member, all of one shape),
+        or None when the fused engines do not cover them."""
+        if not all(self.covers(layers, loss, X, Y) for layers in networks):
             return None
-        for layer in layers:
-            if layer.activation.name not in K.ACT_CODES:
-                return None
-            for p in (layer.W, layer.b):
-                if not isinstance(p, np.ndarray) or p.dtype != self.dtype:
-                    return None
-        dt = self.dtype
-        sizes = np.array([layers[0].n_in] + [layer.n_out for layer in layers], dtype=np.int64)
-        pad = 128 // dt.itemsize  # rows padded to 128 bytes: the vector loops need no scalar tail
-        lds = (sizes + pad - 1) // pad * pad
-        woff = np.zeros(len(layers), dtype=np.int64)
-        boff = np.zeros(len(layers), dtype=np.int64)
-        for i in range(1, len(layers)):
-            woff[i] = woff[i - 1] + sizes[i] * lds[i - 1]
-            boff[i] = boff[i - 1] + sizes[i]
-        W = self._pack([layer.W for layer in layers], sizes, lds)
-        b = _aligned(np.concatenate([layer.b.ravel() for layer in layers]).astype(dt, copy=False))
-        mom = opt.momentum > 0
-        if mom:
-            for layer in layers:
-                for name, p in (("W", layer.W), ("b", layer.b)):
-                    if name not in layer.frozen and layer.velocity.get(name) is None:
-                        layer.velocity[name] = np.zeros(p.shape, dtype=dt)
-            VW = self._pack([layer.velocity.get("W") for layer in layers], sizes, lds)
-            vb = _aligned(np.concatenate([layer.velocity["b"].ravel() if "b" in layer.velocity
-                                          else np.zeros(layer.b.size, dt) for layer in layers]).astype(dt, copy=False))
-        else:
-            VW = np.zeros(1, dt)
-            vb = np.zeros(b.size, dt)
-        return dict(
-            W=W, b=b, VW=VW, vb=vb, woff=woff, boff=boff, sizes=sizes, lds=lds,
-            acts=np.array([K.ACT_CODES[layer.activation.name] for layer in layers], dtype=np.int64),
-            slopes=np.array([layer.activation.slope for layer in layers], dtype=np.float64),
-            frozen_w=np.array(["W" in layer.frozen for layer in layers]),
-            frozen_b=np.array(["b" in layer.frozen for layer in layers]),
-            loss=K.LOSS_CODES[loss], lr=float(opt.lr), mu=float(opt.momentum), wd=float(opt.weight_decay),
-            mean=opt.reduction == "mean", tiny=_FLUSH[self.dtype], mom=mom,
-        )
+        return build_plan(networks, loss, optimizers, self.dtype, _FLUSH[self.dtype])
 
-    def _pack(self, mats, sizes, lds):
-        """Matrices (n_in, n_out) (None: zeros) as one flat buffer of their transposes, each row
-        zero-padded to its layer's stride."""
-        flat = _aligned_zeros(int(np.sum(sizes[1:] * lds[:-1])), self.dtype)
-        o = 0
-        for i, M in enumerate(mats):
-            n_in, n_out, ld = sizes[i], sizes[i + 1], lds[i]
-            if M is not None:
-                flat[o:o + n_out * ld].reshape(n_out, ld)[:, :n_in] = M.T
-            o += n_out * ld
-        return flat
-
-    @staticmethod
-    def _view(flat, plan, i):
-        """Layer i's (n_in, n_out) weights inside a flat transposed buffer."""
-        n_in, n_out, ld, o = plan["sizes"][i], plan["sizes"][i + 1], plan["lds"][i], plan["woff"][i]
-        return flat[o:o + n_out * ld].reshape(n_out, ld)[:, :n_in].T
-
-    def _unpack(self, layers, plan):
-        """Copy the flat transposed parameters (and velocities) back into the layers' arrays."""
-        sizes, boff = plan["sizes"], plan["boff"]
-        for i, layer in enumerate(layers):
-            n_out = sizes[i + 1]
-            layer.W[...] = self._view(plan["W"], plan, i)
-            layer.b[...] = plan["b"][boff[i]:boff[i] + n_out]
-            if plan["mom"]:
-                if "W" in layer.velocity:
-                    layer.velocity["W"][...] = self._view(plan["VW"], plan, i)
-                if "b" in layer.velocity:
-                    layer.velocity["b"][...] = plan["vb"][boff[i]:boff[i] + n_out]
+    def engine(self, plan):
+        if plan.n_members > 1:
+            return f"numba-members-{min(self.threads, plan.n_members)}t"
+        return "numba-fused-2t" if self._two_threads(plan) else "numba-fused-1t"
 
     def _two_threads(self, plan):
-        return (self.threads == 2 and TWO_THREADS_SUPPORTED and len(plan["acts"]) >= 2
-                and plan["sizes"][1] >= 2)
+        return (self.threads >= 2 and TWO_THREADS_SUPPORTED and plan.n_layers >= 2 and plan.sizes[1] >= 2)
 
     def train_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
-        plan = self._plan(layers, loss, X, Y, opt)
+        plan = self.make_plan([layers], loss, [opt], X, Y)
         if plan is None:
             return None
-        order = np.ascontiguousarray(order, dtype=np.int64)
-        total = self._epoch(plan, X, float(scale), Y, order, int(min(batch_size, len(order))))
-        self._unpack(layers, plan)
-        return float(total)
+        totals = self.train_plan(plan, X, scale, Y, np.ascontiguousarray(order, dtype=np.int64)[None, :],
+                                 batch_size)
+        plan.unpack([layers])
+        return float(totals[0])
 
-    def _epoch(self, p, X, scale, Y, order, bs, patience=None):
-        """The fused epoch on the plan's copies of the parameters, on worker threads (one, or two
-        for ``train_epoch_2t``) while this thread waits, so that Ctrl-C is answered at once: the
-        workers are told to stop (they poll a flag before each batch) and the epoch's work is
-        discarded, the layers keep what they had. Returns the summed loss."""
+    def train_plan(self, plan, X, scale, Y, orders, batch_size, members=None, patience=None):
+        """One epoch of the plan's ``members`` (default all), member k over ``X[orders[k]]``, on
+        worker threads while this thread waits, so that Ctrl-C is answered at once: the workers
+        are told to stop (they poll a flag before each batch) and the exception goes on; the
+        plan then holds a mixture (``Plan.restore`` puts back a snapshot). One member on
+        ``threads >= 2``: the two-thread kernel; several: each worker runs whole members.
+        Returns the summed loss per member (NaN for those not run)."""
+        K_ = plan.n_members
+        members = np.arange(K_, dtype=np.int64) if members is None else np.asarray(members, dtype=np.int64)
+        totals = np.full(K_, np.nan)
+        if members.size == 0:
+            return totals
+        orders = np.ascontiguousarray(orders, dtype=np.int64)
+        bs = int(min(batch_size, orders.shape[1]))
+        scale = float(scale)
         stop = _aligned_zeros(16, np.int64)
-        args = (X, scale, Y, order, bs, p["W"], p["b"], p["VW"], p["vb"], p["woff"], p["boff"], p["sizes"],
-                p["lds"], p["acts"], p["slopes"], p["frozen_w"], p["frozen_b"], p["loss"], p["lr"], p["mu"],
-                p["wd"], p["mean"], p["tiny"])
-        if not self._two_threads(p):
-            result = []
-            run_workers([lambda: result.append(K.train_epoch(*args, stop))], stop, patience)
-            return result[0]
-        dt = self.dtype
-        maxw = int(max(p["lds"][1:]))
-        L = len(p["acts"])
-        Z = _aligned_zeros((L, bs, maxw), dt)  # rows of 128-byte multiples, cache-line aligned
-        A = _aligned_zeros((L, bs, maxw), dt)
-        D = _aligned_zeros((L, bs, maxw), dt)
-        flags = _aligned_zeros(32, np.int64)
-        losses = np.zeros(2)
-        run_workers([lambda t=t: K.train_epoch_2t(t, *args, Z, A, D, flags, losses, stop) for t in (0, 1)],
-                    stop, patience)
-        return losses[0]
+        p = plan
+        shared = (p.woff, p.boff, p.sizes, p.lds, p.acts, p.slopes)
+        if K_ == 1 and self._two_threads(p):
+            dt, L = self.dtype, p.n_layers
+            maxw = int(max(p.lds[1:]))
+            Z = _aligned_zeros((L, bs, maxw), dt)  # rows of 128-byte multiples, cache-line aligned
+            A = _aligned_zeros((L, bs, maxw), dt)
+            D = _aligned_zeros((L, bs, maxw), dt)
+            flags = _aligned_zeros(32, np.int64)
+            losses = np.zeros(2)
+            args = (X, scale, Y, orders[0], bs, p.W[0], p.b[0], p.VW[0], p.vb[0], *shared, p.frozen_w[0],
+                    p.frozen_b[0], p.loss, p.lr[0], p.mu[0], p.wd[0], p.mean, p.tiny, Z, A, D, flags, losses, stop)
+            run_workers([lambda t=t: K.train_epoch_2t(t, *args) for t in (0, 1)], stop, patience)
+            totals[0] = losses[0]
+            return totals
+        args = (X, scale, Y, orders, bs, p.W, p.b, p.VW, p.vb, *shared, p.frozen_w, p.frozen_b, p.loss, p.lr,
+                p.mu, p.wd, p.mean, p.tiny, stop, totals)
+        n = max(1, min(self.threads, members.size))
+        run_workers([lambda ks=members[t::n]: KE.train_members(ks, *args) for t in range(n)], stop, patience)
+        return totals
 
     def warmup(self, layers, loss, X, Y, batch_size, opt):
         """Compile (first run) or load from the on-disk cache the kernels this configuration
@@ -307,12 +251,18 @@ class NumbaBackend(NumpyBackend):
         Interrupted (Ctrl-C) during a first compile, it returns at once; the compile, which
         cannot be stopped, finishes on its worker thread and is cached for the next call."""
         t0 = time.perf_counter()
-        plan = self._plan(layers, loss, X, Y, opt)
+        plan = self.make_plan([layers], loss, [opt], X, Y)
         if plan is not None:
-            n = min(2, X.shape[0])
-            scale = 1.0 / 255.0 if X.dtype == np.uint8 else 1.0
-            self._epoch(plan, X, scale, Y, np.arange(n, dtype=np.int64), min(batch_size, n),
-                        patience=_COMPILE_PATIENCE)
+            self.warmup_plan(plan, X, Y, batch_size)
+        return time.perf_counter() - t0
+
+    def warmup_plan(self, plan, X, Y, batch_size):
+        """As ``warmup``, for a plan (on a copy of it)."""
+        t0 = time.perf_counter()
+        n = min(2, X.shape[0])
+        scale = 1.0 / 255.0 if X.dtype == np.uint8 else 1.0
+        orders = np.tile(np.arange(n, dtype=np.int64), (plan.n_members, 1))
+        self.train_plan(plan.copy(), X, scale, Y, orders, min(batch_size, n), patience=_COMPILE_PATIENCE)
         return time.perf_counter() - t0
 
 
@@ -321,43 +271,63 @@ def run_workers(targets, stop, patience=None):
     first exception is raised here. When the wait is interrupted (Ctrl-C, or any exception in
     this thread), ``stop[0]`` is set, which the compiled workers poll, and the workers are
     waited for (at most ``patience`` seconds when given) before the interruption goes on: no
-    worker is left spinning. SIGINT is blocked while the threads start, so that an interrupt
-    cannot land inside ``Thread.start()`` and leave a worker nobody waits for."""
-    errors = []
+    worker is left running. SIGINT is blocked while the threads start, so that an interrupt
+    cannot land inside ``Thread.start()`` and leave a worker nobody waits for.
 
-    def guarded(target):
+    Each worker sets an Event of its own when it finishes, and the waiting is on those:
+    ``Thread.join`` cannot be trusted after an interrupt (Python's ``_wait_for_tstate_lock``,
+    interrupted while the thread runs, releases the thread's lock and marks it stopped, so
+    ``is_alive()`` is False while the worker still runs), nor can a lock of our own (an interrupt
+    between its ``acquire()`` and the next line leaves it held)."""
+    errors = []
+    done = [threading.Event() for _ in targets]
+
+    def guarded(target, finished):
         try:
             target()
         except BaseException as e:  # reported by the waiting thread
             errors.append(e)
+        finally:
+            finished.set()
 
-    threads = [threading.Thread(target=guarded, args=(t,), name=f"fastbp-numba-{i}", daemon=True)
-               for i, t in enumerate(targets)]
+    threads = [threading.Thread(target=guarded, args=(t, ev), name=f"fastbp-numba-{i}", daemon=True)
+               for i, (t, ev) in enumerate(zip(targets, done))]
     started = []
     try:
         old = _block_sigint()
         try:
-            for th in threads:
+            for th, ev in zip(threads, done):
                 th.start()
-                started.append(th)
+                started.append((th, ev))
         finally:
             _restore_sigmask(old)  # a Ctrl-C that came meanwhile is raised here, all threads started
-        for th in started:
-            th.join()
+        for _, ev in started:
+            ev.wait()
     except BaseException:
         stop[0] = 1
-        deadline = None if patience is None else time.monotonic() + patience
-        for th in started:
-            while th.is_alive():
-                try:
-                    th.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-                except KeyboardInterrupt:  # a second Ctrl-C: still wait for the workers
-                    continue
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
+        _wait_for(started, patience)
         raise
+    _wait_for(started, None)  # they have finished: let their threads end too
     if errors:
         raise errors[0]
+
+
+def _wait_for(started, patience):
+    """Wait until each worker has finished (at most ``patience`` seconds in all) and its thread
+    ended; further interrupts meanwhile are ignored (the workers stop within a batch)."""
+    deadline = None if patience is None else time.monotonic() + patience
+    for th, finished in started:
+        while not finished.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            try:
+                finished.wait(0.05)
+            except KeyboardInterrupt:
+                pass
+        try:
+            th.join(1.0)  # it is past its last line: this ends at once
+        except KeyboardInterrupt:
+            pass
 
 
 def _block_sigint():

@@ -68,7 +68,10 @@ LONG_EPOCH = PRELUDE + textwrap.dedent("""
         after = net.get_params()
         same_velocity = all(np.array_equal(v[k], layer.velocity[k]) for v, layer in zip(velocity, net.layers)
                             for k in v)
-        report(interrupted=True, same=same(before, after), same_velocity=same_velocity, alive=fastbp_threads())
+        alive = fastbp_threads()
+        time.sleep(0.3)  # a worker still running would go on changing them
+        report(interrupted=True, same=same(before, after), same_velocity=same_velocity, alive=alive,
+               still=same(after, net.get_params()))
 """)
 
 
@@ -111,6 +114,7 @@ def test_ctrl_c_inside_a_long_epoch_is_answered_at_once_and_undoes_the_epoch(tmp
     assert result["same"], "the interrupted epoch left a mixture of old and new weights"
     assert result["same_velocity"], "the interrupted epoch changed the momentum velocities"
     assert result["alive"] == []
+    assert result["still"], "the weights changed after the KeyboardInterrupt: a worker was still running"
 
 
 MANY_INTERRUPTS = PRELUDE + textwrap.dedent("""

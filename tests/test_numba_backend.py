@@ -209,13 +209,13 @@ def test_two_threads_with_frozen_layer_softmax_and_depth(sizes):
 
 def test_unsupported_configuration_falls_back_to_per_batch_kernels(monkeypatch):
     calls = []
-    original = NumbaBackend._plan
+    original = NumbaBackend.make_plan
 
     def no_plan(self, *args):
         calls.append(original(self, *args) is not None)  # it would have been covered
         return None
 
-    monkeypatch.setattr(NumbaBackend, "_plan", no_plan)
+    monkeypatch.setattr(NumbaBackend, "make_plan", no_plan)
     fallback = train("numba", "float64", momentum=0.5)
     monkeypatch.undo()
     assert calls and all(calls)
@@ -239,8 +239,9 @@ def test_warmup_reports_seconds_and_leaves_weights_alone():
 def test_threads_argument_is_checked():
     assert get_backend("numba", "float32").threads == 1
     assert get_backend("numba", "float32", threads=2).threads == 2
-    with pytest.raises(ValueError, match="threads"):
-        NumbaBackend("float32", threads=3)
+    assert get_backend("numba", "float32", threads=5).threads == 5  # ensembles: a worker per member
+    with pytest.raises(ValueError, match="threads: expected a positive integer, got 0"):
+        NumbaBackend("float32", threads=0)
     with pytest.raises(TypeError, match="threads"):
         NumbaBackend("float32", threads="2")
     with pytest.raises(ValueError, match="dtype"):

@@ -1,0 +1,195 @@
+"""The training loop shared by ``Network.fit`` (one member) and ``Ensemble.fit`` (K members).
+
+Per fit: the inputs are checked once, the backend is asked for a training plan of all members
+(``make_plan``: the packed parameters of the K networks, built once per fit; ``None`` where its
+fused engines do not cover them, and then each member's epoch runs through ``Network._run_epoch``).
+Per epoch, for each member still training: its own sample order from its own generator, so
+member k trains exactly as the lone network with its seed would. A member whose loss or weights
+become NaN/inf is put back to its weights at the start of that epoch and stops; ``on_diverged``
+decides what then happens (the lone network raises). An epoch that raises (Ctrl-C) is undone for
+every member.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ._validation import check_inputs, check_positive_int, check_targets
+
+
+def check_fit_data(X, y, batch_size, validation_data, n_in, n_out):
+    """``(X, scale, Y, batch_size)`` checked as ``fit`` takes them."""
+    X, scale = check_inputs(X, n_in)
+    n = X.shape[0]
+    batch_size = n if batch_size is None else min(check_positive_int(batch_size, "batch_size"), n)
+    Y = check_targets(y, n, n_out)
+    if validation_data is not None:
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+            raise TypeError("validation_data: expected a pair (X_val, y_val)")
+        Xv, yv = validation_data
+        Xv, _ = check_inputs(Xv, n_in, "validation_data[0]")
+        check_targets(yv, Xv.shape[0], n_out, "validation_data[1]")
+    return X, scale, Y, batch_size
+
+
+def check_callback(callback):
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable, got {callback!r}")
+
+
+class Run:
+    """One fit of K members of one shape and backend; ``epoch()`` trains each active member one
+    epoch. Holds the plan (or None), the data on the backend, and which members diverged."""
+
+    def __init__(self, members, optimizers, X, scale, Y, batch_size, shuffle):
+        self.members = members
+        self.optimizers = optimizers
+        self.be = be = members[0].backend
+        self.loss = members[0].loss
+        self.scale, self.batch_size, self.shuffle = scale, batch_size, shuffle
+        self.n = X.shape[0]
+        self.data, self.targets = be.prepare_data(X), be.asarray(Y)
+        self.networks = [m.layers for m in members]
+        self.plan = be.make_plan(self.networks, self.loss, optimizers, self.data, self.targets)
+        self.diverged = {}  # member -> the epoch (from 1) in which it diverged
+        self.stale = False  # the layers lag behind the plan
+
+    @property
+    def engine(self):
+        if self.plan is not None:
+            return self.be.engine(self.plan)
+        return self.be.generic_engine(self.networks[0], self.loss, self.data, self.targets, self.batch_size,
+                                      self.optimizers[0])
+
+    def warmup(self):
+        if self.plan is not None:
+            return self.be.warmup_plan(self.plan, self.data, self.targets, self.batch_size)
+        return self.be.warmup(self.networks[0], self.loss, self.data, self.targets, self.batch_size,
+                              self.optimizers[0])
+
+    def active(self):
+        return [k for k in range(len(self.members)) if k not in self.diverged]
+
+    def epoch(self, number):
+        """Train the active members one epoch; returns (summed losses per member, NaN for those
+        not trained, the members that diverged in this epoch)."""
+        active = self.active()
+        orders = {k: self.members[k].rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+                  for k in active}
+        if self.plan is not None:
+            return self._plan_epoch(active, orders, number)
+        totals = np.full(len(self.members), np.nan)
+        starts = {k: self.members[k]._state() for k in active}
+        try:
+            for k in active:
+                totals[k] = self.members[k]._run_epoch(self.data, self.scale, self.targets, orders[k],
+                                                       self.batch_size, self.optimizers[k])
+        except BaseException:
+            for k in active:
+                self.members[k]._set_state(starts[k])
+            raise
+        bad = [k for k in active if not np.isfinite(totals[k]) or not self.members[k]._params_finite()]
+        for k in bad:
+            self.members[k]._set_state(starts[k])
+            self.diverged[k] = number
+        return totals, bad
+
+    def _plan_epoch(self, active, orders, number):
+        plan = self.plan
+        for k, opt in enumerate(self.optimizers):  # a callback may have changed them
+            plan.lr[k], plan.mu[k], plan.wd[k] = opt.lr, opt.momentum, opt.weight_decay
+        O = np.zeros((len(self.members), self.n), dtype=np.int64)
+        for k in active:
+            O[k] = orders[k]
+        start = plan.snapshot()
+        try:
+            totals = self.be.train_plan(plan, self.data, self.scale, self.targets, O, self.batch_size, active)
+        except BaseException:
+            plan.restore(start)
+            plan.unpack(self.networks)
+            raise
+        self.stale = True
+        ok = plan.finite()
+        bad = [k for k in active if not (np.isfinite(totals[k]) and ok[k])]
+        if bad:
+            plan.restore(start, bad)
+            for k in bad:
+                self.diverged[k] = number
+        return totals, bad
+
+    def sync(self):
+        """The layers up to date with the plan."""
+        if self.plan is not None and self.stale:
+            self.plan.unpack(self.networks)
+            self.stale = False
+
+    def repack(self):
+        """The plan up to date with the layers (a callback may have changed them)."""
+        if self.plan is not None:
+            fresh = self.be.make_plan(self.networks, self.loss, self.optimizers, self.data, self.targets)
+            if fresh is None:
+                raise RuntimeError("the layers changed so that the training plan no longer covers them")
+            self.plan = fresh
+
+
+def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data, progress, callback,
+        single, on_diverged):
+    """Train ``members`` (Networks of one shape and backend); see the module doc. ``single``: the
+    history holds one value per epoch (a lone network), else one list per epoch with a value per
+    member. ``on_diverged(run, bad, epoch, history)`` is called when members diverge. Returns the
+    History."""
+    from .network import History
+
+    epochs = check_positive_int(epochs, "epochs")
+    check_callback(callback)
+    first = members[0]
+    X, scale, Y, batch_size = check_fit_data(X, y, batch_size, validation_data, first.layers[0].n_in,
+                                             first.layers[-1].n_out)
+    run = Run(members, optimizers, X, scale, Y, batch_size, shuffle)
+    history = History(loss=[], val_loss=[], val_accuracy=[], seconds=[])
+    history["engine"] = run.engine
+    history["compile_seconds"] = run.warmup()
+    if not single:
+        history["diverged"] = run.diverged
+    pick = (lambda values: values[0]) if single else list
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, desc=f"fastbp[{run.be.name}]", unit="epoch")
+    try:
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            totals, bad = run.epoch(epoch + 1)
+            history["seconds"].append(time.perf_counter() - t0)
+            history["loss"].append(pick([float(t) / run.n for t in totals]))
+            if bad:
+                run.sync()
+                on_diverged(run, bad, epoch, history)
+            if validation_data is not None:
+                run.sync()
+                stopped = {"loss": float("nan"), "accuracy": float("nan")}  # diverged members: NaN
+                scores = [stopped if k in run.diverged else m.evaluate(*validation_data)
+                          for k, m in enumerate(members)]
+                history["val_loss"].append(pick([s["loss"] for s in scores]))
+                history["val_accuracy"].append(pick([s["accuracy"] for s in scores]))
+            if bar is not None:
+                postfix = {"loss": f"{np.nanmean(np.atleast_1d(history['loss'][-1])):.4f}"}
+                if history["val_accuracy"]:
+                    postfix["val_acc"] = f"{np.nanmean(np.atleast_1d(history['val_accuracy'][-1])):.4f}"
+                bar.set_postfix(postfix)
+                bar.update(1)
+            if callback is not None:
+                run.sync()
+                stop = callback(epoch, history)
+                run.repack()
+                if stop:
+                    break
+            if not run.active():
+                break
+    finally:
+        run.sync()
+        if bar is not None:
+            bar.close()
+    return history
