@@ -476,6 +476,11 @@ class CupyBackend(Backend):
             self._fused_kernels[key] = kernel
         return kernel
 
+    def generic_engine(self, layers, loss, X, Y, batch_size, opt):
+        if self.fused_config(layers, loss, X, Y, min(batch_size, X.shape[0])) is not None:
+            return "cupy-fused"
+        return "cupy-batched" if self.batched_covers(layers, X, Y) else "cupy-per-batch"
+
     def train_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
         config = self.fused_config(layers, loss, X, Y, min(batch_size, len(order)))
         if config is None:
