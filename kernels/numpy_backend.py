@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import LOSS_CLIP, Activation, Backend
+from .ops import cancels
 
 
 def _clip(a):
@@ -157,7 +158,7 @@ class NumpyBackend(Backend):
         return g * _derivative_from(z, a, activation)
 
     def output_delta(self, z, a, y, activation, loss):
-        if (activation.name, loss) in (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy")):
+        if cancels(activation.name, loss):
             return a - y  # the derivative of the activation cancels
         return self.activation_backward(_loss_grad(a, y, loss), z, a, activation)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import ACTIVATIONS, LOSSES
+from .ops import ACT_CODES, LOSS_CODES
 
 ALIGN = 128  # bytes: rows of the packed buffers start on whole cache lines
 
@@ -27,14 +27,6 @@ def aligned_zeros(shape, dtype, align=ALIGN):
     buf = np.zeros(n + align // dtype.itemsize, dtype)
     off = (-buf.ctypes.data % align) // dtype.itemsize
     return buf[off:off + n].reshape(shape)
-
-
-def act_code(name):
-    return ACTIVATIONS.index(name)
-
-
-def loss_code(name):
-    return LOSSES.index(name)
 
 
 class Plan:
@@ -133,11 +125,11 @@ def build_plan(networks, loss, optimizers, dtype, flush=0.0):
     vb = aligned_zeros((K, bsize), dt)
     plan = Plan(
         sizes=sizes, lds=lds, woff=woff, boff=boff, W=W, b=b, VW=VW, vb=vb, momentum=momentum,
-        acts=np.array([act_code(layer.activation.name) for layer in first], dtype=np.int64),
+        acts=np.array([ACT_CODES[layer.activation.name] for layer in first], dtype=np.int64),
         slopes=np.array([layer.activation.slope for layer in first], dtype=np.float64),
         frozen_w=np.array([["W" in layer.frozen for layer in net] for net in networks], dtype=np.bool_),
         frozen_b=np.array([["b" in layer.frozen for layer in net] for net in networks], dtype=np.bool_),
-        loss=loss_code(loss), mean=optimizers[0].reduction == "mean", tiny=float(flush),
+        loss=LOSS_CODES[loss], mean=optimizers[0].reduction == "mean", tiny=float(flush),
         lr=np.array([opt.lr for opt in optimizers], dtype=np.float64), mu=mu,
         wd=np.array([opt.weight_decay for opt in optimizers], dtype=np.float64),
     )

@@ -161,7 +161,8 @@ def test_the_cuda_files_hold_no_codes_or_clips_of_their_own():
         assert not re.search(r"\b(ACT|LOSS|OUT_ACT|HID_ACT|code|act|loss)\s*[!=]=\s*\d", text), path.name
 
 
-@pytest.mark.parametrize("module", ["_numba_kernels.py", "cupy_backend.py", "base.py"])
+@pytest.mark.parametrize("module", ["_numba_kernels.py", "cupy_backend.py", "base.py", "numpy_backend.py",
+                                    "plan.py", "numba_backend.py"])
 def test_no_python_copy_of_the_codes_or_pairs_is_left(module):
     """The modules that used to spell the table out now import it."""
     text = (KERNELS / module).read_text()
