@@ -52,26 +52,32 @@ PRELUDE = textwrap.dedent("""
 """)
 
 LONG_EPOCH = PRELUDE + textwrap.dedent("""
-    backend, threads = sys.argv[1], int(sys.argv[2])
+    backend, threads, members = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     rng = np.random.default_rng(0)
     X = rng.integers(0, 256, (30000, 784), dtype=np.uint8)  # an epoch of several seconds
     y = rng.integers(0, 10, 30000)
-    net = fb.Network.from_sizes([784, 2000, 10], backend=make_backend(backend, threads), seed=0)
-    net.fit(X[:20], y[:20], epochs=1, momentum=0.5)  # compiled (or loaded) here, velocities made
-    before = net.get_params()
-    velocity = [{k: v.copy() for k, v in layer.velocity.items()} for layer in net.layers]
+    be = make_backend(backend, threads)
+    if members == 1:
+        nets = [fb.Network.from_sizes([784, 2000, 10], backend=be, seed=0)]
+        model = nets[0]
+    else:
+        model = fb.Ensemble.from_sizes([784, 2000, 10], n_models=members, backend=be)
+        nets = model.members
+    model.fit(X[:20], y[:20], epochs=1, momentum=0.5)  # compiled (or loaded) here, velocities made
+    before = [net.get_params() for net in nets]
+    velocity = [[{k: v.copy() for k, v in layer.velocity.items()} for layer in net.layers] for net in nets]
     print("start", flush=True)
     try:
-        net.fit(X, y, epochs=1, momentum=0.5)
+        model.fit(X, y, epochs=1, momentum=0.5)
         report(interrupted=False)
     except KeyboardInterrupt:
-        after = net.get_params()
-        same_velocity = all(np.array_equal(v[k], layer.velocity[k]) for v, layer in zip(velocity, net.layers)
-                            for k in v)
+        after = [net.get_params() for net in nets]
+        same_velocity = all(np.array_equal(v[k], layer.velocity[k]) for vs, net in zip(velocity, nets)
+                            for v, layer in zip(vs, net.layers) for k in v)
         alive = fastbp_threads()
         time.sleep(0.3)  # a worker still running would go on changing them
-        report(interrupted=True, same=same(before, after), same_velocity=same_velocity, alive=alive,
-               still=same(after, net.get_params()))
+        report(interrupted=True, same=all(same(a, b) for a, b in zip(before, after)), same_velocity=same_velocity,
+               alive=alive, still=all(same(a, net.get_params()) for a, net in zip(after, nets)))
 """)
 
 
@@ -97,9 +103,10 @@ def _finish(proc, timeout=120):
     return out, err
 
 
-@pytest.mark.parametrize("backend,threads", [("numpy", 1), ("numba", 1), ("numba", 2)])
-def test_ctrl_c_inside_a_long_epoch_is_answered_at_once_and_undoes_the_epoch(tmp_path, backend, threads):
-    proc = _start(tmp_path, LONG_EPOCH, backend, threads)
+@pytest.mark.parametrize("backend,threads,members", [("numpy", 1, 1), ("numba", 1, 1), ("numba", 2, 1),
+                                                     ("numpy", 1, 3), ("numba", 2, 3)])
+def test_ctrl_c_inside_a_long_epoch_is_answered_at_once_and_undoes_the_epoch(tmp_path, backend, threads, members):
+    proc = _start(tmp_path, LONG_EPOCH, backend, threads, members)
     time.sleep(0.5)  # inside the epoch (it takes several seconds)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
