@@ -195,7 +195,7 @@ def train(args, out=print):
     seconds = statistics.median(history.seconds)
     out(f"test accuracy {history.val_accuracy[-1]:.4f}, test loss {history.val_loss[-1]:.4f}, "
         f"{seconds:.4f} s/epoch (median of {len(history.seconds)}), compile {history.compile_seconds:.2f} s, "
-        f"backend {net.backend.name} ({net.dtype.name}{_threads(net)})")
+        f"backend {net.backend.name} ({net.dtype.name}{_threads(net)}), engine {history.engine}")
     if args.save is not None:
         net.save(args.save)
         out(f"saved to {args.save}")

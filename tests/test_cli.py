@@ -23,7 +23,7 @@ def test_train_on_digits_reaches_high_accuracy(capsys, tmp_path):
                          "--no-progress", "--save", str(model))
     assert code == 0, err
     summary = [line for line in out.splitlines() if line.startswith("test accuracy")]
-    assert len(summary) == 1 and "backend numpy" in summary[0]
+    assert len(summary) == 1 and "backend numpy" in summary[0] and "engine numpy-per-batch" in summary[0]
     accuracy = float(summary[0].split()[2].rstrip(","))
     assert accuracy >= 0.9
     net = fb.Network.load(model, backend="numpy")
