@@ -452,6 +452,63 @@ def test_bench_py_gpu_flag_prints_the_gpu_plan():
     assert "fastbp-cupy-fused" in run.stdout and "torch-cuda-hand" in run.stdout
 
 
+BENCH_ENSEMBLE = ["ensemble-f32-t1", "ensemble-f32-t2", "sequential-f32-t1", "torch-func-ensemble", "torch-sequential"]
+
+
+def bench_py(*args, timeout=120):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench.py"), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_bench_py_ensemble_rows_only_with_the_flag_or_when_named():
+    default = bench_py("--dry-run")
+    assert default.returncode == 0, default.stderr
+    plan = next(line for line in default.stdout.splitlines() if line.startswith("# would run:"))
+    assert "numba-f32-t1" in plan and not any(e in plan for e in BENCH_ENSEMBLE)
+    flagged = bench_py("--dry-run", "--ensemble", "16")
+    assert flagged.returncode == 0, flagged.stderr
+    assert "ensembles of 16 members" in flagged.stdout
+    for e in BENCH_ENSEMBLE:  # run, or named as not installed (torch)
+        assert e in flagged.stdout
+    named = bench_py("--dry-run", "--engines", "sequential-f32-t1")  # named without --ensemble: 16
+    assert named.returncode == 0 and "ensembles of 16 members" in named.stdout
+    assert bench_py("--dry-run", "--ensemble", "0").returncode == 2
+
+
+def test_bench_py_ensemble_tiny_run(tmp_path):
+    """The ensemble rows of a tiny run (digits, 1 epoch, 2 members): in the table and the JSON with
+    finite numbers; torch's rows only where torch is installed, else named as skipped."""
+    import importlib.util
+    import json
+
+    out = tmp_path / "bench.json"
+    run = bench_py("--dataset", "digits", "--epochs", "1", "--ensemble", "2", "--engines", "ensemble",
+                   "--json", str(out), timeout=900)
+    assert run.returncode == 0, run.stderr
+    assert "failed" not in run.stdout, run.stdout
+    has_torch = importlib.util.find_spec("torch") is not None
+    expected = BENCH_ENSEMBLE if has_torch else BENCH_ENSEMBLE[:3]
+    if not has_torch:
+        assert "skipped, not installed: torch-func-ensemble, torch-sequential" in run.stdout
+    results = {r["engine"]: r for r in json.loads(out.read_text())["results"]}
+    assert sorted(results) == sorted(expected)
+    for engine, r in results.items():
+        assert r["members"] == 2 and len(r["accuracies"]) == 2, engine
+        assert len(r["seconds"]) == 1 and np.isfinite(r["seconds"]).all() and r["seconds"][0] > 0, engine
+        assert 0 <= min(r["accuracies"]) <= r["accuracy"] <= max(r["accuracies"]) <= 1, engine
+        assert r["n"] > 0 and np.isfinite(r["accuracy"]), engine
+    rows = [line for line in run.stdout.splitlines() if "2 members; x = vs sequential-f32-t1" in line]
+    assert len(rows) == len(expected), run.stdout
+    for row in rows:  # s/epoch, samples/s, ratio, accuracy: finite numbers
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert all(np.isfinite(float(c.replace(",", ""))) for c in cells[1:5]), row
+    ratio = {r: float(c.strip("|").split("|")[3]) for r, c in zip(results, rows)}
+    assert ratio["sequential-f32-t1"] == 1.0
+    # the fastbp rows train the same networks (member k from seed k): the same accuracies
+    for engine in ("ensemble-f32-t1", "ensemble-f32-t2"):
+        assert results[engine]["accuracies"] == pytest.approx(results["sequential-f32-t1"]["accuracies"], abs=0.02)
+
+
 def test_bench_gpu_rejects_an_unknown_engine():
     run = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_gpu.py"), "--dry-run",
                           "--engines", "fastbp-tpu"], capture_output=True, text=True, timeout=120)
