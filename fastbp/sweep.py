@@ -15,10 +15,12 @@ trains a pack as one ensemble and returns one result per configuration, in order
 Each result's network equals the lone ``fb.Network.from_sizes(sizes, seed=config["seed"], ...)``
 trained by ``fit`` with the configuration's lr, momentum and weight_decay. A member that
 diverges stops at its weights before that epoch (its later losses are NaN); the others train on.
-On a Dask cluster, one task per pack::
+On a Dask cluster, one task per pack, the data scattered to the workers once (arrays passed to
+``map`` itself go into the task graph; distributed 2026.8 fails on ``map`` keywords over 100 kB)::
 
     from fastbp.sweep import packs, train_pack
-    futures = client.map(train_pack, packs(configs, 8), X=X, y=y, sizes=[64, 32, 10], epochs=10)
+    X_, y_ = client.scatter([X, y], broadcast=True)
+    futures = client.map(train_pack, packs(configs, 8), X=X_, y=y_, sizes=[64, 32, 10], epochs=10)
     results = [r for pack in client.gather(futures) for r in pack]
 
 Inputs are checked before anything trains (``packs`` checks the configurations too, so a bad
