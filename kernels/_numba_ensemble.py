@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from numba import njit
 
-from ._numba_kernels import JIT, _load_acquire, train_epoch
+from ._nb_common import JIT
+from ._nb_epoch import train_epoch
+from ._nb_intrinsics import _load_acquire
 
 
 @njit(**JIT)

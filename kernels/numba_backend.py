@@ -3,8 +3,9 @@
 Training runs one compiled call per epoch (``train_epoch``): the whole mini-batch loop (gather
 by the shuffled order, uint8 scaled on the fly, forward, deltas, gradients, SGD update) inside
 one ``@njit`` function, for any depth, every activation and loss, momentum, weight decay, frozen
-parameters and both reductions. The kernels are in ``_numba_kernels.py`` (compiled with
-``cache=True``: a new process loads them from disk instead of compiling).
+parameters and both reductions. The kernels are in the ``_nb_*.py`` modules, one per job
+(``_nb_common.py`` lists them), compiled with ``cache=True``: a new process loads them from disk
+instead of compiling.
 
 What is compiled and what is not, honestly: ``train_epoch`` is entirely compiled; of the
 per-batch methods (the generic path, used by ``Network.train_batch``, ``gradients`` and
@@ -53,8 +54,11 @@ from .numpy_backend import NumpyBackend
 
 import numba  # noqa: E402  (ImportError here makes the registry report the backend unavailable)
 
-from . import _numba_ensemble as KE  # noqa: E402
-from . import _numba_kernels as K  # noqa: E402
+from . import _nb_batch as KB  # noqa: E402  (the per-batch kernels)
+from . import _nb_blocked as KP  # noqa: E402  (the blocked products: forward() on large batches)
+from . import _nb_common as KC  # noqa: E402  (the op codes the kernels take)
+from . import _nb_epoch as KF  # noqa: E402  (the fused epochs)
+from . import _numba_ensemble as KE  # noqa: E402  (the members' epochs)
 from .plan import aligned_zeros as _aligned_zeros  # noqa: E402
 from .plan import build_plan  # noqa: E402
 
@@ -123,7 +127,7 @@ class NumbaBackend(NumpyBackend):
             "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
             "NUMBA_CPU_FEATURES": os.environ.get("NUMBA_CPU_FEATURES"),
             "two_threads_supported": TWO_THREADS_SUPPORTED,
-            "cache_dir": os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(K.__file__), "__pycache__"),
+            "cache_dir": os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(KC.__file__), "__pycache__"),
         }
 
     # --- per-batch kernels (NumPy's products, compiled elementwise work) ---------------------
@@ -138,28 +142,28 @@ class NumbaBackend(NumpyBackend):
             # threaded product, and would take the cores from the two-thread epoch that follows.
             x = np.ascontiguousarray(x, dtype=self.dtype)
             z = np.empty((x.shape[0], W.shape[1]), dtype=self.dtype)
-            K.forward_units(x, x.shape[0], x.shape[1], np.ascontiguousarray(W.T, dtype=self.dtype).reshape(-1), 0,
-                            np.ascontiguousarray(b, dtype=self.dtype), 0, W.shape[1], self._T(1), z)
+            KP.forward_units(x, x.shape[0], x.shape[1], np.ascontiguousarray(W.T, dtype=self.dtype).reshape(-1), 0,
+                             np.ascontiguousarray(b, dtype=self.dtype), 0, W.shape[1], self._T(1), z)
         else:
             z = x @ W + b
-        return z, K.activate(np.ascontiguousarray(z), K.ACT_CODES[activation.name], self._slope(activation))
+        return z, KB.activate(np.ascontiguousarray(z), KC.ACT_CODES[activation.name], self._slope(activation))
 
     @_interrupt_as_such
     def activation_backward(self, g, z, a, activation):
-        return K.activation_backward(np.ascontiguousarray(g), z, a, K.ACT_CODES[activation.name],
-                                     self._slope(activation))
+        return KB.activation_backward(np.ascontiguousarray(g), z, a, KC.ACT_CODES[activation.name],
+                                      self._slope(activation))
 
     @_interrupt_as_such
     def output_delta(self, z, a, y, activation, loss):
-        d, _ = K.output_delta(z, a, np.ascontiguousarray(y, dtype=self.dtype), K.ACT_CODES[activation.name],
-                              self._slope(activation), K.LOSS_CODES[loss])
+        d, _ = KB.output_delta(z, a, np.ascontiguousarray(y, dtype=self.dtype), KC.ACT_CODES[activation.name],
+                               self._slope(activation), KC.LOSS_CODES[loss])
         return d
 
     @_interrupt_as_such
     def loss(self, a, y, loss):
         # the loss needs no z or activation: run output_delta with the identity and take the value
-        _, total = K.output_delta(a, a, np.ascontiguousarray(y, dtype=self.dtype), K.IDENTITY, self._T(0),
-                                  K.LOSS_CODES[loss])
+        _, total = KB.output_delta(a, a, np.ascontiguousarray(y, dtype=self.dtype), KC.IDENTITY, self._T(0),
+                                   KC.LOSS_CODES[loss])
         return float(total)
 
     @_interrupt_as_such
@@ -171,17 +175,17 @@ class NumbaBackend(NumpyBackend):
                 raise ValueError(f"{name}: expected shape {np.shape(p)} (the parameter's), got {np.shape(a)}")
         if not (p.flags.c_contiguous and (v is None or v.flags.c_contiguous)):
             return NumpyBackend.sgd_update(self, p, g, v, step, momentum, decay)  # in place on any layout
-        K.sgd_update(p.reshape(-1), np.ascontiguousarray(g, dtype=self.dtype).reshape(-1),
-                     v.reshape(-1) if momentum else p.reshape(-1), float(step), float(momentum), float(decay))
+        KB.sgd_update(p.reshape(-1), np.ascontiguousarray(g, dtype=self.dtype).reshape(-1),
+                      v.reshape(-1) if momentum else p.reshape(-1), float(step), float(momentum), float(decay))
 
     # --- the fused epochs, on a training plan (kernels/plan.py) -------------------------------
     def covers(self, layers, loss, X, Y):
         """Whether the fused engines train this configuration (else the per-batch path)."""
-        if not self.fused or loss not in K.LOSS_CODES or X.ndim != 2 or Y.ndim != 2:
+        if not self.fused or loss not in KC.LOSS_CODES or X.ndim != 2 or Y.ndim != 2:
             return False
         if X.dtype not in (np.uint8, self.dtype) or Y.dtype != self.dtype:
             return False
-        return all(layer.activation.name in K.ACT_CODES and isinstance(p, np.ndarray) and p.dtype == self.dtype
+        return all(layer.activation.name in KC.ACT_CODES and isinstance(p, np.ndarray) and p.dtype == self.dtype
                    for layer in layers for p in (layer.W, layer.b))
 
     def make_plan(self, networks, loss, optimizers, X, Y):
@@ -236,7 +240,7 @@ class NumbaBackend(NumpyBackend):
             losses = np.zeros(2)
             args = (X, scale, Y, orders[0], bs, p.W[0], p.b[0], p.VW[0], p.vb[0], *shared, p.frozen_w[0],
                     p.frozen_b[0], p.loss, p.lr[0], p.mu[0], p.wd[0], p.mean, p.tiny, Z, A, D, flags, losses, stop)
-            run_workers([lambda t=t: K.train_epoch_2t(t, *args) for t in (0, 1)], stop, patience)
+            run_workers([lambda t=t: KF.train_epoch_2t(t, *args) for t in (0, 1)], stop, patience)
             totals[0] = losses[0]
             return totals
         args = (X, scale, Y, orders, bs, p.W, p.b, p.VW, p.vb, *shared, p.frozen_w, p.frozen_b, p.loss, p.lr,

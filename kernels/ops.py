@@ -3,7 +3,7 @@ pairs cancel, which outputs each loss accepts, the cross-entropy clip per dtype.
 
 The engines take these constants from here instead of writing them down again:
 - ``base.py`` re-exports ``ACTIVATIONS``, ``LOSSES``, ``LOSS_OUTPUTS``, ``pairs_with``, ``LOSS_CLIP``;
-- the Numba kernels (``_numba_kernels.py``) bind the codes to the short names (``SIGMOID``, ``BCE``,
+- the Numba kernels (``_nb_common.py``) bind the codes to the short names (``SIGMOID``, ``BCE``,
   ...), the cancelling pairs' codes and the clip to ``CLIP32``/``CLIP64``, which Numba freezes into
   the compiled code;
 - the CUDA sources get ``cuda_defines()`` (``#define FB_SIGMOID 0`` ...) substituted for the
@@ -11,8 +11,9 @@ The engines take these constants from here instead of writing them down again:
   passes ``ACT_CODES``/``LOSS_CODES`` and whether a pair is in ``CANCELLING`` to its kernels.
 ``tests/test_ops.py`` checks that every copy agrees with this table.
 
-Changing a value here: Numba's on-disk cache of ``_numba_kernels.py`` is keyed on that file only,
-so clear it (its ``__pycache__``, or ``NUMBA_CACHE_DIR``) or the old constants stay compiled in.
+Changing a value here: Numba's on-disk cache of each kernel module (``_nb_*.py``) is keyed on that
+file only, so clear it (``kernels/__pycache__``, or ``NUMBA_CACHE_DIR``) or the old constants stay
+compiled in.
 """
 from __future__ import annotations
 

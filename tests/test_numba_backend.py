@@ -95,11 +95,12 @@ def assert_same(a, b, dtype, scale=1.0):
 def test_flat_output_deltas_match_per_row_deltas(dtype, act, loss):
     """The fused epoch's one-loop output deltas (padded rows, a short batch) equal the per-row
     kernel's, the padding and the rows past the batch stay zero, and the summed losses agree."""
-    from fastbp.kernels import _numba_kernels as K
+    from fastbp.kernels import _nb_common as C
+    from fastbp.kernels import _nb_math as K
 
     rng = np.random.default_rng(3)
     bs, m, n, width = 6, 4, 5, 16  # 4 samples of a batch of 6; 5 outputs padded to 16
-    code, lcode = K.ACT_CODES[act.name], K.LOSS_CODES[loss]
+    code, lcode = C.ACT_CODES[act.name], C.LOSS_CODES[loss]
     assert K.flat_delta_covers(code, lcode)
     Z, A, Y = (np.zeros((bs, width), dtype) for _ in range(3))
     Z[:m, :n] = rng.normal(size=(m, n))
@@ -120,7 +121,7 @@ def test_flat_output_deltas_match_per_row_deltas(dtype, act, loss):
 def test_forward_on_large_batches_uses_the_compiled_product_and_matches_numpy(dtype, m, n_in, n_out, monkeypatch):
     """From 64 rows on (evaluation, prediction) forward() multiplies with the compiled kernel,
     not BLAS: any n_in (no padding), any n_out, every activation."""
-    from fastbp.kernels import _numba_kernels as K
+    from fastbp.kernels import _nb_blocked as K
 
     calls = []
     product = K.forward_units

@@ -69,7 +69,7 @@ def test_base_and_the_package_reexport_the_table():
 # --- the Numba kernels -------------------------------------------------------------------------
 def test_the_numba_kernels_constants_are_the_tables():
     pytest.importorskip("numba")
-    from fastbp.kernels import _numba_kernels as K
+    from fastbp.kernels import _nb_common as K
 
     assert K.ACT_CODES == ops.ACT_CODES and K.LOSS_CODES == ops.LOSS_CODES
     for table in (ops.ACTIVATION_TABLE, ops.LOSS_TABLE):
@@ -86,7 +86,7 @@ def test_the_compiled_output_deltas_follow_the_table(dtype):
     the cancelling pairs and only for them (among sigmoid and softmax outputs, where it differs),
     and the cross-entropies clip at the table's constant."""
     pytest.importorskip("numba")
-    from fastbp.kernels import _numba_kernels as K
+    from fastbp.kernels import _nb_math as K
 
     T = np.dtype(dtype).type
     z = np.array([0.3, -1.2, 2.0, 0.1], dtype)
@@ -161,7 +161,8 @@ def test_the_cuda_files_hold_no_codes_or_clips_of_their_own():
         assert not re.search(r"\b(ACT|LOSS|OUT_ACT|HID_ACT|code|act|loss)\s*[!=]=\s*\d", text), path.name
 
 
-@pytest.mark.parametrize("module", ["_numba_kernels.py", "cupy_backend.py", "base.py", "numpy_backend.py",
+@pytest.mark.parametrize("module", ["_nb_common.py", "_nb_intrinsics.py", "_nb_math.py", "_nb_blocked.py",
+                                    "_nb_epoch.py", "_nb_batch.py", "cupy_backend.py", "base.py", "numpy_backend.py",
                                     "plan.py", "numba_backend.py"])
 def test_no_python_copy_of_the_codes_or_pairs_is_left(module):
     """The modules that used to spell the table out now import it."""

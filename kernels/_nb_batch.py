@@ -1,0 +1,57 @@
+"""The per-batch kernels of the numba backend's generic path (``Network.train_batch``,
+``gradients``, inference): the activations, their backward pass, the output deltas with the
+summed loss, and the SGD update of a flat parameter. The matrix products around them are
+NumPy's, or ``_nb_blocked.forward_units`` on large batches."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._nb_common import JIT, SOFTMAX
+from ._nb_math import activate_rows, dact, output_delta_row
+
+
+@njit(**JIT)
+def activate(z, code, slope):
+    a = np.empty_like(z)
+    activate_rows(z, a, z.shape[0], 0, z.shape[1], code, slope)
+    return a
+
+
+@njit(**JIT)
+def activation_backward(g, z, a, code, slope):
+    out = np.empty_like(g)
+    for s in range(g.shape[0]):
+        if code == SOFTMAX:
+            dot = g[s, 0] - g[s, 0]
+            for k in range(g.shape[1]):
+                dot += g[s, k] * a[s, k]
+            for k in range(g.shape[1]):
+                out[s, k] = a[s, k] * (g[s, k] - dot)
+        else:
+            for k in range(g.shape[1]):
+                out[s, k] = g[s, k] * dact(z[s, k], a[s, k], code, slope)
+    return out
+
+
+@njit(**JIT)
+def output_delta(z, a, y, code, slope, loss):
+    """(delta, summed loss) of a batch (no flushing: the per-batch path matches NumPy closely)."""
+    d = np.empty_like(a)
+    total = 0.0
+    for s in range(a.shape[0]):
+        total += output_delta_row(z[s], a[s], y[s], d[s], a.shape[1], code, slope, loss, a[0, 0] - a[0, 0])
+    return d, total
+
+
+@njit(**JIT)
+def sgd_update(p, g, v, step, mu, decay):
+    """Flat arrays, in place: u = step*g + decay*p; momentum: v = mu*v - u, p += v; else p -= u."""
+    T = p.dtype.type
+    if mu > 0:
+        for i in range(p.shape[0]):
+            v[i] = T(mu) * v[i] - (T(step) * g[i] + T(decay) * p[i])
+            p[i] += v[i]
+    else:
+        for i in range(p.shape[0]):
+            p[i] -= T(step) * g[i] + T(decay) * p[i]

@@ -1,0 +1,216 @@
+"""The fused epochs of the numba backend, one compiled call per epoch: ``train_epoch`` (one
+thread, any depth) and ``train_epoch_2t`` (two workers, two or more layers, synchronised by
+``_barrier``), with the gathering of each batch's rows by the shuffled order into buffers aligned
+to 128 bytes (uint8 converted on the fly). The next batch's input rows are prefetched into L2
+while the current batch computes. The parameters are in the layout of ``_nb_blocked.py``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._nb_blocked import backprop_units, forward_units, update_layer_units
+from ._nb_common import JIT
+from ._nb_intrinsics import _cpu_relax, _load_acquire, _prefetch, _sched_yield, _store_release
+from ._nb_math import activate_full, output_deltas
+
+SPINS = 2000  # polls of the barrier before yielding the CPU
+AHEAD = 16  # rows prefetched ahead of the one being gathered
+
+
+# --- batches: gather, prefetch, aligned buffers -------------------------------------------------
+@njit(**JIT)
+def gather_rows(X, order, start, m, lo, hi, xb):
+    """xb[s, :n_in] = X[order[start + s], :] as floats (uint8 stays unscaled), lo <= s < min(hi, m).
+    Row s + AHEAD is prefetched while row s is converted: in large batches, where the rows
+    prefetched during the previous batch (``prefetch_rows``, at most AHEAD) run out."""
+    T = xb.dtype.type
+    n_in = X.shape[1]
+    end = min(hi, m)
+    for s in range(lo, end):
+        if s + AHEAD < end:
+            prefetch_row(X, order[start + s + AHEAD])
+        r = X[order[start + s]]
+        o = xb[s]
+        for i in range(n_in):
+            o[i] = T(r[i])
+
+
+@njit(**JIT)
+def prefetch_row(X, k):
+    """Ask the CPU to start loading row X[k] into the cache (every line of it)."""
+    r = X[k]
+    n_in = X.shape[1]
+    for i in range(0, n_in, max(1, 64 // X.itemsize)):
+        _prefetch(r, i)
+    _prefetch(r, n_in - 1)  # rows do not start on a cache line: the last line may be one more
+
+
+@njit(**JIT)
+def prefetch_rows(X, order, start, lo, hi):
+    """Prefetch rows X[order[start + s]] for lo <= s < min(hi, lo + AHEAD) (the start of the next
+    batch, while this one computes; ``gather_rows`` prefetches the rest as it goes). More at once
+    would only queue behind each other and evict the working set."""
+    for s in range(lo, min(hi, lo + AHEAD)):
+        prefetch_row(X, order[start + s])
+
+
+@njit(**JIT)
+def zeros_aligned(shape, like):
+    """Zeros of ``like``'s dtype whose data starts on a 128-byte boundary (Numba's own arrays are
+    32-byte aligned, so half of the 64-byte vector loads of each row would split cache lines)."""
+    size = 1
+    for k in shape:
+        size *= k
+    extra = 128 // like.itemsize
+    buf = np.zeros(size + extra, like.dtype)
+    off = ((128 - buf.ctypes.data % 128) % 128) // like.itemsize
+    return buf[off:off + size].reshape(shape)
+
+
+
+# --- the fused epoch, one thread, any depth ------------------------------------------------------
+@njit(**JIT)
+def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, acts, slopes,
+                frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, stop):
+    """One epoch of mini-batch SGD over X[order]. W holds every layer's weights transposed
+    (layer l: rows of stride lds[l] from woff[l], zero-padded), b the biases (from boff[l]);
+    both are modified in place, with the velocities VW/vb under momentum.
+    Returns the summed loss of the epoch (float64). ``stop[0] != 0`` (set by another thread,
+    polled before each batch) ends the epoch early: the caller then discards W, b, VW and vb."""
+    T = W.dtype.type
+    L = acts.shape[0]
+    n = order.shape[0]
+    maxw = 1
+    for l in range(1, L + 1):
+        maxw = max(maxw, lds[l])
+    xb = zeros_aligned((bs, lds[0]), W)
+    yb = zeros_aligned((bs, maxw), W)  # targets padded like the rows of A (see output_delta_flat)
+    Z = zeros_aligned((L, bs, maxw), W)
+    A = zeros_aligned((L, bs, maxw), W)
+    D = zeros_aligned((L, bs, maxw), W)
+    zs0 = T(scale)
+    one = T(1)
+    decay = lr * wd
+    total = 0.0
+    for start in range(0, n, bs):
+        if _load_acquire(stop, 0) != 0:
+            break
+        m = min(bs, n - start)
+        gather_rows(X, order, start, m, 0, m, xb)
+        gather_rows(Y, order, start, m, 0, m, yb)
+        prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
+        prefetch_rows(Y, order, start + m, 0, min(bs, n - start - m))  # target rows miss the cache too
+        for l in range(L):
+            x = xb if l == 0 else A[l - 1]
+            forward_units(x, m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
+                          sizes[l + 1], zs0 if l == 0 else one, Z[l])
+            activate_full(Z[l], A[l], m, sizes[l + 1], acts[l], T(slopes[l]))
+        out = L - 1
+        total += output_deltas(Z[out], A[out], yb, D[out], m, sizes[L], acts[out], T(slopes[out]), loss, T(tiny))
+        step = lr / m if mean else lr
+        for l in range(L - 1, -1, -1):
+            n_out = sizes[l + 1]
+            if l > 0:  # over the padded width: zero weights there give zero deltas
+                backprop_units(D[l], m, n_out, W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
+                               D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
+            x = xb if l == 0 else A[l - 1]
+            update_layer_units(x, m, lds[l], W, VW, woff[l], b[boff[l]:boff[l] + n_out],
+                               vb[boff[l]:boff[l] + n_out], D[l], 0, n_out,
+                               scale if l == 0 else 1.0, step, mu, decay, frozen_w[l], frozen_b[l])
+    return total
+
+
+
+# --- the fused epoch, two threads, two layers ------------------------------------------------------
+@njit(**JIT)
+def _barrier(flags, t, k, stop):
+    """Worker t arrived at barrier k (counted from 1): publish, then wait for the other worker.
+    Release/acquire: everything written before the barrier is visible to the other after it.
+    After SPINS polls it yields the CPU on each poll: on a busy machine, the other worker may be
+    waiting for this core. Returns False, without waiting further, once ``stop[0]`` is set (the
+    other worker may never arrive: it was stopped, or never started)."""
+    _store_release(flags, t * 16, k)
+    o = (1 - t) * 16
+    spins = 0
+    while _load_acquire(flags, o) < k:
+        if _load_acquire(stop, 0) != 0:
+            return False
+        if spins < SPINS:
+            _cpu_relax()
+            spins += 1
+        else:
+            _sched_yield()
+    return True
+
+
+@njit(**JIT)
+def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, acts, slopes,
+                   frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, Z, A, D, flags, losses, stop):
+    """Worker t (0 or 1) of an epoch on two threads, for networks of two or more layers. The
+    first layer (the big one) is split: worker t owns hidden units lo:hi, i.e. their rows of the
+    transposed W0 and their entries of b0 (worker 1 the first h, whole cache lines of Z[0]; worker 0
+    the rest). Per batch k, both workers compute their units' forward pass into the shared Z[0]
+    (own columns) from a private copy of the batch; barrier; worker 0 alone runs the small layers
+    above (forward, output delta, their updates) and back-propagates the deltas into D[0], as the
+    one-thread kernel does, while worker 1 gathers the next batch into its second buffer; barrier;
+    both update their own rows of W0. Worker 0 gathers its copy at the start of each batch, so it
+    is given the smaller share of units.
+    Between barriers no array is written by one worker and read or written by the other.
+    ``stop[0] != 0`` ends both workers early (polled before each batch and in the barriers)."""
+    T = W.dtype.type
+    L = acts.shape[0]
+    n = order.shape[0]
+    H = sizes[1]
+    h = (H // 2 + 15) // 16 * 16 if H >= 32 else (H // 2 + 3) // 4 * 4 if H >= 8 else (H + 1) // 2
+    h = min(h, H)
+    lo, hi = (h, H) if t == 0 else (0, h)
+    xw = zeros_aligned((2, bs, lds[0]), W)  # private: LLVM knows it aliases nothing
+    yb = zeros_aligned((bs, D.shape[2]), W)  # padded like the rows of A
+    zs0 = T(scale)
+    one = T(1)
+    decay = lr * wd
+    total = 0.0
+    nb = (n + bs - 1) // bs
+    if t == 1:
+        gather_rows(X, order, 0, min(bs, n), 0, min(bs, n), xw[0])
+    for k in range(nb):
+        if _load_acquire(stop, 0) != 0:
+            return
+        start = k * bs
+        m = min(bs, n - start)
+        x = xw[k % 2] if t == 1 else xw[0]
+        if t == 0:  # worker 0 gathers its copy of the batch here, and the targets
+            gather_rows(X, order, start, m, 0, m, x)
+            prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
+            prefetch_rows(Y, order, start + m, 0, min(bs, n - start - m))
+        forward_units(x, m, lds[0], W, woff[0], b[boff[0]:boff[0] + H], lo, hi, zs0, Z[0])
+        if not _barrier(flags, t, 2 * k + 1, stop):
+            return
+        step = lr / m if mean else lr
+        if t == 1 and k + 1 < nb:  # worker 1 gathers the next batch while worker 0 runs the small layers
+            nxt = start + m
+            mn = min(bs, n - nxt)
+            gather_rows(X, order, nxt, mn, 0, mn, xw[(k + 1) % 2])
+            prefetch_rows(X, order, nxt + mn, 0, min(bs, n - nxt - mn))
+        if t == 0:
+            gather_rows(Y, order, start, m, 0, m, yb)
+            activate_full(Z[0], A[0], m, H, acts[0], T(slopes[0]))  # the whole first layer: one flat loop
+            for l in range(1, L):
+                forward_units(A[l - 1], m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
+                              sizes[l + 1], one, Z[l])
+                activate_full(Z[l], A[l], m, sizes[l + 1], acts[l], T(slopes[l]))
+            out = L - 1
+            total += output_deltas(Z[out], A[out], yb, D[out], m, sizes[L], acts[out], T(slopes[out]), loss,
+                                   T(tiny))
+            for l in range(L - 1, 0, -1):
+                backprop_units(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
+                               D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
+                update_layer_units(A[l - 1], m, lds[l], W, VW, woff[l], b[boff[l]:boff[l] + sizes[l + 1]],
+                                   vb[boff[l]:boff[l] + sizes[l + 1]], D[l], 0, sizes[l + 1], 1.0, step, mu,
+                                   decay, frozen_w[l], frozen_b[l])
+        if not _barrier(flags, t, 2 * k + 2, stop):
+            return
+        update_layer_units(x, m, lds[0], W, VW, woff[0], b[boff[0]:boff[0] + H], vb[boff[0]:boff[0] + H],
+                           D[0], lo, hi, scale, step, mu, decay, frozen_w[0], frozen_b[0])
+    losses[t] = total
