@@ -9,19 +9,20 @@ members train one after another.
 from __future__ import annotations
 
 import json
-import os
 import numbers
+import os
 
 import numpy as np
 
 from . import training
 from ._io import atomic_write
-from .network import Network
+from .network import Network, labels_from
 from .optim import SGD
 
 
 class Ensemble:
-    """K networks of one shape, dtype and backend, trained together.
+    """K networks of one shape, dtype and backend, trained together. Members made on different
+    backend objects of the same kind and dtype are moved onto the first member's.
 
     >>> ens = Ensemble.from_sizes([784, 30, 10], n_models=16, seeds=range(16))
     >>> h = ens.fit(X, y, epochs=30, lr=[0.5, 1.0, 3.0, ...])   # a number or one per member
@@ -108,12 +109,8 @@ class Ensemble:
                 optimizers.append(SGD(a, mu, wd))
             except (TypeError, ValueError) as e:
                 raise type(e)(f"{e} (member {k})") from None
-
-        def diverged(run, bad, epoch, history):
-            pass  # recorded in history["diverged"]; the others train on
-
         return training.fit(self.members, optimizers, X, y, epochs, batch_size, shuffle, validation_data,
-                            progress, callback, single=False, on_diverged=diverged)
+                            progress, callback, single=False)  # divergence: in history["diverged"]
 
     # --- inference ------------------------------------------------------------------------
     def predict_proba(self, X):
@@ -122,10 +119,7 @@ class Ensemble:
 
     def predict(self, X):
         """Class labels from the mean output (with one output, 1 where it is >= 0.5)."""
-        a = self.predict_proba(X)
-        if a.shape[1] == 1:
-            return (a[:, 0] >= 0.5).astype(np.int64)
-        return a.argmax(axis=1)
+        return labels_from(self.predict_proba(X))
 
     def evaluate(self, X, y):
         """One ``{"accuracy", "loss"}`` per member."""

@@ -18,6 +18,14 @@ from .losses import check_loss
 from .optim import SGD
 
 
+def labels_from(a):
+    """Class labels of outputs ``a`` (n, n_outputs): the largest output's index; with one output,
+    1 where it is >= 0.5."""
+    if a.shape[1] == 1:
+        return (a[:, 0] >= 0.5).astype(np.int64)
+    return a.argmax(axis=1)
+
+
 class DivergenceError(FloatingPointError):
     """Training produced NaN or infinite values. The network has been put back to the weights
     (and momentum) it had before the epoch that diverged; ``history`` holds the epochs run."""
@@ -142,10 +150,7 @@ class Network:
 
     def predict(self, X):
         """Class labels: the index of the largest output (with one output, 1 where it is >= 0.5)."""
-        a = self.predict_proba(X)
-        if a.shape[1] == 1:
-            return (a[:, 0] >= 0.5).astype(np.int64)
-        return a.argmax(axis=1)
+        return labels_from(self.predict_proba(X))
 
     def evaluate(self, X, y):
         """``{"accuracy": ..., "loss": ...}`` on (X, y); the loss is the mean per-sample loss."""

@@ -134,11 +134,11 @@ class Run:
 
 
 def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data, progress, callback,
-        single, on_diverged):
+        single, on_diverged=None):
     """Train ``members`` (Networks of one shape and backend); see the module doc. ``single``: the
     history holds one value per epoch (a lone network), else one list per epoch with a value per
-    member. ``on_diverged(run, bad, epoch, history)`` is called when members diverge. Returns the
-    History."""
+    member. ``on_diverged(run, bad, epoch, history)``, when given, is called when members diverge
+    (they are already put back and stopped). Returns the History."""
     from .network import History
 
     epochs = check_positive_int(epochs, "epochs")
@@ -164,7 +164,7 @@ def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data,
             totals, bad = run.epoch(epoch + 1)
             history["seconds"].append(time.perf_counter() - t0)
             history["loss"].append(pick([float(t) / run.n for t in totals]))
-            if bad:
+            if bad and on_diverged is not None:
                 run.sync()
                 on_diverged(run, bad, epoch, history)
             if validation_data is not None:
