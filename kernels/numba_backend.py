@@ -3,7 +3,10 @@
 Training runs one compiled call per epoch (``train_epoch``): the whole mini-batch loop (gather
 by the shuffled order, uint8 scaled on the fly, forward, deltas, gradients, SGD update) inside
 one ``@njit`` function, for any depth, every activation and loss, momentum, weight decay, frozen
-parameters and both reductions. The kernels are in the ``_nb_*.py`` modules, one per job
+parameters and both reductions. It works on a training plan (``kernels/plan.py``, made once per
+``fit`` by ``make_plan``): the parameters of K >= 1 networks packed along a model axis, each
+member trained by that one-network epoch (``train_plan``; engines ``numba-fused-1t``,
+``numba-fused-2t``, ``numba-members-Nt``). The kernels are in the ``_nb_*.py`` modules, one per job
 (``_nb_common.py`` lists them), compiled with ``cache=True``: a new process loads them from disk
 instead of compiling.
 
