@@ -90,6 +90,14 @@ class Dense:
         if not keep:
             self.velocity = {}
 
+    def momentum_buffer(self, name):
+        """The momentum velocity of parameter ``name``, made as zeros on the layer's backend on
+        first use: the one place velocities are made (every engine asks here)."""
+        v = self.velocity.get(name)
+        if v is None:
+            v = self.velocity[name] = self.backend.zeros(getattr(self, name).shape)
+        return v
+
     def params(self):
         """``{"W": W, "b": b}`` as arrays of the backend."""
         return {"W": self.W, "b": self.b}

@@ -261,9 +261,7 @@ class Network:
             for name, p, g in (("W", layer.W, dW), ("b", layer.b, db)):
                 if name in layer.frozen:
                     continue
-                v = layer.velocity.get(name)
-                if opt.momentum and v is None:
-                    v = layer.velocity[name] = self.backend.zeros(p.shape)
+                v = layer.momentum_buffer(name) if opt.momentum else layer.velocity.get(name)
                 opt.update(self.backend, p, g, v, x.shape[0], decay=name == "W")
         return loss
 

@@ -492,9 +492,9 @@ class CupyBackend(Backend):
         momentum = opt.momentum > 0
         if momentum:  # velocities as the network makes them: zeros on first use, trainable params only
             for layer in layers:
-                for name, p in (("W", layer.W), ("b", layer.b)):
-                    if name not in layer.frozen and layer.velocity.get(name) is None:
-                        layer.velocity[name] = self.zeros(p.shape)
+                for name in ("W", "b"):
+                    if name not in layer.frozen:
+                        layer.momentum_buffer(name)
 
         def velocity(layer, name):  # a dummy (never read) without momentum or when frozen
             v = layer.velocity.get(name)
@@ -558,11 +558,7 @@ class CupyBackend(Backend):
             for name, p, grad in (("W", layer.W, gW), ("b", layer.b, gb)):
                 if name in layer.frozen:
                     continue
-                v = None
-                if momentum:  # velocities as the network makes them: zeros on first use
-                    v = layer.velocity.get(name)
-                    if v is None:
-                        v = layer.velocity[name] = self.zeros(p.shape)
+                v = layer.momentum_buffer(name) if momentum else None  # zeros on first use
                 rows.append((p.data.ptr, grad.data.ptr, (p if v is None else v).data.ptr, p.size, int(name == "W")))
         table = cp.asarray(np.array(rows, dtype=np.int64).reshape(-1, 5))
         sgd_grid = (_grid(max([r[3] for r in rows], default=1))[0], len(rows))

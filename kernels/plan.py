@@ -61,9 +61,9 @@ class Plan:
                 layer.W[...] = self.view(self.W[k], i)
                 layer.b[...] = self.b[k, lo:hi]
                 if self.mu[k] > 0:
-                    for name, p in (("W", layer.W), ("b", layer.b)):
-                        if name not in layer.frozen and layer.velocity.get(name) is None:
-                            layer.velocity[name] = np.zeros(p.shape, dtype=p.dtype)
+                    for name in ("W", "b"):
+                        if name not in layer.frozen:
+                            layer.momentum_buffer(name)
                     if "W" in layer.velocity:
                         layer.velocity["W"][...] = self.view(self.VW[k], i)
                     if "b" in layer.velocity:
