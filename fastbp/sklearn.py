@@ -363,7 +363,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return a
 
     def predict_log_proba(self, X):
-        return np.log(np.maximum(self.predict_proba(X), 1e-300))
+        p = self.predict_proba(X)
+        return np.log(np.maximum(p, np.finfo(p.dtype).tiny))  # in p's own dtype: 1e-300 is 0 in float32
 
     def predict(self, X):
         a = self._outputs(X)
