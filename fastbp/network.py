@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -12,7 +11,7 @@ import numpy as np
 
 from . import kernels, training
 from ._io import atomic_write
-from ._validation import check_finite_array, check_inputs, check_positive_int, check_seed, check_targets
+from ._validation import check_finite_array, check_inputs, check_seed, check_targets
 from .layers import Dense
 from .losses import check_loss
 from .optim import SGD
