@@ -134,6 +134,7 @@ MANY_INTERRUPTS = PRELUDE + textwrap.dedent("""
     caught = []
     storm(float(sys.argv[1]), lambda: net.fit(X, y, epochs=5), caught.append)
     interrupted = caught.count(None)
+    others = [repr(e) for e in caught if e is not None]
     time.sleep(0.2)
     cpu0, wall0 = time.process_time(), time.monotonic()
     time.sleep(0.5)
@@ -141,7 +142,7 @@ MANY_INTERRUPTS = PRELUDE + textwrap.dedent("""
     alive = fastbp_threads()
     history = net.fit(X, y, epochs=2)
     proba = net.predict_proba(X)
-    report(interrupted=interrupted, alive=alive, idle_cpu=cpu, loss=history.loss,
+    report(interrupted=interrupted, others=others, alive=alive, idle_cpu=cpu, loss=history.loss,
            finite=bool(np.isfinite(proba).all()))
 """)
 
@@ -159,7 +160,10 @@ def test_many_interrupts_with_two_threads_leave_no_worker_behind(tmp_path):
         sent += 1
     out, _ = _finish(proc)
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["interrupted"] >= sent // 2
+    # SIGINTs that arrive together are one KeyboardInterrupt, and some land between fits (the storm
+    # retries those), so on a loaded machine far fewer than `sent` reach a fit; a few dozen do
+    assert result["interrupted"] >= 20, f"only {result['interrupted']} of {sent} SIGINTs interrupted a fit"
+    assert result["others"] == [], f"an interrupted fit raised something else: {result['others']}"
     assert result["alive"] == [], f"worker threads left alive: {result['alive']}"
     assert result["idle_cpu"] < 0.5, f"the idle process kept {result['idle_cpu']:.2f} cores busy"
     assert result["finite"] and all(map(lambda v: v == v, result["loss"]))
