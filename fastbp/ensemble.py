@@ -106,7 +106,7 @@ class Ensemble:
         for k, (a, mu, wd) in enumerate(zip(self._per_member(lr, "lr"), self._per_member(momentum, "momentum"),
                                             self._per_member(weight_decay, "weight_decay"))):
             try:
-                optimizers.append(SGD(a, mu, wd))
+                optimizers.append(SGD(a, mu, wd).continue_from(self.members[k].optimizer))
             except (TypeError, ValueError) as e:
                 raise type(e)(f"{e} (member {k})") from None
         return training.fit(self.members, optimizers, X, y, epochs, batch_size, shuffle, validation_data,

@@ -60,7 +60,6 @@ class Dense:
                 raise ValueError(f"frozen: expected names among {PARAMS}, got {name!r}")
         self.frozen = frozenset(frozen)
         self.W = self.b = None  # made by build()
-        self.velocity = {}  # momentum buffers, made on first use
         self.backend = None
 
     def __repr__(self):
@@ -79,24 +78,13 @@ class Dense:
         self.set_params(backend, W, b)
 
     def set_params(self, backend, W, b):
-        """New values of W and b (copied to ``backend``). Momentum velocities are kept when the
-        backend and the shapes are unchanged, so that setting parameters (a gradient check, a
-        restored snapshot) does not silently restart momentum; otherwise they are dropped."""
-        keep = backend is getattr(self, "backend", None) and np.shape(W) == np.shape(getattr(self, "W", None)) \
-            and np.shape(b) == np.shape(getattr(self, "b", None))
+        """New values of W and b (copied to ``backend``). An optimiser's state for them (momentum
+        velocities, owned by the optimiser) is kept when the backend's array type and the shapes are
+        unchanged, so that setting parameters (a gradient check, a restored snapshot) does not
+        silently restart momentum; otherwise the optimiser drops it (``Optimizer.state_of``)."""
         self.backend = backend
         self.W = backend.asarray(W)
         self.b = backend.asarray(b)
-        if not keep:
-            self.velocity = {}
-
-    def momentum_buffer(self, name):
-        """The momentum velocity of parameter ``name``, made as zeros on the layer's backend on
-        first use: the one place velocities are made (every engine asks here)."""
-        v = self.velocity.get(name)
-        if v is None:
-            v = self.velocity[name] = self.backend.zeros(getattr(self, name).shape)
-        return v
 
     def params(self):
         """``{"W": W, "b": b}`` as arrays of the backend."""

@@ -14,7 +14,7 @@ from ._io import atomic_write
 from ._validation import check_finite_array, check_inputs, check_seed, check_targets
 from .layers import Dense
 from .losses import check_loss
-from .optim import SGD
+from .optim import SGD, Optimizer
 
 
 def labels_from(a):
@@ -84,6 +84,7 @@ class Network:
         self.rng = np.random.default_rng(self.seed)
         for layer in layers:
             layer.build(self.backend, self.rng)
+        self.optimizer = None  # the optimiser of the last fit, which owns its state (momentum velocities)
 
     @classmethod
     def from_sizes(cls, sizes, activation="sigmoid", output_activation=None, loss="quadratic",
@@ -175,12 +176,18 @@ class Network:
 
         batch_size=1 is per-sample SGD, ``None`` full-batch gradient descent. Each epoch visits the
         samples in an order drawn from the network's seed (``shuffle=False``: in order).
-        ``optimizer`` (an SGD) replaces lr/momentum/weight_decay. ``callback(epoch, history)`` is
-        called after each epoch; returning True stops training.
+        ``optimizer`` (e.g. ``fb.SGD(...)``) replaces lr/momentum/weight_decay and trains with its
+        own state; without one, fit makes an SGD that goes on from the state of the previous
+        fit's (momentum continues across calls). The network keeps it as ``net.optimizer``.
+        ``callback(epoch, history)`` is called after each epoch; returning True stops training.
         """
-        opt = optimizer if optimizer is not None else SGD(lr, momentum, weight_decay)
-        if not isinstance(opt, SGD):
-            raise TypeError(f"optimizer: expected a fastbp.SGD, got {type(opt).__name__}")
+        if optimizer is None:
+            opt = SGD(lr, momentum, weight_decay).continue_from(self.optimizer)
+        elif isinstance(optimizer, Optimizer):
+            opt = optimizer
+        else:
+            raise TypeError(f"optimizer: expected a fastbp optimiser such as fastbp.SGD, got "
+                            f"{type(optimizer).__name__}")
 
         def diverged(run, bad, epoch, history):
             where = f"after epoch {epoch}" if epoch else "at the start of this fit"
@@ -197,32 +204,28 @@ class Network:
         return all(np.isfinite(be.to_numpy(p)).all() for layer in self.layers for p in layer.params().values())
 
     # --- the state an epoch changes, and undoing it ----------------------------------------
-    def _state(self):
-        """Copies of every layer's parameters and momentum velocities (on the backend)."""
-        return [({k: p.copy() for k, p in layer.params().items()},
-                 {k: v.copy() for k, v in layer.velocity.items() if v is not None}) for layer in self.layers]
+    def _state(self, opt):
+        """Copies of every layer's parameters and of ``opt``'s state for them (on the backend)."""
+        return [{k: p.copy() for k, p in layer.params().items()} for layer in self.layers], opt.snapshot(self.layers)
 
-    def _set_state(self, state):
-        """Put back a ``_state()``, in place (velocities made since are dropped)."""
-        for layer, (params, velocity) in zip(self.layers, state):
+    def _set_state(self, state, opt):
+        """Put back a ``_state(opt)``, in place (optimiser state made since is dropped)."""
+        params, saved = state
+        for layer, values in zip(self.layers, params):
             for k, p in layer.params().items():
-                p[...] = params[k]
-            for k in list(layer.velocity):
-                if k in velocity and layer.velocity[k] is not None:
-                    layer.velocity[k][...] = velocity[k]
-                else:
-                    del layer.velocity[k]
+                p[...] = values[k]
+        opt.restore(self.layers, saved)
 
     @contextmanager
-    def _undone_on_error(self):
-        """Around an epoch: on any exception (Ctrl-C included) the network is put back as it was
-        before the epoch, so an interrupted epoch never leaves a mixture of old and new weights.
-        Yields the saved state."""
-        start = self._state()
+    def _undone_on_error(self, opt):
+        """Around an epoch: on any exception (Ctrl-C included) the network and ``opt`` are put
+        back as they were before the epoch, so an interrupted epoch never leaves a mixture of old
+        and new weights. Yields the saved state."""
+        start = self._state(opt)
         try:
             yield start
         except BaseException:
-            self._set_state(start)
+            self._set_state(start, opt)
             raise
 
     def run_epoch(self, data, scale, targets, order, batch_size, opt):
@@ -232,7 +235,7 @@ class Network:
         summed loss. ``fit`` is the checked entry point; this is for code (such as the textbook
         compat layer) that prepares its data once and drives the epochs itself. An epoch that
         raises (Ctrl-C included) leaves the network as it was before it."""
-        with self._undone_on_error():
+        with self._undone_on_error(opt):
             return self._run_epoch(data, scale, targets, order, batch_size, opt)
 
     def _run_epoch(self, data, scale, targets, order, batch_size, opt):
@@ -249,7 +252,7 @@ class Network:
         return float(total)
 
     def train_batch(self, x, y, opt):
-        """One SGD step on a batch already on the backend: forward, backward, update.
+        """One optimiser step on a batch already on the backend: forward, backward, update.
         Returns the batch's summed loss (before the update)."""
         return float(self._train_batch(x, y, opt))
 
@@ -257,11 +260,9 @@ class Network:
         steps = self._backprop(x, y)
         loss = next(steps)
         for layer, dW, db in steps:  # each layer's dx is computed before it is updated
-            for name, p, g in (("W", layer.W, dW), ("b", layer.b, db)):
-                if name in layer.frozen:
-                    continue
-                v = layer.momentum_buffer(name) if opt.momentum else layer.velocity.get(name)
-                opt.update(self.backend, p, g, v, x.shape[0], decay=name == "W")
+            for name, g in (("W", dW), ("b", db)):
+                if name not in layer.frozen:
+                    opt.update(self.backend, layer, name, g, x.shape[0])
         return loss
 
     def _backprop(self, x, y):

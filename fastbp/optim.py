@@ -1,46 +1,110 @@
-"""Stochastic gradient descent, the one optimiser of fastbp.
+"""Optimisers. An optimiser holds its hyperparameters and owns its state: the arrays it keeps
+per parameter (SGD's momentum velocity), made as zeros on first use. The update rule itself is
+the backend's (``backend.update``), written once per language and shared by the fused and the
+per-batch paths; what an optimiser hands to it is its code and one float64 vector of
+hyperparameters laid out as ``ops.HYPERPARAMETERS``, so a new optimiser adds entries to the op
+table, not arguments to every engine.
 
-Each update uses the mean gradient of the mini-batch, as in Nielsen's ``w -= eta/m * sum(grad)``
-(``reduction="sum"`` uses the plain sum instead, as some textbook code does). Weight decay is
-L2 regularisation of the weights (not the biases): ``w -= lr * weight_decay * w`` each update,
-so Nielsen's ``lmbda`` on a training set of n samples is ``weight_decay = lmbda / n``.
-Momentum is classical: ``v = momentum * v - lr * grad; w += v``.
+SGD: each update uses the mean gradient of the mini-batch, as in Nielsen's
+``w -= eta/m * sum(grad)`` (``reduction="sum"`` uses the plain sum instead, as some textbook code
+does). Weight decay is L2 regularisation of the weights (not the biases):
+``w -= lr * weight_decay * w`` each update, so Nielsen's ``lmbda`` on a training set of n samples
+is ``weight_decay = lmbda / n``. Momentum is classical: ``v = momentum * v - lr * grad; w += v``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import weakref
+
+import numpy as np
 
 from ._validation import check_nonneg_float, check_positive_float
+from .kernels.ops import HP, HYPERPARAMETERS, OPTIMIZER_CODES
 
 
-@dataclass
-class SGD:
-    lr: float = 0.1
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    reduction: str = "mean"
+class Optimizer:
+    """The base of fastbp's optimisers: the state per parameter, and what the engines take.
 
-    def __post_init__(self):
-        self.lr = check_positive_float(self.lr, "lr")
-        self.momentum = check_nonneg_float(self.momentum, "momentum", upper=1.0)
-        self.weight_decay = check_nonneg_float(self.weight_decay, "weight_decay")
-        if self.reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction: expected 'mean' or 'sum', got {self.reduction!r}")
-        self._velocity = None
-        self._velocity_shapes = None
+    ``state`` maps a layer to ``{parameter name: array}``, the array holding the optimiser's
+    state slots for that parameter stacked along a first axis (shape ``(len(slots),) + p.shape``),
+    on the layer's backend. Subclasses set ``kind`` (a name of ``ops.OPTIMIZER_TABLE``) and
+    define ``slots`` and ``hyperparameters``."""
 
-    def step_size(self, batch_len: int) -> float:
-        """The factor applied to summed gradients of a batch of ``batch_len`` samples."""
-        return self.lr / batch_len if self.reduction == "mean" else self.lr
+    kind = None
 
-    def update(self, backend, p, g, velocity, batch_len, decay=True):
-        """One update of parameter ``p`` from the summed gradient ``g`` of a batch, in place."""
-        backend.sgd_update(p, g, velocity, self.step_size(batch_len), self.momentum,
-                           self.lr * self.weight_decay if decay else 0.0)
+    def __init__(self):
+        self._state = weakref.WeakKeyDictionary()  # layer -> {name: slots array}
+        self._arrays = None  # state of ``step``'s user parameters: (shapes, [slots array])
+
+    @property
+    def code(self):
+        return OPTIMIZER_CODES[self.kind]
+
+    @property
+    def slots(self):
+        """Names of the state arrays kept per parameter (none: stateless)."""
+        raise NotImplementedError
+
+    def hyperparameters(self):
+        """The float64 vector of ``ops.HYPERPARAMETERS`` the update rules read."""
+        raise NotImplementedError
+
+    def reduce(self, batch_len):
+        """The factor applied to a batch's summed gradient before the rule sees it."""
+        return 1.0 / batch_len if self.reduction == "mean" else 1.0
+
+    # --- state ------------------------------------------------------------------------------
+    def state_of(self, layer, name, create=True):
+        """The state array of parameter ``name`` of ``layer``, made as zeros on the layer's
+        backend on first use (``create``); None for a stateless optimiser (or when not made
+        yet and ``create`` is false). State made for another shape, dtype or kind of array (the
+        parameters were replaced) is dropped: it cannot apply."""
+        n = len(self.slots)
+        if n == 0:
+            return None
+        p = getattr(layer, name)
+        per_layer = self._state.setdefault(layer, {})
+        s = per_layer.get(name)
+        if s is not None and not (type(s) is type(p) and s.shape == (n,) + p.shape and s.dtype == p.dtype):
+            s = per_layer[name] = None
+        if s is None and create:
+            s = per_layer[name] = layer.backend.zeros((n,) + p.shape)
+        return s
+
+    def layer_state(self, layer):
+        """``{name: state array}`` of what has been made for ``layer`` (a view, not a copy)."""
+        return {k: v for k, v in self._state.get(layer, {}).items() if v is not None}
+
+    def snapshot(self, layers):
+        """Copies of the state of ``layers``' parameters."""
+        return [{k: v.copy() for k, v in self.layer_state(layer).items()} for layer in layers]
+
+    def restore(self, layers, snap):
+        """Put back a ``snapshot``, in place (state made since is dropped)."""
+        for layer, saved in zip(layers, snap):
+            per_layer = self._state.get(layer, {})
+            for k in list(per_layer):
+                if k in saved and per_layer[k] is not None and per_layer[k].shape == saved[k].shape:
+                    per_layer[k][...] = saved[k]
+                else:
+                    del per_layer[k]
+
+    def continue_from(self, other):
+        """Take over ``other``'s state (a new optimiser of the same kind going on where the
+        previous fit's stopped, as ``Network.fit`` does); returns self."""
+        if isinstance(other, Optimizer) and other.kind == self.kind and other is not self:
+            self._state = other._state
+        return self
+
+    # --- updates ----------------------------------------------------------------------------
+    def update(self, backend, layer, name, g, batch_len):
+        """Update parameter ``name`` of ``layer`` in place from the summed gradient ``g`` of a
+        batch of ``batch_len`` samples."""
+        backend.update(getattr(layer, name), g, self.state_of(layer, name), self.code, self.hyperparameters(),
+                       self.reduce(batch_len), name == "W")
 
     def step(self, params, grads, backend="numpy"):
         """Update arbitrary parameters in place from gradients a user computed (e.g. of a function
-        to minimise): ``p -= lr * g`` for each pair (with momentum and decay as configured)."""
+        to minimise): one step of the rule for each pair, weight decay included."""
         from .kernels import get_backend
 
         if len(params) != len(grads):
@@ -51,8 +115,42 @@ class SGD:
                                  f"{getattr(g, 'shape', None)}")
         be = get_backend(backend, dtype=params[0].dtype) if isinstance(backend, str) else backend
         shapes = [(tuple(p.shape), p.dtype) for p in params]
-        if self._velocity is None or self._velocity_shapes != shapes:  # new parameters: fresh velocities
-            self._velocity = [be.zeros(p.shape) if self.momentum else None for p in params]
-            self._velocity_shapes = shapes
-        for p, g, v in zip(params, grads, self._velocity):
-            self.update(be, p, g, v, 1)
+        n = len(self.slots)
+        if self._arrays is None or self._arrays[0] != (shapes, n):  # new parameters: fresh state
+            self._arrays = ((shapes, n), [be.zeros((n,) + p.shape) if n else None for p in params])
+        hp = self.hyperparameters()
+        for p, g, s in zip(params, grads, self._arrays[1]):
+            be.update(p, g, s, self.code, hp, 1.0, True)
+
+
+class SGD(Optimizer):
+    """Mini-batch stochastic gradient descent, with classical momentum and weight decay (see the
+    module doc)."""
+
+    kind = "sgd"
+
+    def __init__(self, lr=0.1, momentum=0.0, weight_decay=0.0, reduction="mean"):
+        super().__init__()
+        self.lr = check_positive_float(lr, "lr")
+        self.momentum = check_nonneg_float(momentum, "momentum", upper=1.0)
+        self.weight_decay = check_nonneg_float(weight_decay, "weight_decay")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+
+    def __repr__(self):
+        return (f"SGD(lr={self.lr!r}, momentum={self.momentum!r}, weight_decay={self.weight_decay!r}, "
+                f"reduction={self.reduction!r})")
+
+    @property
+    def slots(self):
+        return ("velocity",) if self.momentum > 0 else ()
+
+    def hyperparameters(self):
+        hp = np.zeros(len(HYPERPARAMETERS))
+        hp[HP["lr"]], hp[HP["momentum"]], hp[HP["weight_decay"]] = self.lr, self.momentum, self.weight_decay
+        return hp
+
+    def step_size(self, batch_len: int) -> float:
+        """The factor applied to summed gradients of a batch of ``batch_len`` samples."""
+        return self.lr * self.reduce(batch_len)

@@ -80,25 +80,25 @@ class Run:
         if self.plan is not None:
             return self._plan_epoch(active, orders, number)
         totals = np.full(len(self.members), np.nan)
-        starts = {k: self.members[k]._state() for k in active}
+        opts = self.optimizers
+        starts = {k: self.members[k]._state(opts[k]) for k in active}
         try:
             for k in active:
                 totals[k] = self.members[k]._run_epoch(self.data, self.scale, self.targets, orders[k],
-                                                       self.batch_size, self.optimizers[k])
+                                                       self.batch_size, opts[k])
         except BaseException:
             for k in active:
-                self.members[k]._set_state(starts[k])
+                self.members[k]._set_state(starts[k], opts[k])
             raise
         bad = [k for k in active if not np.isfinite(totals[k]) or not self.members[k]._params_finite()]
         for k in bad:
-            self.members[k]._set_state(starts[k])
+            self.members[k]._set_state(starts[k], opts[k])
             self.diverged[k] = number
         return totals, bad
 
     def _plan_epoch(self, active, orders, number):
         plan = self.plan
-        for k, opt in enumerate(self.optimizers):  # a callback may have changed them
-            plan.lr[k], plan.mu[k], plan.wd[k] = opt.lr, opt.momentum, opt.weight_decay
+        plan.refresh()  # the hyperparameters: a callback may have changed them
         O = np.zeros((len(self.members), self.n), dtype=np.int64)
         for k in active:
             O[k] = orders[k]
@@ -146,6 +146,8 @@ def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data,
     first = members[0]
     X, scale, Y, batch_size = check_fit_data(X, y, batch_size, validation_data, first.layers[0].n_in,
                                              first.layers[-1].n_out)
+    for member, opt in zip(members, optimizers):
+        member.optimizer = opt  # it owns the state the next fit goes on from
     run = Run(members, optimizers, X, scale, Y, batch_size, shuffle)
     history = History(loss=[], val_loss=[], val_accuracy=[], seconds=[])
     history["engine"] = run.engine

@@ -1,6 +1,6 @@
 """The per-batch kernels of the numba backend's generic path (``Network.train_batch``,
 ``gradients``, inference): the activations, their backward pass, the output deltas with the
-summed loss, and the SGD update of a flat parameter. The matrix products around them are
+summed loss (the optimisers' update of a flat parameter is ``_nb_optim.update``). The matrix products around them are
 NumPy's, or ``_nb_blocked.forward_units`` on large batches."""
 from __future__ import annotations
 
@@ -42,16 +42,3 @@ def output_delta(z, a, y, code, slope, loss):
     for s in range(a.shape[0]):
         total += output_delta_row(z[s], a[s], y[s], d[s], a.shape[1], code, slope, loss, a[0, 0] - a[0, 0])
     return d, total
-
-
-@njit(**JIT)
-def sgd_update(p, g, v, step, mu, decay):
-    """Flat arrays, in place: u = step*g + decay*p; momentum: v = mu*v - u, p += v; else p -= u."""
-    T = p.dtype.type
-    if mu > 0:
-        for i in range(p.shape[0]):
-            v[i] = T(mu) * v[i] - (T(step) * g[i] + T(decay) * p[i])
-            p[i] += v[i]
-    else:
-        for i in range(p.shape[0]):
-            p[i] -= T(step) * g[i] + T(decay) * p[i]

@@ -1,7 +1,7 @@
 """The register-blocked products of a layer in the fused epoch: the forward product
 (``forward_units``, which ``NumbaBackend.forward`` also uses on large batches), the weight
-gradient added into the weights or velocities (``accumulate_units``) within a layer's SGD step
-(``update_layer_units``), and the deltas of the layer below (``backprop_units``).
+gradient added into the weights or the optimiser's state (``accumulate_units``) within a layer's
+update (``update_layer_units``, the rule of ``_nb_optim.py`` around it), and the deltas of the layer below (``backprop_units``).
 
 Layout: each layer's weights are kept TRANSPOSED, row j of ``W`` holding the n_in weights into
 unit j (``W[wo + j*n_in + i]`` in one flat buffer for all layers), so that both big loops
@@ -16,6 +16,7 @@ from numba import njit
 
 from ._nb_common import JIT
 from ._nb_math import dact
+from ._nb_optim import begin, finish
 
 CHUNK = 40  # samples per pass of the blocked kernels: 40 rows of 784 floats stay in L2
 
@@ -265,36 +266,26 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
 
 
 @njit(**JIT)
-def update_layer_units(x, m, ld, W, VW, wo, b, vb, D, lo, hi, zs, step, mu, decay, frozen_w, frozen_b):
-    """One SGD step for units lo:hi of a layer (rows of the transposed W, stride ld), from the
-    deltas D and the inputs x (scaled by zs): u = step*g + decay*w; with momentum v = mu*v - u,
-    w += v, else w -= u. Biases: the same without decay."""
+def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, scale, frozen_w, frozen_b):
+    """One optimiser step for units lo:hi of a layer (rows of the transposed W from ``wo``, stride
+    ld; its biases from ``bo`` in b), from the deltas D and the inputs x (scaled by zs): the rule
+    of ``_nb_optim.py`` (``opt``, hyperparameters ``hp``, state ``SW``/``Sb``) around the
+    gradient, which is added straight into the array the rule names, times ``scale`` (1/m for
+    mean gradients). Weight decay applies to the weights only."""
     T = W.dtype.type
     if not frozen_w:
-        lo_i = wo + lo * ld
-        hi_i = wo + hi * ld
-        if mu > 0:
-            for i in range(lo_i, hi_i):
-                VW[i] = T(mu) * VW[i] - T(decay) * W[i]
-            accumulate_units(x, m, ld, VW, wo, D, lo, hi, T(-step * zs))
-            for i in range(lo_i, hi_i):
-                W[i] += VW[i]
-        else:
-            if decay > 0:
-                keep = T(1.0 - decay)
-                for i in range(lo_i, hi_i):
-                    W[i] *= keep
-            accumulate_units(x, m, ld, W, wo, D, lo, hi, T(-step * zs))
+        target, c = begin(opt, hp, W, SW, wo + lo * ld, wo + hi * ld, True)
+        accumulate_units(x, m, ld, target, wo, D, lo, hi, T(c * scale * zs))
+        finish(opt, hp, W, SW, wo + lo * ld, wo + hi * ld)
     if not frozen_b:
+        target, c = begin(opt, hp, b, Sb, bo + lo, bo + hi, False)
+        cs = T(c * scale)
         for j in range(lo, hi):
             g = D[0, j] - D[0, j]
             for s in range(m):
                 g += D[s, j]
-            if mu > 0:
-                vb[j] = T(mu) * vb[j] - T(step) * g
-                b[j] += vb[j]
-            else:
-                b[j] -= T(step) * g
+            target[bo + j] += cs * g
+        finish(opt, hp, b, Sb, bo + lo, bo + hi)
 
 
 @njit(**JIT)

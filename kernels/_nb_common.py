@@ -1,14 +1,17 @@
 """What the compiled kernels of the numba backend (imported only when that backend is asked for)
 share: ``JIT``, the options every kernel is compiled with, and the op table's constants
-(activation and loss codes, cancelling pairs, cross-entropy clip) from ``ops.py`` under the short
+(activation, loss and optimiser codes, cancelling pairs, cross-entropy clip, the hyperparameter
+vector's layout) from ``ops.py`` under the short
 names the kernels branch on. The kernels, one module per job:
 
 - ``_nb_intrinsics.py``: LLVM intrinsics (bit casts, acquire/release atomics, prefetch, pause,
   sched_yield);
 - ``_nb_math.py``: the polynomial exp, the activations and their derivatives, the output deltas
   and the losses;
+- ``_nb_optim.py``: the optimisers' update rules, written once for the fused and per-batch paths;
 - ``_nb_blocked.py``: the register-blocked products of a layer (forward, weight gradient, backprop)
-  and its SGD update, with the layout of the weights they work on;
+  and its update (the rule of ``_nb_optim.py`` around the blocked gradient), with the layout of
+  the weights they work on;
 - ``_nb_epoch.py``: the fused epochs (``train_epoch``; ``train_epoch_2t`` with its barrier) and the
   gather/prefetch of batches into aligned buffers;
 - ``_nb_batch.py``: the per-batch kernels of the generic path;
@@ -43,3 +46,6 @@ QUADRATIC, MSE, BCE, CE = (ops.LOSS_CODES[name] for name in (
 # looping over the pairs compiled differently). A third pair in ops.CANCELLING fails to unpack here.
 (CANCEL_ACT_1, CANCEL_LOSS_1), (CANCEL_ACT_2, CANCEL_LOSS_2) = ops.cancelling_codes()
 CLIP32, CLIP64 = ops.LOSS_CLIP["float32"], ops.LOSS_CLIP["float64"]  # the cross-entropy losses' clip
+# The optimisers' codes and the hyperparameter vector's layout (ops.OPTIMIZER_TABLE, ops.HYPERPARAMETERS).
+OPT_SGD = ops.OPTIMIZER_CODES["sgd"]
+HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY = (ops.HP[name] for name in ("lr", "momentum", "weight_decay"))

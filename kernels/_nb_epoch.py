@@ -71,13 +71,14 @@ def zeros_aligned(shape, like):
 
 # --- the fused epoch, one thread, any depth ------------------------------------------------------
 @njit(**JIT)
-def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, acts, slopes,
-                frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, stop):
-    """One epoch of mini-batch SGD over X[order]. W holds every layer's weights transposed
+def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, acts, slopes,
+                frozen_w, frozen_b, loss, opt, hp, mean, tiny, stop):
+    """One epoch of mini-batch training over X[order]. W holds every layer's weights transposed
     (layer l: rows of stride lds[l] from woff[l], zero-padded), b the biases (from boff[l]);
-    both are modified in place, with the velocities VW/vb under momentum.
+    both are modified in place, with the optimiser's state SW/Sb (``opt``, hyperparameters
+    ``hp``: see ``_nb_optim.py``).
     Returns the summed loss of the epoch (float64). ``stop[0] != 0`` (set by another thread,
-    polled before each batch) ends the epoch early: the caller then discards W, b, VW and vb."""
+    polled before each batch) ends the epoch early: the caller then discards W, b, SW and Sb."""
     T = W.dtype.type
     L = acts.shape[0]
     n = order.shape[0]
@@ -91,7 +92,6 @@ def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, ac
     D = zeros_aligned((L, bs, maxw), W)
     zs0 = T(scale)
     one = T(1)
-    decay = lr * wd
     total = 0.0
     for start in range(0, n, bs):
         if _load_acquire(stop, 0) != 0:
@@ -108,16 +108,15 @@ def train_epoch(X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, ac
             activate_full(Z[l], A[l], m, sizes[l + 1], acts[l], T(slopes[l]))
         out = L - 1
         total += output_deltas(Z[out], A[out], yb, D[out], m, sizes[L], acts[out], T(slopes[out]), loss, T(tiny))
-        step = lr / m if mean else lr
+        red = 1.0 / m if mean else 1.0
         for l in range(L - 1, -1, -1):
             n_out = sizes[l + 1]
             if l > 0:  # over the padded width: zero weights there give zero deltas
                 backprop_units(D[l], m, n_out, W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
             x = xb if l == 0 else A[l - 1]
-            update_layer_units(x, m, lds[l], W, VW, woff[l], b[boff[l]:boff[l] + n_out],
-                               vb[boff[l]:boff[l] + n_out], D[l], 0, n_out,
-                               scale if l == 0 else 1.0, step, mu, decay, frozen_w[l], frozen_b[l])
+            update_layer_units(x, m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, n_out,
+                               scale if l == 0 else 1.0, opt, hp, red, frozen_w[l], frozen_b[l])
     return total
 
 
@@ -145,8 +144,8 @@ def _barrier(flags, t, k, stop):
 
 
 @njit(**JIT)
-def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, lds, acts, slopes,
-                   frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, Z, A, D, flags, losses, stop):
+def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, acts, slopes,
+                   frozen_w, frozen_b, loss, opt, hp, mean, tiny, Z, A, D, flags, losses, stop):
     """Worker t (0 or 1) of an epoch on two threads, for networks of two or more layers. The
     first layer (the big one) is split: worker t owns hidden units lo:hi, i.e. their rows of the
     transposed W0 and their entries of b0 (worker 1 the first h, whole cache lines of Z[0]; worker 0
@@ -169,7 +168,6 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
     yb = zeros_aligned((bs, D.shape[2]), W)  # padded like the rows of A
     zs0 = T(scale)
     one = T(1)
-    decay = lr * wd
     total = 0.0
     nb = (n + bs - 1) // bs
     if t == 1:
@@ -187,7 +185,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
         forward_units(x, m, lds[0], W, woff[0], b[boff[0]:boff[0] + H], lo, hi, zs0, Z[0])
         if not _barrier(flags, t, 2 * k + 1, stop):
             return
-        step = lr / m if mean else lr
+        red = 1.0 / m if mean else 1.0
         if t == 1 and k + 1 < nb:  # worker 1 gathers the next batch while worker 0 runs the small layers
             nxt = start + m
             mn = min(bs, n - nxt)
@@ -206,11 +204,10 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, VW, vb, woff, boff, sizes, l
             for l in range(L - 1, 0, -1):
                 backprop_units(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
-                update_layer_units(A[l - 1], m, lds[l], W, VW, woff[l], b[boff[l]:boff[l] + sizes[l + 1]],
-                                   vb[boff[l]:boff[l] + sizes[l + 1]], D[l], 0, sizes[l + 1], 1.0, step, mu,
-                                   decay, frozen_w[l], frozen_b[l])
+                update_layer_units(A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, sizes[l + 1],
+                                   1.0, opt, hp, red, frozen_w[l], frozen_b[l])
         if not _barrier(flags, t, 2 * k + 2, stop):
             return
-        update_layer_units(x, m, lds[0], W, VW, woff[0], b[boff[0]:boff[0] + H], vb[boff[0]:boff[0] + H],
-                           D[0], lo, hi, scale, step, mu, decay, frozen_w[0], frozen_b[0])
+        update_layer_units(x, m, lds[0], W, SW, woff[0], b, Sb, boff[0], D[0], lo, hi, scale, opt, hp, red,
+                           frozen_w[0], frozen_b[0])
     losses[t] = total

@@ -13,14 +13,13 @@ from ._nb_intrinsics import _load_acquire
 
 
 @njit(**JIT)
-def train_members(ks, X, scale, Y, orders, bs, W, b, VW, vb, woff, boff, sizes, lds, acts, slopes,
-                  frozen_w, frozen_b, loss, lr, mu, wd, mean, tiny, stop, totals):
+def train_members(ks, X, scale, Y, orders, bs, W, b, SW, Sb, woff, boff, sizes, lds, acts, slopes,
+                  frozen_w, frozen_b, loss, opt, hp, mean, tiny, stop, totals):
     """One epoch of each member ``k`` in ``ks`` over ``X[orders[k]]``; its summed loss goes to
     ``totals[k]``. ``stop[0] != 0`` ends the work early (the caller discards it)."""
     for i in range(ks.shape[0]):
         if _load_acquire(stop, 0) != 0:
             return
         k = ks[i]
-        totals[k] = train_epoch(X, scale, Y, orders[k], bs, W[k], b[k], VW[k], vb[k], woff, boff, sizes, lds,
-                                acts, slopes, frozen_w[k], frozen_b[k], loss, lr[k], mu[k], wd[k], mean, tiny,
-                                stop)
+        totals[k] = train_epoch(X, scale, Y, orders[k], bs, W[k], b[k], SW[k], Sb[k], woff, boff, sizes, lds,
+                                acts, slopes, frozen_w[k], frozen_b[k], loss, opt, hp[k], mean, tiny, stop)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 # The activation and loss names, the pairings each loss accepts and the cross-entropy clip per
 # dtype come from the one table of ops (kernels/ops.py), re-exported here where they always were.
 from .ops import ACTIVATIONS, LOSS_CLIP, LOSS_OUTPUTS, LOSSES, pairs_with  # noqa: F401
+from .ops import HP, OPTIMIZER_CODES
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,39 @@ class Backend:
         (``None`` when not needed, e.g. for the first layer)."""
         raise NotImplementedError
 
-    def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
-        """In place, with ``u = step * g + decay * p``: ``p -= u``, or with classical momentum
-        ``v = momentum * v - u; p += v`` (``v`` may be ``None`` when ``momentum == 0``).
-        The network passes ``step = lr / m`` and ``decay = lr * weight_decay``."""
+    def update(self, p, g, state, opt, hp, scale, decayed):
+        """One step of an optimiser on parameter ``p``, in place, from the summed gradient ``g`` of
+        a batch: the rule sees ``scale * g`` (``scale`` = 1/m for mean gradients). ``opt``: the
+        optimiser's code (``ops.OPTIMIZER_CODES``), ``hp``: its hyperparameter vector
+        (``ops.HYPERPARAMETERS``), ``state``: its state arrays for ``p`` stacked on a first axis
+        (shape ``(slots,) + p.shape``; None when it keeps none), changed in place; ``decayed``:
+        whether weight decay applies (weights, not biases). The rule is written once per
+        language: NumPy's here is the reference (``fastbp.optim`` documents the maths)."""
         raise NotImplementedError
+
+    def _check_update(self, p, g, state, opt, hp):
+        """The arguments of ``update`` as it trusts them: shapes agree, a state where one is needed."""
+        if opt not in OPTIMIZER_CODES.values():
+            raise ValueError(f"opt: expected an optimiser code among {sorted(OPTIMIZER_CODES.values())}, got {opt!r}")
+        if len(hp) != len(HP):
+            raise ValueError(f"hp: expected {len(HP)} hyperparameters ({', '.join(HP)}), got {len(hp)}")
+        if tuple(g.shape) != tuple(p.shape):
+            raise ValueError(f"g: expected shape {tuple(p.shape)} (the parameter's), got {tuple(g.shape)}")
+        if hp[HP["momentum"]] > 0 and (state is None or tuple(state.shape[1:]) != tuple(p.shape)):
+            got = None if state is None else tuple(state.shape)
+            raise ValueError(f"state: momentum needs a velocity of shape (1,) + {tuple(p.shape)}, got {got}")
+
+    def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
+        """Plain SGD through ``update``, in place, with ``u = step * g + decay * p``: ``p -= u``,
+        or with classical momentum ``v = momentum * v - u; p += v`` (``v`` may be ``None`` when
+        ``momentum == 0``)."""
+        if momentum and v is None:
+            raise ValueError("v: momentum needs a velocity array, got None")
+        hp = [0.0] * len(HP)
+        hp[HP["lr"]], hp[HP["momentum"]], hp[HP["weight_decay"]] = 1.0, float(momentum), float(decay)
+        if v is not None and tuple(v.shape) != tuple(p.shape):
+            raise ValueError(f"v: expected shape {tuple(p.shape)} (the parameter's), got {tuple(v.shape)}")
+        self.update(p, g, v[None] if momentum else None, OPTIMIZER_CODES["sgd"], hp, step, True)
 
     # --- optional fast paths ------------------------------------------------------------
     def train_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):

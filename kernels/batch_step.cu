@@ -1,6 +1,8 @@
-// fastbp's per-batch CUDA kernels for the cupy backend's batched epoch (cupy_backend.py,
-// CupyBackend._batched_epoch): the products go to cuBLAS, everything between them is one of these
-// launches. Rendered with the math section of fused_epoch.cu in front and the types substituted:
+// fastbp's per-batch CUDA kernels for the cupy backend (cupy_backend.py): the batched epoch
+// (CupyBackend._batched_epoch) and the generic per-batch path (forward, output_delta, loss, update
+// ...) both launch these; the products go to cuBLAS, everything between them is one of these
+// launches, so each piece of elementwise maths has one CUDA copy. Rendered with the math section
+// of fused_epoch.cu in front (activations, losses, the optimisers' rule) and the types substituted:
 typedef ${T} T;    // the network's float type
 typedef ${XT} XT;  // the stored inputs' type
 
@@ -32,16 +34,26 @@ extern "C" __global__ void bias_act(T *z, const T *b, T *a, long long total, int
     }
 }
 
-// the output deltas d = dL/da * f'(z) (a - y where the derivative cancels), and each element's
-// loss term added to loss_acc (one slot per element of a full batch, summed once per epoch: no
-// atomics, the same sum every run)
-extern "C" __global__ void out_delta(const T *z, const T *a, const T *y, T *d, double *loss_acc,
+// the output deltas d = dL/da * f'(z) (a - y where the derivative cancels), and, where
+// `accumulate`, each element's loss term added to loss_acc (one slot per element of a full batch,
+// summed once per epoch: no atomics, the same sum every run)
+extern "C" __global__ void out_delta(const T *z, const T *a, const T *y, T *d, double *loss_acc, int accumulate,
                                      long long total, int n, int act, int loss, int cancel, double slope) {
     FB_GRID_STRIDE(e, total) {
         const T av = a[e], yv = y[e];
         d[e] = cancel ? av - yv : fb_loss_grad(av, yv, loss, n) * fb_dact(z[e], av, act, T(slope));
-        loss_acc[e] += fb_loss_term(av, yv, loss);
+        if (accumulate) loss_acc[e] += fb_loss_term(av, yv, loss);
     }
+}
+
+// g = dL/da (before a softmax's backward pass, which is done on whole rows elsewhere)
+extern "C" __global__ void loss_grad(const T *a, const T *y, T *g, long long total, int n, int loss) {
+    FB_GRID_STRIDE(e, total) g[e] = fb_loss_grad(a[e], y[e], loss, n);
+}
+
+// each element's loss term, in double (summed by the caller; mse: still to be divided by n)
+extern "C" __global__ void loss_terms(const T *a, const T *y, double *terms, long long total, int loss) {
+    FB_GRID_STRIDE(e, total) terms[e] = fb_loss_term(a[e], y[e], loss);
 }
 
 // d = g * f'(z): the deltas of a hidden layer from dL/da
@@ -50,24 +62,24 @@ extern "C" __global__ void act_back(const T *g, const T *z, const T *a, T *d, lo
     FB_GRID_STRIDE(e, total) d[e] = g[e] * fb_dact(z[e], a[e], code, T(slope));
 }
 
-// Every trainable parameter's SGD step in one launch: blockIdx.y picks a row of `table`
-// (parameter, gradient and velocity addresses, element count, 1 if weight decay applies), as the
-// reference's sgd_update: u = step*g + decay*p; then p -= u, or v = mu*v - u; p += v.
-extern "C" __global__ void sgd_all(const long long *table, double step, double mu, double decay) {
+// Every trainable parameter's optimiser step in one launch, by the rule of the math section
+// (fb_update): blockIdx.y picks a row of `table` (parameter, gradient and state addresses, element
+// count, 1 if weight decay applies); `opt`, `hp`: the optimiser's code and hyperparameters on the
+// device, `scale`: the factor of the summed gradients (1/m for mean gradients).
+extern "C" __global__ void update_all(const long long *table, int opt, const double *hp, double scale) {
     const long long *row = table + 5 * blockIdx.y;
     T *p = reinterpret_cast<T *>(row[0]);
     const T *g = reinterpret_cast<const T *>(row[1]);
-    T *v = reinterpret_cast<T *>(row[2]);
+    T *s = reinterpret_cast<T *>(row[2]);
     const long long count = row[3];
-    const T st = T(step), m_u = T(mu), dec = row[4] ? T(decay) : T(0);
-    FB_GRID_STRIDE(e, count) {
-        const T u = st * g[e] + dec * p[e];
-        if (mu > 0.0) {
-            const T vv = m_u * v[e] - u;
-            v[e] = vv;
-            p[e] += vv;
-        } else {
-            p[e] -= u;
-        }
-    }
+    const bool decayed = row[4] != 0;
+    const fb_rule<T> rule = fb_rule_for<T>(opt, hp, scale);
+    FB_GRID_STRIDE(e, count) fb_update(rule, p[e], g[e], s + e, count, decayed);
+}
+
+// One parameter's optimiser step (the per-batch path), by the same rule.
+extern "C" __global__ void update_one(T *p, const T *g, T *s, long long count, int decayed, int opt,
+                                      const double *hp, double scale) {
+    const fb_rule<T> rule = fb_rule_for<T>(opt, hp, scale);
+    FB_GRID_STRIDE(e, count) fb_update(rule, p[e], g[e], s + e, count, decayed != 0);
 }

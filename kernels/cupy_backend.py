@@ -8,8 +8,9 @@ device data is expected raises TypeError instead of being copied silently (``asa
 
 Two paths:
 - per batch (any depth, any batch size; the network's generic loop): the products go to cuBLAS
-  (``@``), the elementwise work (bias + activation, deltas, loss, SGD step, gather + scale) is one
-  fused ``cupy.ElementwiseKernel``/``ReductionKernel`` each;
+  (``@``), the elementwise work (gather + scale, bias + activation, deltas, loss terms, the
+  optimiser's step) is one launch each of the kernels of ``batch_step.cu``, the same kernels the
+  batched epoch launches: each piece of elementwise maths has one CUDA copy;
 - ``train_epoch``, the fused whole-epoch kernel (``fused_epoch.cu``) for two-layer networks at
   small batch sizes: ONE launch per epoch, one thread block, both weight matrices resident in
   shared memory (784x30 + 30x10 float32 is about 96 KB, above the default 48 KB limit, hence the
@@ -85,9 +86,9 @@ def _source():
 
 
 def math_preamble():
-    """The math section of fused_epoch.cu (activations, derivatives, losses as templates), its
-    ``${OPS_DEFINES}`` rendered: the preamble of the per-batch elementwise kernels and of the
-    batched path's kernels."""
+    """The math section of fused_epoch.cu (activations, derivatives, losses, the optimisers' update
+    rule, as templates), its ``${OPS_DEFINES}`` rendered: the preamble of batch_step.cu's kernels
+    (the batched epoch's and the per-batch path's)."""
     text = _source()
     begin, end = "// ---- BEGIN MATH ----", "// ---- END MATH ----"
     section = text[text.index(begin) + len(begin):text.index(end)]
@@ -203,69 +204,13 @@ def _batch_functions(dtype, input_dtype):
     if key not in _BATCH_FUNCTIONS:
         module = cp.RawModule(code=render_batch_kernels(*key))
         _BATCH_FUNCTIONS[key] = {name: module.get_function(name) for name in (
-            "gather_inputs", "gather_targets", "bias_act", "out_delta", "act_back", "sgd_all")}
+            "gather_inputs", "gather_targets", "bias_act", "out_delta", "loss_grad", "loss_terms", "act_back",
+            "update_all", "update_one")}
     return _BATCH_FUNCTIONS[key]
 
 
 def _grid(total):
     return (max(1, min(-(-int(total) // BATCH_THREADS), 4096)),)
-
-
-# --- the per-batch elementwise kernels, built on first use ----------------------------------
-_KERNELS = {}
-
-
-def _kernel(key):
-    """The elementwise/reduction kernel named by ``key`` (compiled by CuPy on first call)."""
-    k = _KERNELS.get(key)
-    if k is not None:
-        return k
-    pre = math_preamble()
-    kind = key[0]
-    if kind == "gather":  # out[s, i] = X[idx[s], i] * scale, the row length n_in
-        k = cp.ElementwiseKernel(
-            "raw X data, raw I idx, int64 n_in, T scale", "T out",
-            "const long long s = i / n_in; out = T(data[idx[s] * n_in + (i - s * n_in)]) * scale;",
-            "fastbp_gather")
-    elif kind == "bias_act":  # z += b (broadcast over rows); a = f(z)
-        code = key[1]
-        k = cp.ElementwiseKernel(
-            "raw T b, int64 n_out, T slope", "T z, T a",
-            f"z = z + b[i % n_out]; a = fb_activate(z, {code}, slope);",
-            f"fastbp_bias_act{code}", preamble=pre)
-    elif kind == "act_back":  # d = g * f'(z)
-        code = key[1]
-        k = cp.ElementwiseKernel(
-            "T g, T z, T a, T slope", "T d", f"d = g * fb_dact(z, a, {code}, slope);",
-            f"fastbp_act_back{code}", preamble=pre)
-    elif kind == "loss_grad":  # dL/da
-        loss = key[1]
-        k = cp.ElementwiseKernel(
-            "T a, T y, int32 n_out", "T g", f"g = fb_loss_grad(a, y, {loss}, n_out);",
-            f"fastbp_loss_grad{loss}", preamble=pre)
-    elif kind == "out_delta":  # d = dL/da * f'(z)
-        code, loss = key[1], key[2]
-        k = cp.ElementwiseKernel(
-            "T z, T a, T y, T slope, int32 n_out", "T d",
-            f"d = fb_loss_grad(a, y, {loss}, n_out) * fb_dact(z, a, {code}, slope);",
-            f"fastbp_out_delta{code}_{loss}", preamble=pre)
-    elif kind == "loss":  # the summed per-element loss terms, in float64
-        loss = key[1]
-        k = cp.ReductionKernel(
-            "T pred, T target", "float64 total", f"fb_loss_term(pred, target, {loss})", "a + b",
-            "total = a", "0",
-            f"fastbp_loss{loss}", reduce_type="double", preamble=pre)
-    elif kind == "sgd":  # p -= step*g + decay*p
-        k = cp.ElementwiseKernel(
-            "T g, T step, T decay", "T p", "p -= step * g + decay * p;", "fastbp_sgd")
-    elif kind == "sgd_momentum":  # v = mu*v - (step*g + decay*p); p += v
-        k = cp.ElementwiseKernel(
-            "T g, T step, T decay, T mu", "T p, T v",
-            "v = mu * v - (step * g + decay * p); p += v;", "fastbp_sgd_momentum")
-    else:  # pragma: no cover - a programming error
-        raise KeyError(key)
-    _KERNELS[key] = k
-    return k
 
 
 def _describe(a):
@@ -289,6 +234,7 @@ class CupyBackend(Backend):
         _import_cupy()
         self._fused_kernels = {}
         self._max_shared = None
+        self._hp = {}  # hyperparameter vectors on the device, by value
 
     def __repr__(self):
         return f"CupyBackend(dtype={self.dtype.name!r}, fused={self.fused})"
@@ -348,58 +294,80 @@ class CupyBackend(Backend):
         self._device(X, "X")
         if X.ndim != 2:
             raise ValueError(f"X: expected a 2-D array, got shape {X.shape}")
+        if X.dtype not in (np.uint8, self.dtype):
+            X = X.astype(self.dtype)
         if not X.flags.c_contiguous:
             X = cp.ascontiguousarray(X)
         if not isinstance(idx, cp.ndarray):  # (cp.asarray costs ~30 us even on a CuPy array)
             idx = cp.asarray(idx)
+        idx = cp.ascontiguousarray(idx, dtype=cp.int64)
         out = cp.empty((idx.shape[0], X.shape[1]), dtype=self.dtype)
         if out.size:
-            _kernel(("gather",))(X.reshape(-1), idx, X.shape[1], float(scale), out)  # X: flat, contiguous
+            self._launch(X.dtype, "gather_inputs", out.size, X, idx, np.int64(out.size), np.int32(X.shape[1]),
+                         np.float64(scale), out)
         return out
 
-    # --- layer math -----------------------------------------------------------------------
-    @staticmethod
-    def _slope(activation):
-        return float(activation.slope)  # a Python float: CuPy casts it to the kernel's T
+    # --- layer math: cuBLAS products, batch_step.cu's kernels between them ----------------------
+    def _launch(self, input_dtype, name, total, *args):
+        """Launch kernel ``name`` of batch_step.cu over ``total`` elements."""
+        _batch_functions(self.dtype, input_dtype)[name](_grid(total), (BATCH_THREADS,), args)
+
+    def _contiguous(self, a, name):
+        return cp.ascontiguousarray(self._device(a, name), dtype=self.dtype)
 
     def forward(self, x, W, b, activation):
         self._device(x, "x")
         self._device(W, "W")
-        self._device(b, "b")
-        z = x @ W  # cuBLAS
+        b = self._contiguous(b, "b")
+        z = cp.ascontiguousarray(x @ W, dtype=self.dtype)  # cuBLAS
         if activation.name == "softmax":
             z += b
             e = cp.exp(z - z.max(axis=1, keepdims=True))
             return z, e / e.sum(axis=1, keepdims=True)
         a = cp.empty_like(z)
-        _kernel(("bias_act", ACT_CODES[activation.name]))(b, W.shape[1], self._slope(activation), z, a)
+        if z.size:
+            self._launch(self.dtype, "bias_act", z.size, z, b, a, np.int64(z.size), np.int32(W.shape[1]),
+                         np.int32(ACT_CODES[activation.name]), np.float64(activation.slope))
         return z, a
 
     def activation_backward(self, g, z, a, activation):
-        self._device(g, "g")
+        g = self._contiguous(g, "g")
         if activation.name == "softmax":
             return a * (g - cp.sum(g * a, axis=1, keepdims=True))
-        return _kernel(("act_back", ACT_CODES[activation.name]))(g, z, a, self._slope(activation))
+        d = cp.empty_like(g)
+        if g.size:
+            self._launch(self.dtype, "act_back", g.size, g, self._contiguous(z, "z"), self._contiguous(a, "a"), d,
+                         np.int64(g.size), np.int32(ACT_CODES[activation.name]), np.float64(activation.slope))
+        return d
 
     def output_delta(self, z, a, y, activation, loss):
-        self._device(a, "a")
-        self._device(y, "y")
+        a, y = self._contiguous(a, "a"), self._contiguous(y, "y")
         if (activation.name, loss) in CANCELLING:
             return a - y  # the derivative of the activation cancels
         n_out = a.shape[1]
         if activation.name == "softmax":
-            g = _kernel(("loss_grad", LOSS_CODES[loss]))(a, y, n_out)
+            g = cp.empty_like(a)
+            if a.size:
+                self._launch(self.dtype, "loss_grad", a.size, a, y, g, np.int64(a.size), np.int32(n_out),
+                             np.int32(LOSS_CODES[loss]))
             return self.activation_backward(g, z, a, activation)
-        return _kernel(("out_delta", ACT_CODES[activation.name], LOSS_CODES[loss]))(
-            z, a, y, self._slope(activation), n_out)
+        d = cp.empty_like(a)
+        if a.size:
+            self._launch(self.dtype, "out_delta", a.size, self._contiguous(z, "z"), a, y, d,
+                         cp.zeros(1, cp.float64), np.int32(0), np.int64(a.size), np.int32(n_out),
+                         np.int32(ACT_CODES[activation.name]), np.int32(LOSS_CODES[loss]), np.int32(0),
+                         np.float64(activation.slope))
+        return d
 
     def loss(self, a, y, loss):
         return float(self.loss_sum(a, y, loss))
 
     def loss_sum(self, a, y, loss):
-        self._device(a, "a")
-        self._device(y, "y")
-        total = _kernel(("loss", LOSS_CODES[loss]))(a, y)  # a 0-d float64 array, left on the GPU
+        a, y = self._contiguous(a, "a"), self._contiguous(y, "y")
+        terms = cp.zeros(a.size, cp.float64)
+        if a.size:
+            self._launch(self.dtype, "loss_terms", a.size, a, y, terms, np.int64(a.size), np.int32(LOSS_CODES[loss]))
+        total = terms.sum()  # a 0-d float64 array, left on the GPU
         return total / a.shape[1] if loss == "mse" else total
 
     def index_array(self, order):
@@ -413,17 +381,33 @@ class CupyBackend(Backend):
         dx = delta @ W.T if need_dx else None
         return dW, db, dx
 
-    def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
+    def _hyperparameters(self, hp):
+        """The hyperparameter vector on the device (kept per value: no copy per batch)."""
+        key = tuple(float(v) for v in np.asarray(hp, dtype=np.float64))
+        dev = self._hp.get(key)
+        if dev is None:
+            if len(self._hp) > 256:
+                self._hp.clear()
+            dev = self._hp[key] = cp.asarray(np.array(key, dtype=np.float64))
+        return dev
+
+    def update(self, p, g, state, opt, hp, scale, decayed):
         self._device(p, "p")
         self._device(g, "g")
-        # Python floats: CuPy casts them to the parameters' type, as NumPy does in the reference
-        if momentum:
-            if v is None:
-                raise ValueError("v: momentum needs a velocity array, got None")
-            self._device(v, "v")
-            _kernel(("sgd_momentum",))(g, float(step), float(decay), float(momentum), p, v)
-        else:
-            _kernel(("sgd",))(g, float(step), float(decay), p)
+        self._check_update(p, g, state, opt, hp)
+        if state is not None:
+            self._device(state, "state")
+        if not (p.flags.c_contiguous and (state is None or state.flags.c_contiguous)):  # any layout, in place
+            pc, sc = cp.ascontiguousarray(p), None if state is None else cp.ascontiguousarray(state)
+            self.update(pc, g, sc, opt, hp, scale, decayed)
+            p[...] = pc
+            if state is not None:
+                state[...] = sc
+            return
+        g = cp.ascontiguousarray(g, dtype=self.dtype)
+        if p.size:
+            self._launch(self.dtype, "update_one", p.size, p, g, p if state is None else state, np.int64(p.size),
+                         np.int32(decayed), np.int32(opt), self._hyperparameters(hp), np.float64(scale))
 
     # --- the fused epoch ------------------------------------------------------------------
     def _shared_limit(self):
@@ -489,16 +473,10 @@ class CupyBackend(Backend):
         shared = fused_epoch_shared_bytes(config["n_in"], config["n_hidden"], config["n_out"],
                                           config["batch_size"], self.dtype, self.threads, config["input_dtype"])
         l0, l1 = layers
-        momentum = opt.momentum > 0
-        if momentum:  # velocities as the network makes them: zeros on first use, trainable params only
-            for layer in layers:
-                for name in ("W", "b"):
-                    if name not in layer.frozen:
-                        layer.momentum_buffer(name)
 
-        def velocity(layer, name):  # a dummy (never read) without momentum or when frozen
-            v = layer.velocity.get(name)
-            return v if momentum and v is not None else getattr(layer, name)
+        def state(layer, name):  # the optimiser's state; a dummy (never read) when it keeps none or frozen
+            s = None if name in layer.frozen else opt.state_of(layer, name)
+            return getattr(layer, name) if s is None else s
 
         frozen = (("W" in l0.frozen) * 1 | ("b" in l0.frozen) * 2 | ("W" in l1.frozen) * 4
                   | ("b" in l1.frozen) * 8)
@@ -506,8 +484,8 @@ class CupyBackend(Backend):
         parts = cp.zeros(self.threads, dtype=cp.float64)
         args = (X, Y, order, np.int32(order.shape[0]), np.float64(scale),
                 l0.W, l0.b, l1.W, l1.b,
-                velocity(l0, "W"), velocity(l0, "b"), velocity(l1, "W"), velocity(l1, "b"),
-                np.float64(opt.lr), np.float64(opt.momentum), np.float64(opt.lr * opt.weight_decay),
+                state(l0, "W"), state(l0, "b"), state(l1, "W"), state(l1, "b"),
+                np.int32(opt.code), self._hyperparameters(opt.hyperparameters()),
                 np.int32(opt.reduction == "mean"), np.int32(frozen),
                 np.float64(l0.activation.slope), np.float64(l1.activation.slope), parts)
         kernel((1,), (self.threads,), args, shared_mem=shared)
@@ -552,14 +530,14 @@ class CupyBackend(Backend):
         db = [cp.empty_like(layer.b) for layer in layers]
         ones = cp.ones(mb, dt)
         loss_acc = cp.zeros((mb, n_out), cp.float64)
-        momentum = opt.momentum > 0
         rows = []
         for layer, gW, gb in zip(layers, dW, db):
             for name, p, grad in (("W", layer.W, gW), ("b", layer.b, gb)):
                 if name in layer.frozen:
                     continue
-                v = layer.momentum_buffer(name) if momentum else None  # zeros on first use
-                rows.append((p.data.ptr, grad.data.ptr, (p if v is None else v).data.ptr, p.size, int(name == "W")))
+                st = opt.state_of(layer, name)  # zeros on first use; None: the optimiser keeps none
+                rows.append((p.data.ptr, grad.data.ptr, (p if st is None else st).data.ptr, p.size, int(name == "W")))
+        hp, code = self._hyperparameters(opt.hyperparameters()), np.int32(opt.code)
         table = cp.asarray(np.array(rows, dtype=np.int64).reshape(-1, 5))
         sgd_grid = (_grid(max([r[3] for r in rows], default=1))[0], len(rows))
         codes = [np.int32(ACT_CODES[layer.activation.name]) for layer in layers]
@@ -593,7 +571,8 @@ class CupyBackend(Backend):
                 fn["bias_act"](_grid(m * layer.n_out), block, (z[i], layer.b, a[i], np.int64(m * layer.n_out),
                                                                np.int32(layer.n_out), codes[i], slopes[i]))
                 inputs = a[i]
-            fn["out_delta"](_grid(m * n_out), block, (z[last], a[last], y, d[last], loss_acc, np.int64(m * n_out),
+            fn["out_delta"](_grid(m * n_out), block, (z[last], a[last], y, d[last], loss_acc, np.int32(1),
+                                                      np.int64(m * n_out),
                                                       np.int32(n_out), codes[last], np.int32(LOSS_CODES[loss]),
                                                       cancel, slopes[last]))
             for i in range(last, -1, -1):
@@ -610,8 +589,7 @@ class CupyBackend(Backend):
                                                                   np.int64(m * layer.n_in), codes[i - 1],
                                                                   slopes[i - 1]))
             if rows:
-                fn["sgd_all"](sgd_grid, block, (table, np.float64(opt.step_size(m)), np.float64(opt.momentum),
-                                                np.float64(opt.lr * opt.weight_decay)))
+                fn["update_all"](sgd_grid, block, (table, code, hp, np.float64(opt.reduce(m))))
         total = float(loss_acc.sum())  # the one synchronisation of the epoch
         return total / n_out if loss == "mse" else total
 

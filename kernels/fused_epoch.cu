@@ -2,10 +2,11 @@
 // Placeholders (a dollar sign and a name in braces) are substituted as text before compiling.
 //
 // Two parts:
-//  1. the math section (between the BEGIN/END MATH lines): activations, their derivatives and the
-//     losses as templates over the float type. It is also the preamble of the backend's
-//     elementwise kernels, so the fused and the per-batch paths share one definition.
-//  2. fused_epoch: one whole epoch of mini-batch SGD for a two-layer perceptron (one hidden layer),
+//  1. the math section (between the BEGIN/END MATH lines): activations, their derivatives, the
+//     losses and the optimisers' update rule as templates over the float type. It is also the
+//     preamble of batch_step.cu (the batched epoch's and the per-batch path's kernels), so every
+//     CUDA path shares one definition of each.
+//  2. fused_epoch: one whole epoch of mini-batch training for a two-layer perceptron (one hidden layer),
 //     run by ONE thread block. Both weight matrices and the biases live in shared memory for the
 //     whole epoch; each mini-batch's gather, forward, loss, backward and update are done in
 //     sequence, separated by __syncthreads(); the weights go back to global memory at the end.
@@ -15,8 +16,9 @@
 // network's float type T; only the order of the terms of each sum differs.
 
 // ---- BEGIN MATH ----
-// The activation codes (FB_SIGMOID ...), loss codes (FB_QUADRATIC ...) and the cross-entropy losses'
-// clip per dtype (FB_CLIP_F32, FB_CLIP_F64): #define lines rendered from the one table, kernels/ops.py
+// The activation codes (FB_SIGMOID ...), loss codes (FB_QUADRATIC ...), the cross-entropy losses'
+// clip per dtype (FB_CLIP_F32, FB_CLIP_F64), the optimiser codes (FB_OPT_SGD ...) and the indices
+// of the hyperparameter vector (FB_HP_LR ...): #define lines rendered from the one table, kernels/ops.py
 ${OPS_DEFINES}
 
 __device__ __forceinline__ float fb_exp(float x) { return expf(x); }
@@ -76,6 +78,36 @@ __device__ __forceinline__ double fb_loss_term(F a, F y, int loss) {
     }
     return -double(y) * log(double(fb_max(a, fb_clip<F>())));  // cross_entropy
 }
+
+// The optimisers' update rule, as the reference's (NumpyBackend.update). fb_rule_for reads the
+// hyperparameter vector hp (FB_HP_* indices) once per batch, with scale the factor of the batch's
+// summed gradients (1/m for mean gradients); fb_update steps one element p from its summed
+// gradient g, with its state slots at s[0], s[n], ... (n: the parameter's size) and weight decay
+// where `decayed` (weights, not biases). SGD: u = lr*scale*g + lr*wd*p; momentum v = mu*v - u,
+// p += v; else p -= u.
+template <typename F> struct fb_rule { int opt; bool momentum; F step, decay, mu; };
+template <typename F>
+__device__ __forceinline__ fb_rule<F> fb_rule_for(int opt, const double *hp, double scale) {
+    fb_rule<F> r;
+    r.opt = opt;
+    r.momentum = hp[FB_HP_MOMENTUM] > 0.0;
+    r.step = F(hp[FB_HP_LR] * scale);
+    r.decay = F(hp[FB_HP_LR] * hp[FB_HP_WEIGHT_DECAY]);
+    r.mu = F(hp[FB_HP_MOMENTUM]);
+    return r;
+}
+template <typename F>
+__device__ __forceinline__ void fb_update(const fb_rule<F> &r, F &p, F g, F *s, long long n, bool decayed) {
+    (void)n;  // the stride between state slots (SGD keeps one)
+    const F u = r.step * g + (decayed ? r.decay : F(0)) * p;
+    if (r.momentum) {
+        const F v = r.mu * s[0] - u;
+        s[0] = v;
+        p += v;
+    } else {
+        p -= u;
+    }
+}
 // ---- END MATH ----
 
 typedef ${T} T;    // the network's float type
@@ -125,19 +157,6 @@ __device__ long long fb_prof[4];
 #else
 #define PROF(k)
 #endif
-
-// One SGD step of one parameter, as the reference's sgd_update: u = step*g + decay*p, then
-// p -= u, or with momentum v = mu*v - u; p += v (v in global memory).
-__device__ __forceinline__ void sgd_step(T &p, T g, T *v, T step, T decay, T mu, bool momentum) {
-    T u = step * g + decay * p;
-    if (momentum) {
-        T vv = mu * *v - u;
-        *v = vv;
-        p += vv;
-    } else {
-        p -= u;
-    }
-}
 
 template <typename F> __device__ __forceinline__ F warp_sum(F v) {
 #pragma unroll
@@ -271,8 +290,8 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
             const long long *__restrict__ order,  // (n,) the epoch's sample order
             const int n, const double scale,   // samples in the epoch; input scale (1/255 or 1)
             T *W0, T *b0, T *W1, T *b1,        // the layers' arrays: (N0, H), (H,), (H, K), (K,)
-            T *VW0, T *vb0, T *VW1, T *vb1,    // their velocities (only read with momentum)
-            const double lr, const double mu, const double decay,
+            T *SW0, T *Sb0, T *SW1, T *Sb1,    // the optimiser's state for each (only read when it keeps one)
+            const int opt, const double *hp,   // the optimiser's code and hyperparameters (ops.HYPERPARAMETERS)
             const int mean, const int frozen,
             const double slope_h, const double slope_o,
             double *loss_parts)                // (NT,) each thread's sum of per-sample losses
@@ -297,8 +316,6 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
     const int lane = tid & 31;
     const int warp = tid >> 5;
     const T hs = T(slope_h), os = T(slope_o), sc = T(scale);
-    const T dec = T(decay), m_u = T(mu);
-    const bool momentum = mu > 0.0;
     double my_loss = 0.0;
 
     // the parameters into shared memory, once per epoch
@@ -450,7 +467,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
         PROF(2)
 
         // 4. updates from the summed gradients: dW0 = xs^T d0, db0 = sum d0, dW1 = a0^T d1, db1 = sum d1
-        const T step = T(mean ? lr / m : lr);
+        const fb_rule<T> rule = fb_rule_for<T>(opt, hp, mean ? 1.0 / m : 1.0);
         for (int tile = tid; !(frozen & FROZEN_W0) && tile < JG * NG; tile += NT) {
             const int jg = tile / NG, i0 = (tile - jg * NG) * TI;
             T g[TJ][TI];
@@ -480,7 +497,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
                     loadv(w0 + j * N0 + i0, w);
 #pragma unroll
                     for (int c = 0; c < TI; c++)
-                        sgd_step(w[c], g[q][c], VW0 + (long long)(i0 + c) * H + j, step, dec, m_u, momentum);
+                        fb_update(rule, w[c], g[q][c], SW0 + (long long)(i0 + c) * H + j, (long long)N0 * H, true);
                     storev(w0 + j * N0 + i0, w);
                 }
             }
@@ -493,19 +510,19 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
                 const int j = e / K, k = e - j * K;
                 T g = T(0);
                 for (int s = 0; s < m; s++) g += a0[s * H + j] * d1[s * K + k];
-                sgd_step(w1[e], g, VW1 + e, step, dec, m_u, momentum);
+                fb_update(rule, w1[e], g, SW1 + e, (long long)H * K, true);
             } else if (e < H * K + H) {
                 if (frozen & FROZEN_B0) continue;
                 const int j = e - H * K;
                 T g = T(0);
                 for (int s = 0; s < m; s++) g += d0[j * BSD + s];
-                sgd_step(c0[j], g, vb0 + j, step, T(0), m_u, momentum);
+                fb_update(rule, c0[j], g, Sb0 + j, (long long)H, false);
             } else {
                 if (frozen & FROZEN_B1) continue;
                 const int k = e - H * K - H;
                 T g = T(0);
                 for (int s = 0; s < m; s++) g += d1[s * K + k];
-                sgd_step(c1[k], g, vb1 + k, step, T(0), m_u, momentum);
+                fb_update(rule, c1[k], g, Sb1 + k, (long long)K, false);
             }
         }
         if (PREF) copy_wait();  // this thread's copies of the next batch (issued in phase 2) have landed

@@ -61,6 +61,7 @@ from . import _nb_batch as KB  # noqa: E402  (the per-batch kernels)
 from . import _nb_blocked as KP  # noqa: E402  (the blocked products: forward() on large batches)
 from . import _nb_common as KC  # noqa: E402  (the op codes the kernels take)
 from . import _nb_epoch as KF  # noqa: E402  (the fused epochs)
+from . import _nb_optim as KO  # noqa: E402  (the optimisers' update rules)
 from . import _numba_ensemble as KE  # noqa: E402  (the members' epochs)
 from .plan import aligned_zeros as _aligned_zeros  # noqa: E402
 from .plan import build_plan  # noqa: E402
@@ -170,16 +171,14 @@ class NumbaBackend(NumpyBackend):
         return float(total)
 
     @_interrupt_as_such
-    def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
-        if momentum and v is None:
-            raise ValueError("v: momentum needs a velocity array, got None")
-        for name, a in (("g", g), ("v", v if momentum else None)):
-            if a is not None and np.shape(a) != np.shape(p):  # the compiled loop trusts the sizes
-                raise ValueError(f"{name}: expected shape {np.shape(p)} (the parameter's), got {np.shape(a)}")
-        if not (p.flags.c_contiguous and (v is None or v.flags.c_contiguous)):
-            return NumpyBackend.sgd_update(self, p, g, v, step, momentum, decay)  # in place on any layout
-        KB.sgd_update(p.reshape(-1), np.ascontiguousarray(g, dtype=self.dtype).reshape(-1),
-                      v.reshape(-1) if momentum else p.reshape(-1), float(step), float(momentum), float(decay))
+    def update(self, p, g, state, opt, hp, scale, decayed):
+        hp = np.ascontiguousarray(hp, dtype=np.float64)
+        self._check_update(p, g, state, opt, hp)  # the compiled loop trusts the sizes
+        if not (p.flags.c_contiguous and (state is None or state.flags.c_contiguous)):
+            return NumpyBackend.update(self, p, g, state, opt, hp, scale, decayed)  # in place on any layout
+        S = np.zeros((1, 1), self.dtype) if state is None else state.reshape(state.shape[0], -1)
+        KO.update(int(opt), hp, p.reshape(-1), S, np.ascontiguousarray(g, dtype=self.dtype).reshape(-1),
+                  float(scale), bool(decayed))
 
     # --- the fused epochs, on a training plan (kernels/plan.py) -------------------------------
     def covers(self, layers, loss, X, Y):
@@ -241,13 +240,13 @@ class NumbaBackend(NumpyBackend):
             D = _aligned_zeros((L, bs, maxw), dt)
             flags = _aligned_zeros(32, np.int64)
             losses = np.zeros(2)
-            args = (X, scale, Y, orders[0], bs, p.W[0], p.b[0], p.VW[0], p.vb[0], *shared, p.frozen_w[0],
-                    p.frozen_b[0], p.loss, p.lr[0], p.mu[0], p.wd[0], p.mean, p.tiny, Z, A, D, flags, losses, stop)
+            args = (X, scale, Y, orders[0], bs, p.W[0], p.b[0], p.SW[0], p.Sb[0], *shared, p.frozen_w[0],
+                    p.frozen_b[0], p.loss, p.opt, p.hp[0], p.mean, p.tiny, Z, A, D, flags, losses, stop)
             run_workers([lambda t=t: KF.train_epoch_2t(t, *args) for t in (0, 1)], stop, patience)
             totals[0] = losses[0]
             return totals
-        args = (X, scale, Y, orders, bs, p.W, p.b, p.VW, p.vb, *shared, p.frozen_w, p.frozen_b, p.loss, p.lr,
-                p.mu, p.wd, p.mean, p.tiny, stop, totals)
+        args = (X, scale, Y, orders, bs, p.W, p.b, p.SW, p.Sb, *shared, p.frozen_w, p.frozen_b, p.loss, p.opt,
+                p.hp, p.mean, p.tiny, stop, totals)
         n = max(1, min(self.threads, members.size))
         run_workers([lambda ks=members[t::n]: KE.train_members(ks, *args) for t in range(n)], stop, patience)
         return totals

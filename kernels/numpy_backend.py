@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import LOSS_CLIP, Activation, Backend
-from .ops import cancels
+from .ops import HP, OPTIMIZER_CODES, cancels
 
 
 def _clip(a):
@@ -171,13 +171,17 @@ class NumpyBackend(Backend):
         dx = delta @ W.T if need_dx else None
         return dW, db, dx
 
-    def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
-        u = step * g
-        if decay:
-            u += decay * p
-        if momentum:
-            v *= momentum
-            v -= u
-            p += v
-        else:
-            p -= u
+    def update(self, p, g, state, opt, hp, scale, decayed):
+        self._check_update(p, g, state, opt, hp)
+        lr, mu, wd = (float(hp[HP[name]]) for name in ("lr", "momentum", "weight_decay"))
+        if opt == OPTIMIZER_CODES["sgd"]:
+            u = (lr * float(scale)) * g
+            if decayed and wd:
+                u = u + (lr * wd) * p
+            if mu > 0:
+                v = state[0]
+                v *= mu
+                v -= u
+                p += v
+            else:
+                p -= u

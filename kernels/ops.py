@@ -1,11 +1,15 @@
-"""The one table of fastbp's activations and losses: names, integer codes, which output/loss
-pairs cancel, which outputs each loss accepts, the cross-entropy clip per dtype.
+"""The one table of fastbp's activations, losses and optimisers: names, integer codes, which
+output/loss pairs cancel, which outputs each loss accepts, the cross-entropy clip per dtype, the
+optimisers' hyperparameter vector and state slots.
 
 The engines take these constants from here instead of writing them down again:
 - ``base.py`` re-exports ``ACTIVATIONS``, ``LOSSES``, ``LOSS_OUTPUTS``, ``pairs_with``, ``LOSS_CLIP``;
 - the Numba kernels (``_nb_common.py``) bind the codes to the short names (``SIGMOID``, ``BCE``,
   ...), the cancelling pairs' codes and the clip to ``CLIP32``/``CLIP64``, which Numba freezes into
   the compiled code;
+- an optimiser's hyperparameters reach every engine as one float64 vector laid out as
+  ``HYPERPARAMETERS`` (``FB_HP_LR`` ... in CUDA, ``HP_LR`` ... in Numba), with its code
+  (``OPTIMIZER_CODES``): a new optimiser adds entries here, not arguments to every kernel;
 - the CUDA sources get ``cuda_defines()`` (``#define FB_SIGMOID 0`` ...) substituted for the
   ``${OPS_DEFINES}`` placeholder of the math section of ``fused_epoch.cu``, and the cupy backend
   passes ``ACT_CODES``/``LOSS_CODES`` and whether a pair is in ``CANCELLING`` to its kernels.
@@ -34,10 +38,19 @@ LOSS_TABLE = {
     "cross_entropy": (3, "CE"),
 }
 
+# Optimisers: name -> (code, short name, the names of the state arrays it keeps per parameter).
+OPTIMIZER_TABLE = {
+    "sgd": (0, "SGD", ("velocity",)),  # the velocity only with momentum > 0
+}
+# The hyperparameter vector every engine's update rule reads (float64, one per member of a plan).
+HYPERPARAMETERS = ("lr", "momentum", "weight_decay")
+
 ACTIVATIONS = tuple(ACTIVATION_TABLE)
 LOSSES = tuple(LOSS_TABLE)
 ACT_CODES = {name: code for name, (code, _) in ACTIVATION_TABLE.items()}
 LOSS_CODES = {name: code for name, (code, _) in LOSS_TABLE.items()}
+OPTIMIZER_CODES = {name: code for name, (code, _, _) in OPTIMIZER_TABLE.items()}
+HP = {name: i for i, name in enumerate(HYPERPARAMETERS)}  # name -> index in the vector
 
 # The output/loss pairs whose derivatives cancel: dL/dz = a - y at the output layer.
 CANCELLING = (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy"))
@@ -73,9 +86,12 @@ def cancelling_codes():
 
 def cuda_macros() -> dict:
     """The table as CUDA macros, name -> value text: ``FB_SIGMOID`` -> ``"0"`` ..., ``FB_CE`` -> ``"3"``,
+    ``FB_OPT_SGD`` -> ``"0"``, ``FB_HP_LR`` -> ``"0"`` (an index in the hyperparameter vector) ...,
     ``FB_CLIP_F32``/``FB_CLIP_F64`` -> the clip written with ``repr`` (it reads back as the same double)."""
     macros = {f"FB_{short}": str(code) for code, short in ACTIVATION_TABLE.values()}
     macros.update({f"FB_{short}": str(code) for code, short in LOSS_TABLE.values()})
+    macros.update({f"FB_OPT_{short}": str(code) for code, short, _ in OPTIMIZER_TABLE.values()})
+    macros.update({f"FB_HP_{name.upper()}": str(i) for i, name in enumerate(HYPERPARAMETERS)})
     macros.update({macro: repr(float(LOSS_CLIP[dtype])) for dtype, macro in CLIP_MACROS.items()})
     return macros
 

@@ -4,11 +4,12 @@
 packed along a model axis (member k's weights are row k of ``W``), each layer's weights
 TRANSPOSED (row j holds the n_in weights into unit j) with rows zero-padded to 128 bytes, so the
 compiled loops run over contiguous, aligned memory without scalar tails; the biases likewise;
-the momentum velocities in the same layout (the optimiser's state); per-member hyperparameters
-(arrays of length K); frozen masks; the activation and loss codes. One network is K = 1.
+the optimiser's state in the same layout (``SW``/``Sb``: one row per state slot, e.g. SGD's
+velocity), the optimiser's code and each member's hyperparameter vector (``hp``, K rows laid
+out as ``ops.HYPERPARAMETERS``); frozen masks; the activation and loss codes. One network is K = 1.
 
 The plan is a copy: training changes it, not the layers. ``unpack`` writes the parameters (and
-velocities) back into the members' layers; ``snapshot``/``restore`` save and put back its state
+the optimiser state) back into the members' layers and optimisers; ``snapshot``/``restore`` save and put back its state
 (an epoch that is interrupted or diverges). NumPy only: the engines compile against it.
 """
 from __future__ import annotations
@@ -32,9 +33,10 @@ def aligned_zeros(shape, dtype, align=ALIGN):
 class Plan:
     """See the module doc. Shared by the members: ``sizes`` (L+1 layer widths), ``lds`` (padded
     row strides), ``woff``/``boff`` (each layer's offset in a row of W / b), ``acts``,
-    ``slopes``, ``loss``, ``mean`` (mean or summed gradients), ``momentum`` (whether any member
-    keeps velocities). Per member (first axis K): ``W``, ``b``, ``VW``, ``vb``, ``frozen_w``,
-    ``frozen_b``, ``lr``, ``mu``, ``wd``."""
+    ``slopes``, ``loss``, ``mean`` (mean or summed gradients), ``opt`` (the optimiser's code),
+    ``slots`` (its state arrays per parameter; 0: ``SW``/``Sb`` are 1 x 1 dummies). Per member
+    (first axis K): ``W``, ``b``, ``SW``, ``Sb`` (K x slots x length), ``frozen_w``, ``frozen_b``,
+    ``hp``, and ``optimizers`` (the objects whose state this is)."""
 
     def __init__(self, **fields):
         self.__dict__.update(fields)
@@ -53,42 +55,45 @@ class Plan:
         return flat[o:o + n_out * ld].reshape(n_out, ld)[:, :n_in].T
 
     def unpack(self, networks, members=None):
-        """Copy members' parameters and velocities back into their layers (``networks``: one
-        list of layers per member; ``members``: the indices to copy, default all)."""
+        """Copy members' parameters and optimiser state back into their layers and optimisers
+        (``networks``: one list of layers per member; ``members``: the indices, default all)."""
         for k in range(self.n_members) if members is None else members:
+            opt = self.optimizers[k]
             for i, layer in enumerate(networks[k]):
                 lo, hi = self.boff[i], self.boff[i] + self.sizes[i + 1]
                 layer.W[...] = self.view(self.W[k], i)
                 layer.b[...] = self.b[k, lo:hi]
-                if self.mu[k] > 0:
-                    for name in ("W", "b"):
-                        if name not in layer.frozen:
-                            layer.momentum_buffer(name)
-                    if "W" in layer.velocity:
-                        layer.velocity["W"][...] = self.view(self.VW[k], i)
-                    if "b" in layer.velocity:
-                        layer.velocity["b"][...] = self.vb[k, lo:hi]
+                for name in ("W", "b"):
+                    state = None if name in layer.frozen else opt.state_of(layer, name)
+                    if state is not None:
+                        for j in range(state.shape[0]):
+                            state[j] = self.view(self.SW[k, j], i) if name == "W" else self.Sb[k, j, lo:hi]
+
+    def refresh(self):
+        """The hyperparameters read again from the optimisers (a callback may have changed them)."""
+        for k, opt in enumerate(self.optimizers):
+            self.hp[k] = opt.hyperparameters()
 
     def snapshot(self):
         """A copy of the state training changes."""
-        return self.W.copy(), self.b.copy(), self.VW.copy(), self.vb.copy()
+        return self.W.copy(), self.b.copy(), self.SW.copy(), self.Sb.copy()
 
     def restore(self, snap, members=None):
         """Put back a ``snapshot`` (for ``members`` only, default all)."""
         k = slice(None) if members is None else list(members)
-        for target, saved in zip((self.W, self.b, self.VW, self.vb), snap):
+        for target, saved in zip((self.W, self.b, self.SW, self.Sb), snap):
             target[k] = saved[k]
 
     def finite(self):
-        """Per member: whether its parameters and velocities are all finite."""
+        """Per member: whether its parameters and optimiser state are all finite."""
         ok = np.isfinite(self.W).all(axis=1) & np.isfinite(self.b).all(axis=1)
-        if self.momentum:
-            ok &= np.isfinite(self.VW).all(axis=1) & np.isfinite(self.vb).all(axis=1)
+        if self.slots:
+            ok &= np.isfinite(self.SW).all(axis=(1, 2)) & np.isfinite(self.Sb).all(axis=(1, 2))
         return ok
 
     def copy(self):
         fields = dict(self.__dict__)
-        for name in ("W", "b", "VW", "vb"):
+        for name in ("W", "b", "SW", "Sb"):
             fields[name] = _aligned_copy(fields[name])
         return Plan(**fields)
 
@@ -101,10 +106,14 @@ def _aligned_copy(a):
 
 def build_plan(networks, loss, optimizers, dtype, flush=0.0):
     """The plan of K networks of one shape (``networks``: one list of Dense layers per member,
-    their parameters NumPy arrays), trained with ``loss`` and one SGD per member. ``flush``: the
-    engine's threshold below which deltas are flushed to zero."""
+    their parameters NumPy arrays), trained with ``loss`` and one optimiser per member (all of
+    one kind and reduction). ``flush``: the engine's threshold below which deltas are flushed
+    to zero."""
     dt = np.dtype(dtype)
     first = networks[0]
+    kinds = {(opt.kind, opt.reduction) for opt in optimizers}
+    if len(kinds) != 1:
+        raise ValueError(f"optimizers: one plan takes optimisers of one kind and reduction, got {sorted(kinds)}")
     L = len(first)
     sizes = np.array([first[0].n_in] + [layer.n_out for layer in first], dtype=np.int64)
     pad = ALIGN // dt.itemsize  # rows padded to 128 bytes
@@ -117,30 +126,32 @@ def build_plan(networks, loss, optimizers, dtype, flush=0.0):
     K = len(networks)
     wsize = int(np.sum(sizes[1:] * lds[:-1]))
     bsize = int(-(-int(np.sum(sizes[1:])) // pad) * pad)
-    mu = np.array([opt.momentum for opt in optimizers], dtype=np.float64)
-    momentum = bool((mu > 0).any())
+    slots = max(len(opt.slots) for opt in optimizers)
     W = aligned_zeros((K, wsize), dt)
     b = aligned_zeros((K, bsize), dt)
-    VW = aligned_zeros((K, wsize if momentum else 1), dt)
-    vb = aligned_zeros((K, bsize), dt)
+    SW = aligned_zeros((K, max(slots, 1), wsize if slots else 1), dt)
+    Sb = aligned_zeros((K, max(slots, 1), bsize if slots else 1), dt)
     plan = Plan(
-        sizes=sizes, lds=lds, woff=woff, boff=boff, W=W, b=b, VW=VW, vb=vb, momentum=momentum,
+        sizes=sizes, lds=lds, woff=woff, boff=boff, W=W, b=b, SW=SW, Sb=Sb, slots=slots,
         acts=np.array([ACT_CODES[layer.activation.name] for layer in first], dtype=np.int64),
         slopes=np.array([layer.activation.slope for layer in first], dtype=np.float64),
         frozen_w=np.array([["W" in layer.frozen for layer in net] for net in networks], dtype=np.bool_),
         frozen_b=np.array([["b" in layer.frozen for layer in net] for net in networks], dtype=np.bool_),
         loss=LOSS_CODES[loss], mean=optimizers[0].reduction == "mean", tiny=float(flush),
-        lr=np.array([opt.lr for opt in optimizers], dtype=np.float64), mu=mu,
-        wd=np.array([opt.weight_decay for opt in optimizers], dtype=np.float64),
+        opt=optimizers[0].code, hp=np.array([opt.hyperparameters() for opt in optimizers], dtype=np.float64),
+        optimizers=list(optimizers),
     )
-    for k, net in enumerate(networks):
+    for k, (net, opt) in enumerate(zip(networks, optimizers)):
         for i, layer in enumerate(net):
             lo, hi = boff[i], boff[i] + sizes[i + 1]
             plan.view(W[k], i)[...] = layer.W
             b[k, lo:hi] = layer.b
-            if mu[k] > 0:
-                if layer.velocity.get("W") is not None:
-                    plan.view(VW[k], i)[...] = layer.velocity["W"]
-                if layer.velocity.get("b") is not None:
-                    vb[k, lo:hi] = layer.velocity["b"]
+            for name in ("W", "b"):
+                state = opt.state_of(layer, name, create=False)
+                if state is not None and name not in layer.frozen:
+                    for j in range(state.shape[0]):
+                        if name == "W":
+                            plan.view(SW[k, j], i)[...] = state[j]
+                        else:
+                            Sb[k, j, lo:hi] = state[j]
     return plan

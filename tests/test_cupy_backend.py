@@ -280,18 +280,19 @@ template <typename V> static void save(const std::string &dir, const char *name,
 
 DRIVER = r"""
 static int run(const std::string &dir) {  // inputs from dir, one epoch, outputs to dir
-    int n_samples, n, mean, frozen;
-    double scale, lr, mu, decay, slope_h, slope_o;
+    int n_samples, n, opt, n_hp, mean, frozen;
+    double scale, slope_h, slope_o;
     FILE *f = std::fopen((dir + "/params.txt").c_str(), "r");
-    if (!f || std::fscanf(f, "%d %d %lf %lf %lf %lf %d %d %lf %lf", &n_samples, &n, &scale, &lr, &mu, &decay,
-                          &mean, &frozen, &slope_h, &slope_o) != 10) return 2;
+    if (!f || std::fscanf(f, "%d %d %lf %d %d %d %d %lf %lf", &n_samples, &n, &scale, &opt, &n_hp,
+                          &mean, &frozen, &slope_h, &slope_o) != 9) return 2;
     std::fclose(f);
+    auto hp = load<double>(dir, "hp.bin", n_hp);
     auto X = load<XT>(dir, "X.bin", size_t(n_samples) * N0);
     auto Y = load<T>(dir, "Y.bin", size_t(n_samples) * K);
     auto order = load<long long>(dir, "order.bin", n);
     auto W0 = load<T>(dir, "W0.bin", N0 * H), b0 = load<T>(dir, "b0.bin", H);
     auto W1 = load<T>(dir, "W1.bin", H * K), b1 = load<T>(dir, "b1.bin", K);
-    std::vector<T> VW0(N0 * H), vb0(H), VW1(H * K), vb1(K);
+    std::vector<T> SW0(N0 * H), Sb0(H), SW1(H * K), Sb1(K);  // the optimiser's state (one slot: SGD)
     std::vector<double> parts(NT);
     std::barrier<> block(NT);
     fb_block = &block;
@@ -301,12 +302,12 @@ static int run(const std::string &dir) {  // inputs from dir, one epoch, outputs
         threads.emplace_back([&, t] {
             threadIdx.x = t;
             fused_epoch(X.data(), Y.data(), order.data(), n, scale, W0.data(), b0.data(), W1.data(), b1.data(),
-                        VW0.data(), vb0.data(), VW1.data(), vb1.data(), lr, mu, decay, mean, frozen, slope_h,
+                        SW0.data(), Sb0.data(), SW1.data(), Sb1.data(), opt, hp.data(), mean, frozen, slope_h,
                         slope_o, parts.data());
         });
     for (auto &th : threads) th.join();
     save(dir, "W0.out", W0); save(dir, "b0.out", b0); save(dir, "W1.out", W1); save(dir, "b1.out", b1);
-    save(dir, "VW0.out", VW0); save(dir, "vb0.out", vb0); save(dir, "VW1.out", VW1); save(dir, "vb1.out", vb1);
+    save(dir, "SW0.out", SW0); save(dir, "Sb0.out", Sb0); save(dir, "SW1.out", SW1); save(dir, "Sb1.out", Sb1);
     double total = 0;
     for (double p : parts) total += p;
     save(dir, "loss.out", std::vector<double>{total});
@@ -389,6 +390,7 @@ def _emulate_case(tmp_path, name, config, train):
     folder = tmp_path / name
     folder.mkdir()
     Y = np.eye(n_out, dtype=dt)[labels]
+    opt.hyperparameters().tofile(folder / "hp.bin")
     for fname, a in (("X.bin", X), ("Y.bin", Y), ("order.bin", order.astype(np.int64)),
                      ("W0.bin", before[0]["W"]), ("b0.bin", before[0]["b"]),
                      ("W1.bin", before[1]["W"]), ("b1.bin", before[1]["b"])):
@@ -396,7 +398,7 @@ def _emulate_case(tmp_path, name, config, train):
     bits = ("W" in frozen[0]) * 1 | ("b" in frozen[0]) * 2 | ("W" in frozen[1]) * 4 | ("b" in frozen[1]) * 8
     scale = 1 / 255 if xt == np.uint8 else 1.0
     (folder / "params.txt").write_text(
-        f"{n} {n} {scale!r} {opt.lr!r} {opt.momentum!r} {opt.lr * opt.weight_decay!r} "
+        f"{n} {n} {scale!r} {opt.code} {len(opt.hyperparameters())} "
         f"{int(opt.reduction == 'mean')} {bits} {slope!r} {slope!r}\n")
     # the reference: the NumPy backend over the same order (fit without shuffling over X[order])
     history = net.fit(X[order], labels[order], epochs=1, batch_size=config["batch_size"], optimizer=opt,
@@ -425,12 +427,12 @@ def test_the_fused_kernel_run_on_cpu_threads_matches_the_numpy_reference(tmp_pat
             got_b = np.fromfile(folder / f"b{i}.out", dtype=dt)
             np.testing.assert_allclose(got_W, ref[i]["W"], **tol, err_msg=f"{name}: W{i}")
             np.testing.assert_allclose(got_b, ref[i]["b"], **tol, err_msg=f"{name}: b{i}")
-            for p in ("W", "b"):
-                if p in layer.velocity:  # momentum: the velocities too
-                    got_v = np.fromfile(folder / f"V{p}{i}.out" if p == "W" else folder / f"vb{i}.out", dtype=dt)
-                    np.testing.assert_allclose(got_v.reshape(layer.velocity[p].shape), layer.velocity[p], **tol,
-                                               err_msg=f"{name}: velocity of {p}{i}")
-        assert train.get("momentum", 0) == 0 or case["net"].layers[0].velocity  # the momentum case has some
+            for p, state in case["net"].optimizer.layer_state(layer).items():  # momentum: the velocities too
+                got_v = np.fromfile(folder / f"S{p}{i}.out", dtype=dt)
+                np.testing.assert_allclose(got_v.reshape(state[0].shape), state[0], **tol,
+                                           err_msg=f"{name}: velocity of {p}{i}")
+        # the momentum case has velocities to compare
+        assert train.get("momentum", 0) == 0 or case["net"].optimizer.layer_state(case["net"].layers[0])
         loss = np.fromfile(folder / "loss.out")[0]
         assert loss == pytest.approx(case["history"]["loss"][0] * case["n"], rel=1e-9 if dt == np.float64 else 1e-5)
 

@@ -65,14 +65,15 @@ LONG_EPOCH = PRELUDE + textwrap.dedent("""
         nets = model.members
     model.fit(X[:20], y[:20], epochs=1, momentum=0.5)  # compiled (or loaded) here, velocities made
     before = [net.get_params() for net in nets]
-    velocity = [[{k: v.copy() for k, v in layer.velocity.items()} for layer in net.layers] for net in nets]
+    velocity = [net.optimizer.snapshot(net.layers) for net in nets]
+    assert all(set(v) == {"W", "b"} for vs in velocity for v in vs)
     print("start", flush=True)
     try:
         model.fit(X, y, epochs=1, momentum=0.5)
         report(interrupted=False)
     except KeyboardInterrupt:
         after = [net.get_params() for net in nets]
-        same_velocity = all(np.array_equal(v[k], layer.velocity[k]) for vs, net in zip(velocity, nets)
+        same_velocity = all(np.array_equal(v[k], net.optimizer.layer_state(layer)[k]) for vs, net in zip(velocity, nets)
                             for v, layer in zip(vs, net.layers) for k in v)
         alive = fastbp_threads()
         time.sleep(0.3)  # a worker still running would go on changing them

@@ -346,15 +346,43 @@ def test_setting_parameters_keeps_momentum_and_gradcheck_leaves_it_alone():
     X, y = np.random.default_rng(0).normal(size=(60, 4)), np.random.default_rng(1).integers(0, 3, 60)
     net = fb.Network.from_sizes([4, 5, 3], backend="numpy", dtype="float64", seed=0)
     net.fit(X, y, epochs=2, batch_size=10, optimizer=fb.SGD(0.5, momentum=0.9))
-    before = {k: v.copy() for k, v in net.layers[0].velocity.items()}
+    opt = net.optimizer
+    before = {k: v.copy() for k, v in opt.layer_state(net.layers[0]).items()}
     assert set(before) == {"W", "b"} and np.abs(before["W"]).max() > 0
     fb.gradcheck(net, X[:5], y[:5], max_checks=3)
     net.set_params(net.get_params())
     for k, v in before.items():
-        np.testing.assert_array_equal(net.layers[0].velocity[k], v)
+        np.testing.assert_array_equal(opt.state_of(net.layers[0], k), v)
     # a new shape drops them: the velocities of other shapes cannot apply
-    layer = fb.Dense(4, 2)
-    layer.build(net.backend, np.random.default_rng(0))
-    layer.velocity["W"] = np.ones((4, 2))
+    layer = net.layers[0]
     layer.set_params(net.backend, np.zeros((4, 3)), np.zeros(3))
-    assert layer.velocity == {}
+    assert opt.state_of(layer, "W", create=False) is None
+    np.testing.assert_array_equal(opt.state_of(layer, "W"), np.zeros((1, 4, 3)))  # made afresh
+
+
+def test_the_optimizer_owns_its_state_and_fit_goes_on_from_the_previous_one():
+    X, y = np.random.default_rng(0).normal(size=(40, 4)), np.random.default_rng(1).integers(0, 3, 40)
+    net = fb.Network.from_sizes([4, 5, 3], backend="numpy", dtype="float64", seed=0)
+    assert net.optimizer is None
+    opt = fb.SGD(0.5, momentum=0.9)
+    net.fit(X, y, epochs=1, optimizer=opt)
+    assert net.optimizer is opt
+    v = {k: s.copy() for k, s in opt.layer_state(net.layers[1]).items()}
+    assert set(v) == {"W", "b"} and v["W"].shape == (1, 5, 3) and np.abs(v["W"]).max() > 0
+    # fit without an optimiser: a new SGD that goes on from the last one's velocities, as one fit would
+    a, b = fb.Network.from_sizes([4, 5, 3], backend="numpy", dtype="float64", seed=0), None
+    a.fit(X, y, epochs=2, lr=0.5, momentum=0.9, shuffle=False)
+    b = fb.Network.from_sizes([4, 5, 3], backend="numpy", dtype="float64", seed=0)
+    b.fit(X, y, epochs=1, lr=0.5, momentum=0.9, shuffle=False)
+    first = b.optimizer
+    b.fit(X, y, epochs=1, lr=0.5, momentum=0.9, shuffle=False)
+    assert b.optimizer is not first
+    for p, q in zip(a.get_params(), b.get_params()):
+        np.testing.assert_allclose(p["W"], q["W"], rtol=1e-12)
+    # a fresh optimiser passed in starts from zero velocity: not the same as going on
+    c = fb.Network.from_sizes([4, 5, 3], backend="numpy", dtype="float64", seed=0)
+    c.fit(X, y, epochs=1, lr=0.5, momentum=0.9, shuffle=False)
+    c.fit(X, y, epochs=1, optimizer=fb.SGD(0.5, momentum=0.9), shuffle=False)
+    assert not np.allclose(c.get_params()[0]["W"], b.get_params()[0]["W"])
+    with pytest.raises(TypeError, match="optimizer: expected a fastbp optimiser"):
+        net.fit(X, y, optimizer="adam")

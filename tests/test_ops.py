@@ -117,10 +117,15 @@ def test_cuda_defines_are_the_table():
     lines = text.split("\n")
     assert lines[0] == "#define FB_SIGMOID 0" and "#define FB_CE 3" in lines
     parsed = {m.group(1): m.group(3) for m in DEFINE.finditer(text)}
-    assert len(parsed) == len(lines) == len(ops.ACTIVATIONS) + len(ops.LOSSES) + len(ops.LOSS_CLIP)
+    assert len(parsed) == len(lines) == (len(ops.ACTIVATIONS) + len(ops.LOSSES) + len(ops.LOSS_CLIP)
+                                         + len(ops.OPTIMIZER_TABLE) + len(ops.HYPERPARAMETERS))
     for table in (ops.ACTIVATION_TABLE, ops.LOSS_TABLE):
         for code, short in table.values():
             assert int(parsed[f"FB_{short}"]) == code
+    for code, short, _ in ops.OPTIMIZER_TABLE.values():
+        assert int(parsed[f"FB_OPT_{short}"]) == code
+    for name, i in ops.HP.items():
+        assert int(parsed[f"FB_HP_{name.upper()}"]) == i
     for dtype, macro in ops.CLIP_MACROS.items():
         assert float(parsed[macro]) == ops.LOSS_CLIP[dtype]
     assert parsed == ops.cuda_macros()
@@ -172,3 +177,23 @@ def test_no_python_copy_of_the_codes_or_pairs_is_left(module):
     assert not re.search(r"""\(\s*["']sigmoid["']\s*,\s*["']binary_cross_entropy["']\s*\)""", text), module
     assert not re.search(r"=\s*range\(\s*\d+\s*\)", text), module
     assert "1e-12" not in text and "2.0 ** -23" not in text, module
+
+
+# --- the optimisers' update rule: one copy per language ------------------------------------------
+def test_the_update_rule_is_written_once_per_language():
+    """The CUDA rule (fb_update) is defined once, in the math section every source starts with, and
+    each CUDA update calls it; the cupy backend builds no elementwise kernels of its own; in the
+    Numba kernels only _nb_optim.py reads the momentum."""
+    assert cb.math_preamble().count("fb_update(const fb_rule") == 1
+    fused = cb.render_fused_epoch(**CONFIGS[0])
+    batch = cb.render_batch_kernels()
+    assert fused.count("fb_update(const fb_rule") == 1 and batch.count("fb_update(const fb_rule") == 1
+    assert fused.count("fb_update(rule,") == 4  # W0, W1, b0, b1
+    assert batch.count("fb_update(rule,") == 2  # update_all (batched epoch), update_one (per batch)
+    for text in (fused, batch):
+        kernels_part = text[text.index("// ---- END MATH ----"):] if "END MATH" in text else text[len(cb.math_preamble()):]
+        assert "FB_HP_" not in kernels_part  # the kernels read hyperparameters only through fb_rule_for
+    source = (KERNELS / "cupy_backend.py").read_text()
+    assert "ElementwiseKernel" not in source and "ReductionKernel" not in source
+    readers = sorted(p.name for p in KERNELS.glob("_nb_*.py") if "HP_MOMENTUM" in p.read_text())
+    assert readers == ["_nb_common.py", "_nb_optim.py"]  # where it is bound, and the one rule
