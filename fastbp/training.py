@@ -51,22 +51,19 @@ class Run:
         self.n = X.shape[0]
         self.data, self.targets = be.prepare_data(X), be.asarray(Y)
         self.networks = [m.layers for m in members]
-        self.plan = be.make_plan(self.networks, self.loss, optimizers, self.data, self.targets)
+        self.plan = be.make_plan(self.networks, self.loss, optimizers, self.data, self.targets, batch_size)
         self.diverged = {}  # member -> the epoch (from 1) in which it diverged
         self.stale = False  # the layers lag behind the plan
 
     @property
     def engine(self):
-        if self.plan is not None:
-            return self.be.engine(self.plan)
-        return self.be.generic_engine(self.networks[0], self.loss, self.data, self.targets, self.batch_size,
-                                      self.optimizers[0])
+        """The name of the backend's engine that runs this fit (``<backend>-per-batch`` without a plan)."""
+        return self.be.engine(self.plan)
 
     def warmup(self):
-        if self.plan is not None:
-            return self.be.warmup_plan(self.plan, self.data, self.targets, self.batch_size)
-        return self.be.warmup(self.networks[0], self.loss, self.data, self.targets, self.batch_size,
-                              self.optimizers[0])
+        if self.plan is None:
+            return 0.0  # the per-batch kernels compile (or load) on first use
+        return self.be.warmup_plan(self.plan, self.data, self.targets, self.batch_size)
 
     def active(self):
         return [k for k in range(len(self.members)) if k not in self.diverged]
@@ -127,7 +124,8 @@ class Run:
     def repack(self):
         """The plan up to date with the layers (a callback may have changed them)."""
         if self.plan is not None:
-            fresh = self.be.make_plan(self.networks, self.loss, self.optimizers, self.data, self.targets)
+            fresh = self.be.make_plan(self.networks, self.loss, self.optimizers, self.data, self.targets,
+                                      self.batch_size)
             if fresh is None:
                 raise RuntimeError("the layers changed so that the training plan no longer covers them")
             self.plan = fresh

@@ -15,6 +15,7 @@ Conventions, for every backend:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 # The activation and loss names, the pairings each loss accepts and the cross-entropy clip per
 # dtype come from the one table of ops (kernels/ops.py), re-exported here where they always were.
@@ -31,6 +32,18 @@ class Activation:
 
     def __str__(self) -> str:
         return f"leaky_relu({self.slope:g})" if self.name == "leaky_relu" else self.name
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A named way of running a fit's epochs: ``covers(plan)`` says whether it runs this plan
+    (``plan`` None: the backend could make none, which only the per-batch loop runs)."""
+
+    name: str
+    covers: Callable
+
+    def __repr__(self) -> str:
+        return f"Engine({self.name!r})"
 
 
 class Backend:
@@ -146,21 +159,22 @@ class Backend:
         Returns the seconds spent (0.0 when there is nothing to do)."""
         return 0.0
 
-    def generic_engine(self, layers, loss, X, Y, batch_size, opt):
-        """The name of the engine ``train_epoch`` (or the per-batch loop) runs for this
-        configuration, e.g. ``"numpy-per-batch"``."""
-        return f"{self.name}-per-batch"
-
-    # --- training plans: K >= 1 networks of one shape (kernels/plan.py) ----------------------
-    def make_plan(self, networks, loss, optimizers, X, Y):
-        """The training plan of ``networks`` (one list of layers per member) when this backend
-        has an engine for it, else None (each member then trains through ``train_epoch`` or
-        the per-batch kernels)."""
-        return None
+    # --- training plans: K >= 1 networks of one shape (kernels/plan.py), and the engines -------
+    def engines(self):
+        """This backend's engines, in order of preference, each with its ``covers(plan)``; the
+        last, ``<name>-per-batch`` (the network's loop over the per-batch kernels above), covers
+        everything. ``fused=False`` on a backend means: that engine only."""
+        return (Engine(f"{self.name}-per-batch", lambda plan: True),)
 
     def engine(self, plan):
-        """The name of the engine that runs ``plan``."""
-        raise NotImplementedError
+        """The name of the first engine that covers ``plan`` (None: the per-batch loop)."""
+        return next(e.name for e in self.engines() if e.covers(plan))
+
+    def make_plan(self, networks, loss, optimizers, X, Y, batch_size=None):
+        """The training plan of ``networks`` (one list of layers per member) when one of this
+        backend's compiled engines covers them, else None (each member then trains through the
+        per-batch loop)."""
+        return None
 
     def train_plan(self, plan, X, scale, Y, orders, batch_size, members=None):
         """One epoch of the plan's members (member k over ``X[orders[k]]``); the summed loss

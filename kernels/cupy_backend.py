@@ -35,7 +35,8 @@ import time
 import numpy as np
 
 from . import ops
-from .base import ACTIVATIONS, LOSSES, Backend
+from .base import ACTIVATIONS, LOSSES, Backend, Engine
+from .plan import LayerPlan
 
 cp = None  # the cupy module, imported by _import_cupy() when the backend is constructed
 
@@ -460,15 +461,53 @@ class CupyBackend(Backend):
             self._fused_kernels[key] = kernel
         return kernel
 
-    def generic_engine(self, layers, loss, X, Y, batch_size, opt):
-        if self.fused_config(layers, loss, X, Y, min(batch_size, X.shape[0])) is not None:
-            return "cupy-fused"
-        return "cupy-batched" if self.batched_covers(layers, X, Y) else "cupy-per-batch"
+    # --- the engines, on a training plan with K = 1 (kernels/plan.py's LayerPlan) ----------------
+    def make_plan(self, networks, loss, optimizers, X, Y, batch_size=None):
+        """The plan of one network (K = 1: several members on one GPU are a later issue) when
+        the fused kernel or the batched epoch covers it, else None (the per-batch loop). The
+        parameters stay in the layers, in their own layout."""
+        if len(networks) != 1:
+            return None
+        layers = networks[0]
+        bs = X.shape[0] if batch_size is None else min(batch_size, X.shape[0])
+        config = self.fused_config(layers, loss, X, Y, bs)
+        if config is None and not self.batched_covers(layers, X, Y):
+            return None
+        return LayerPlan(networks, loss, optimizers, fused=config, batch_size=bs)
+
+    def engines(self):
+        """``cupy-fused`` (the whole-epoch kernel, one block), ``cupy-batched`` (cuBLAS products
+        and batch_step.cu's kernels, buffers made once per epoch), ``cupy-per-batch``."""
+        return (Engine("cupy-fused", lambda plan: plan is not None and plan.fused is not None),
+                Engine("cupy-batched", lambda plan: plan is not None and plan.fused is None),
+                *Backend.engines(self))
+
+    def train_plan(self, plan, X, scale, Y, orders, batch_size, members=None):
+        """One epoch of the plan's network over ``X[orders[0]]``, with the plan's
+        hyperparameters; the summed loss per member."""
+        totals = np.full(plan.n_members, np.nan)
+        if members is not None and 0 not in list(members):
+            return totals
+        layers, opt = plan.networks[0], plan.optimizers[0]
+        if plan.fused is not None:
+            totals[0] = self._fused_epoch(plan.fused, layers, X, scale, Y, orders[0], opt, plan.hp[0])
+        else:
+            totals[0] = self._batched_epoch(layers, plan.loss, X, scale, Y, orders[0], batch_size, opt, plan.hp[0])
+        return totals
+
+    def warmup_plan(self, plan, X, Y, batch_size):
+        return self.warmup(plan.networks[0], plan.loss, X, Y, batch_size, plan.optimizers[0])
 
     def train_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
+        """One epoch of one network through the fused kernel or the batched epoch (None when
+        neither covers it); what ``train_plan`` runs, for code that drives epochs itself."""
         config = self.fused_config(layers, loss, X, Y, min(batch_size, len(order)))
         if config is None:
             return self._batched_epoch(layers, loss, X, scale, Y, order, batch_size, opt)
+        return self._fused_epoch(config, layers, X, scale, Y, order, opt)
+
+    def _fused_epoch(self, config, layers, X, scale, Y, order, opt, hp=None):
+        hp = opt.hyperparameters() if hp is None else hp
         kernel = self._fused_kernel(config)
         shared = fused_epoch_shared_bytes(config["n_in"], config["n_hidden"], config["n_out"],
                                           config["batch_size"], self.dtype, self.threads, config["input_dtype"])
@@ -485,7 +524,7 @@ class CupyBackend(Backend):
         args = (X, Y, order, np.int32(order.shape[0]), np.float64(scale),
                 l0.W, l0.b, l1.W, l1.b,
                 state(l0, "W"), state(l0, "b"), state(l1, "W"), state(l1, "b"),
-                np.int32(opt.code), self._hyperparameters(opt.hyperparameters()),
+                np.int32(opt.code), self._hyperparameters(hp),
                 np.int32(opt.reduction == "mean"), np.int32(frozen),
                 np.float64(l0.activation.slope), np.float64(l1.activation.slope), parts)
         kernel((1,), (self.threads,), args, shared_mem=shared)
@@ -508,7 +547,7 @@ class CupyBackend(Backend):
         return all(isinstance(p, cp.ndarray) and p.dtype == self.dtype and p.flags.c_contiguous
                    for layer in layers for p in (layer.W, layer.b))
 
-    def _batched_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
+    def _batched_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt, hp=None):
         """One epoch batch by batch without the generic loop's allocations and conversions: the
         epoch's buffers are made once, the products are cuBLAS gemm calls on them (no CuPy array
         dispatch per product), the
@@ -537,7 +576,8 @@ class CupyBackend(Backend):
                     continue
                 st = opt.state_of(layer, name)  # zeros on first use; None: the optimiser keeps none
                 rows.append((p.data.ptr, grad.data.ptr, (p if st is None else st).data.ptr, p.size, int(name == "W")))
-        hp, code = self._hyperparameters(opt.hyperparameters()), np.int32(opt.code)
+        hp = self._hyperparameters(opt.hyperparameters() if hp is None else hp)
+        code = np.int32(opt.code)
         table = cp.asarray(np.array(rows, dtype=np.int64).reshape(-1, 5))
         sgd_grid = (_grid(max([r[3] for r in rows], default=1))[0], len(rows))
         codes = [np.int32(ACT_CODES[layer.activation.name]) for layer in layers]

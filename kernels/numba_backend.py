@@ -52,7 +52,7 @@ import time
 
 import numpy as np
 
-from .base import Backend
+from .base import Backend, Engine
 from .numpy_backend import NumpyBackend
 
 import numba  # noqa: E402  (ImportError here makes the registry report the backend unavailable)
@@ -190,17 +190,25 @@ class NumbaBackend(NumpyBackend):
         return all(layer.activation.name in KC.ACT_CODES and isinstance(p, np.ndarray) and p.dtype == self.dtype
                    for layer in layers for p in (layer.W, layer.b))
 
-    def make_plan(self, networks, loss, optimizers, X, Y):
+    def make_plan(self, networks, loss, optimizers, X, Y, batch_size=None):
         """The training plan of ``networks`` (one list of layers per member, all of one shape),
         or None when the fused engines do not cover them."""
         if not all(self.covers(layers, loss, X, Y) for layers in networks):
             return None
         return build_plan(networks, loss, optimizers, self.dtype, _FLUSH[self.dtype])
 
-    def engine(self, plan):
-        if plan.n_members > 1:
-            return f"numba-members-{min(self.threads, plan.n_members)}t"
-        return "numba-fused-2t" if self._two_threads(plan) else "numba-fused-1t"
+    def engines(self):
+        """``numba-members-Nt`` (K > 1 members on N = min(threads, K) workers, each owning whole
+        members), ``numba-fused-2t`` (one network, two workers splitting the first layer),
+        ``numba-fused-1t`` (one network, one thread), ``numba-per-batch``."""
+        def members(n):
+            return lambda plan: plan is not None and plan.n_members > 1 and min(self.threads, plan.n_members) == n
+
+        return (*(Engine(f"numba-members-{n}t", members(n)) for n in range(1, self.threads + 1)),
+                Engine("numba-fused-2t", lambda plan: plan is not None and plan.n_members == 1
+                       and self._two_threads(plan)),
+                Engine("numba-fused-1t", lambda plan: plan is not None and plan.n_members == 1),
+                *NumpyBackend.engines(self))
 
     def _two_threads(self, plan):
         return (self.threads >= 2 and TWO_THREADS_SUPPORTED and plan.n_layers >= 2 and plan.sizes[1] >= 2)

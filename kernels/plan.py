@@ -155,3 +155,63 @@ def build_plan(networks, loss, optimizers, dtype, flush=0.0):
                         else:
                             Sb[k, j, lo:hi] = state[j]
     return plan
+
+
+class LayerPlan:
+    """A plan whose parameters stay in the members' layers, in the layers' own layout: the GPU's
+    engines (which keep a network's weights in shared memory or hand them to cuBLAS as they
+    are). What it holds beside them is the same as a ``Plan``'s, made once per fit: the
+    optimisers (and their state), each member's hyperparameter vector ``hp``, the loss, the
+    frozen masks, the activation codes, and what the engine chose (``fields``). Training
+    changes the layers in place, so ``unpack`` has nothing to do; ``snapshot``/``restore``/
+    ``finite`` work on the layers' arrays through their backend."""
+
+    def __init__(self, networks, loss, optimizers, **fields):
+        self.networks = [list(layers) for layers in networks]
+        self.optimizers = list(optimizers)
+        self.loss = loss
+        first = self.networks[0]
+        self.sizes = np.array([first[0].n_in] + [layer.n_out for layer in first], dtype=np.int64)
+        self.acts = np.array([ACT_CODES[layer.activation.name] for layer in first], dtype=np.int64)
+        self.frozen_w = np.array([["W" in layer.frozen for layer in net] for net in self.networks], dtype=np.bool_)
+        self.frozen_b = np.array([["b" in layer.frozen for layer in net] for net in self.networks], dtype=np.bool_)
+        self.opt = self.optimizers[0].code
+        self.hp = np.array([opt.hyperparameters() for opt in self.optimizers], dtype=np.float64)
+        self.__dict__.update(fields)
+
+    @property
+    def n_members(self):
+        return len(self.networks)
+
+    @property
+    def n_layers(self):
+        return len(self.acts)
+
+    def refresh(self):
+        """The hyperparameters read again from the optimisers (a callback may have changed them)."""
+        for k, opt in enumerate(self.optimizers):
+            self.hp[k] = opt.hyperparameters()
+
+    def unpack(self, networks=None, members=None):
+        """Nothing to copy: the layers are the plan's parameters."""
+
+    def snapshot(self):
+        return [([{k: p.copy() for k, p in layer.params().items()} for layer in net], opt.snapshot(net))
+                for net, opt in zip(self.networks, self.optimizers)]
+
+    def restore(self, snap, members=None):
+        for k in range(self.n_members) if members is None else members:
+            params, state = snap[k]
+            for layer, values in zip(self.networks[k], params):
+                for name, p in layer.params().items():
+                    p[...] = values[name]
+            self.optimizers[k].restore(self.networks[k], state)
+
+    def finite(self):
+        """Per member: whether its parameters and optimiser state are all finite."""
+        def ok(a, be):
+            return bool(np.isfinite(be.to_numpy(a)).all())
+
+        return np.array([all(ok(a, layer.backend) for layer in net
+                             for a in (*layer.params().values(), *opt.layer_state(layer).values()))
+                         for net, opt in zip(self.networks, self.optimizers)])
