@@ -16,7 +16,7 @@ from numba import njit
 
 from ._nb_common import JIT
 from ._nb_math import dact
-from ._nb_optim import begin, finish
+from ._nb_optim import begin, finish, gradient_slot
 
 CHUNK = 40  # samples per pass of the blocked kernels: 40 rows of 784 floats stay in L2
 
@@ -273,18 +273,23 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
     gradient, which is added straight into the array the rule names, times ``scale`` (1/m for
     mean gradients). Weight decay applies to the weights only."""
     T = W.dtype.type
+    slot = gradient_slot(opt, hp)
     if not frozen_w:
-        target, c = begin(opt, hp, W, SW, wo + lo * ld, wo + hi * ld, True)
-        accumulate_units(x, m, ld, target, wo, D, lo, hi, T(c * scale * zs))
-        finish(opt, hp, W, SW, wo + lo * ld, wo + hi * ld)
+        lo_i, hi_i = wo + lo * ld, wo + hi * ld
+        cs = T(begin(opt, hp, W, SW, lo_i, hi_i, True) * scale * zs)
+        if slot < 0:
+            accumulate_units(x, m, ld, W, wo, D, lo, hi, cs)
+        else:
+            accumulate_units(x, m, ld, SW[slot], wo, D, lo, hi, cs)
+        finish(opt, hp, W, SW, lo_i, hi_i)
     if not frozen_b:
-        target, c = begin(opt, hp, b, Sb, bo + lo, bo + hi, False)
-        cs = T(c * scale)
+        cs = T(begin(opt, hp, b, Sb, bo + lo, bo + hi, False) * scale)
+        G = b if slot < 0 else Sb[slot]
         for j in range(lo, hi):
             g = D[0, j] - D[0, j]
             for s in range(m):
                 g += D[s, j]
-            target[bo + j] += cs * g
+            G[bo + j] += cs * g
         finish(opt, hp, b, Sb, bo + lo, bo + hi)
 
 
