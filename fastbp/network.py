@@ -242,6 +242,7 @@ class Network:
         be = self.backend
         total = be.train_epoch(self.layers, self.loss, data, scale, targets, order, batch_size, opt)
         if total is not None:
+            opt.t += -(-len(order) // batch_size)  # the updates the epoch made
             return total
         total = 0.0
         index = be.index_array(order)
@@ -263,6 +264,7 @@ class Network:
             for name, g in (("W", dW), ("b", db)):
                 if name not in layer.frozen:
                     opt.update(self.backend, layer, name, g, x.shape[0])
+        opt.t += 1
         return loss
 
     def _backprop(self, x, y):

@@ -5,11 +5,21 @@ per-batch paths; what an optimiser hands to it is its code and one float64 vecto
 hyperparameters laid out as ``ops.HYPERPARAMETERS``, so a new optimiser adds entries to the op
 table, not arguments to every engine.
 
-SGD: each update uses the mean gradient of the mini-batch, as in Nielsen's
-``w -= eta/m * sum(grad)`` (``reduction="sum"`` uses the plain sum instead, as some textbook code
-does). Weight decay is L2 regularisation of the weights (not the biases):
-``w -= lr * weight_decay * w`` each update, so Nielsen's ``lmbda`` on a training set of n samples
-is ``weight_decay = lmbda / n``. Momentum is classical: ``v = momentum * v - lr * grad; w += v``.
+Each update uses the mean gradient g of the mini-batch, as in Nielsen's ``w -= eta/m * sum(grad)``
+(``reduction="sum"``: the plain sum, as some textbook code does). Weight decay is L2
+regularisation of the weights (not the biases), added to their gradient: ``g + weight_decay * w``,
+so Nielsen's ``lmbda`` on a training set of n samples is ``weight_decay = lmbda / n`` and
+scikit-learn's ``alpha`` on batches of m samples is ``weight_decay = alpha / m``.
+
+- ``SGD``: ``w -= lr * g``; classical momentum ``v = momentum * v - lr * g; w += v``; Nesterov's
+  (scikit-learn's form) ``v = momentum * v - lr * g; w += momentum * v - lr * g``.
+- ``Adam`` (Kingma & Ba, with scikit-learn's bias correction): at update t (from 1)
+  ``m = beta1 * m + (1 - beta1) * g``, ``v = beta2 * v + (1 - beta2) * g**2``,
+  ``w -= lr * sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(v) + eps)``. (PyTorch's Adam puts
+  eps after the bias correction of v; the two agree when eps is small against sqrt(v).)
+
+An optimiser counts its updates (``t``); an interrupted or diverging epoch puts the count back
+with the state.
 """
 from __future__ import annotations
 
@@ -34,6 +44,7 @@ class Optimizer:
     def __init__(self):
         self._state = weakref.WeakKeyDictionary()  # layer -> {name: slots array}
         self._arrays = None  # state of ``step``'s user parameters: (shapes, [slots array])
+        self.t = 0  # updates made (Adam's bias correction counts them)
 
     @property
     def code(self):
@@ -45,7 +56,19 @@ class Optimizer:
         raise NotImplementedError
 
     def hyperparameters(self):
-        """The float64 vector of ``ops.HYPERPARAMETERS`` the update rules read."""
+        """The float64 vector of ``ops.HYPERPARAMETERS`` the update rules read (``step``: ``t``)."""
+        hp = np.zeros(len(HYPERPARAMETERS))
+        for name, value in self._hyper().items():
+            hp[HP[name]] = value
+        hp[HP["step"]] = self.t
+        return hp
+
+    def _hyper(self):
+        """``{name: value}`` of this optimiser's entries of the vector."""
+        raise NotImplementedError
+
+    def fresh(self):
+        """A new optimiser with the same hyperparameters and no state."""
         raise NotImplementedError
 
     def reduce(self, batch_len):
@@ -75,12 +98,14 @@ class Optimizer:
         return {k: v for k, v in self._state.get(layer, {}).items() if v is not None}
 
     def snapshot(self, layers):
-        """Copies of the state of ``layers``' parameters."""
-        return [{k: v.copy() for k, v in self.layer_state(layer).items()} for layer in layers]
+        """Copies of the state of ``layers``' parameters, and the update count:
+        ``{"t": t, "layers": [{name: array}, ...]}``."""
+        return {"t": self.t, "layers": [{k: v.copy() for k, v in self.layer_state(layer).items()} for layer in layers]}
 
     def restore(self, layers, snap):
         """Put back a ``snapshot``, in place (state made since is dropped)."""
-        for layer, saved in zip(layers, snap):
+        self.t = snap["t"]
+        for layer, saved in zip(layers, snap["layers"]):
             per_layer = self._state.get(layer, {})
             for k in list(per_layer):
                 if k in saved and per_layer[k] is not None and per_layer[k].shape == saved[k].shape:
@@ -93,6 +118,7 @@ class Optimizer:
         previous fit's stopped, as ``Network.fit`` does); returns self."""
         if isinstance(other, Optimizer) and other.kind == self.kind and other is not self:
             self._state = other._state
+            self.t = other.t
         return self
 
     # --- updates ----------------------------------------------------------------------------
@@ -121,36 +147,73 @@ class Optimizer:
         hp = self.hyperparameters()
         for p, g, s in zip(params, grads, self._arrays[1]):
             be.update(p, g, s, self.code, hp, 1.0, True)
+        self.t += 1
 
 
 class SGD(Optimizer):
-    """Mini-batch stochastic gradient descent, with classical momentum and weight decay (see the
-    module doc)."""
+    """Mini-batch stochastic gradient descent, with classical or Nesterov momentum and weight
+    decay (see the module doc)."""
 
     kind = "sgd"
 
-    def __init__(self, lr=0.1, momentum=0.0, weight_decay=0.0, reduction="mean"):
+    def __init__(self, lr=0.1, momentum=0.0, weight_decay=0.0, reduction="mean", nesterov=False):
         super().__init__()
         self.lr = check_positive_float(lr, "lr")
         self.momentum = check_nonneg_float(momentum, "momentum", upper=1.0)
         self.weight_decay = check_nonneg_float(weight_decay, "weight_decay")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction: expected 'mean' or 'sum', got {reduction!r}")
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov: expected True or False, got {nesterov!r}")
         self.reduction = reduction
+        self.nesterov = bool(nesterov)
 
     def __repr__(self):
         return (f"SGD(lr={self.lr!r}, momentum={self.momentum!r}, weight_decay={self.weight_decay!r}, "
-                f"reduction={self.reduction!r})")
+                f"reduction={self.reduction!r}, nesterov={self.nesterov!r})")
 
     @property
     def slots(self):
-        return ("velocity",) if self.momentum > 0 else ()
+        if self.momentum <= 0:
+            return ()
+        return ("velocity", "gradient") if self.nesterov else ("velocity",)
 
-    def hyperparameters(self):
-        hp = np.zeros(len(HYPERPARAMETERS))
-        hp[HP["lr"]], hp[HP["momentum"]], hp[HP["weight_decay"]] = self.lr, self.momentum, self.weight_decay
-        return hp
+    def _hyper(self):
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "nesterov": float(self.nesterov and self.momentum > 0)}
+
+    def fresh(self):
+        return SGD(self.lr, self.momentum, self.weight_decay, self.reduction, self.nesterov)
 
     def step_size(self, batch_len: int) -> float:
         """The factor applied to summed gradients of a batch of ``batch_len`` samples."""
         return self.lr * self.reduce(batch_len)
+
+
+class Adam(Optimizer):
+    """Adam with scikit-learn's bias correction (see the module doc); ``weight_decay`` is L2
+    added to the weights' gradient, as in scikit-learn (alpha) and PyTorch's Adam."""
+
+    kind = "adam"
+    reduction = "mean"
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        super().__init__()
+        self.lr = check_positive_float(lr, "lr")
+        self.beta1 = check_nonneg_float(beta1, "beta1", upper=1.0)
+        self.beta2 = check_nonneg_float(beta2, "beta2", upper=1.0)
+        self.eps = check_positive_float(eps, "eps")
+        self.weight_decay = check_nonneg_float(weight_decay, "weight_decay")
+
+    def __repr__(self):
+        return (f"Adam(lr={self.lr!r}, beta1={self.beta1!r}, beta2={self.beta2!r}, eps={self.eps!r}, "
+                f"weight_decay={self.weight_decay!r})")
+
+    slots = ("m", "v", "gradient")
+
+    def _hyper(self):
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "beta1": self.beta1, "beta2": self.beta2,
+                "eps": self.eps}
+
+    def fresh(self):
+        return Adam(self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)

@@ -113,6 +113,10 @@ class Run:
             plan.restore(start, bad)
             for k in bad:
                 self.diverged[k] = number
+        batches = -(-self.n // self.batch_size)
+        for k in active:
+            if k not in bad:
+                self.optimizers[k].t += batches  # the updates made (the plan read t as its step)
         return totals, bad
 
     def sync(self):

@@ -266,12 +266,13 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
 
 
 @njit(**JIT)
-def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, scale, frozen_w, frozen_b):
+def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, scale, k, frozen_w, frozen_b):
     """One optimiser step for units lo:hi of a layer (rows of the transposed W from ``wo``, stride
     ld; its biases from ``bo`` in b), from the deltas D and the inputs x (scaled by zs): the rule
     of ``_nb_optim.py`` (``opt``, hyperparameters ``hp``, state ``SW``/``Sb``) around the
     gradient, which is added straight into the array the rule names, times ``scale`` (1/m for
-    mean gradients). Weight decay applies to the weights only."""
+    mean gradients); ``k``: the batch's index in the epoch (Adam's step). Weight decay applies to
+    the weights only."""
     T = W.dtype.type
     slot = gradient_slot(opt, hp)
     if not frozen_w:
@@ -281,7 +282,7 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
             accumulate_units(x, m, ld, W, wo, D, lo, hi, cs)
         else:
             accumulate_units(x, m, ld, SW[slot], wo, D, lo, hi, cs)
-        finish(opt, hp, W, SW, lo_i, hi_i)
+        finish(opt, hp, W, SW, lo_i, hi_i, True, k)
     if not frozen_b:
         cs = T(begin(opt, hp, b, Sb, bo + lo, bo + hi, False) * scale)
         G = b if slot < 0 else Sb[slot]
@@ -290,7 +291,7 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
             for s in range(m):
                 g += D[s, j]
             G[bo + j] += cs * g
-        finish(opt, hp, b, Sb, bo + lo, bo + hi)
+        finish(opt, hp, b, Sb, bo + lo, bo + hi, False, k)
 
 
 @njit(**JIT)

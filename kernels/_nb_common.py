@@ -22,12 +22,18 @@ Arithmetic stays in the network's dtype (float32 or float64) with fastmath minus
 diverging run is still detected).
 
 Every kernel is compiled with ``cache=True``: a new process loads it from disk. Numba keys each
-function's cache on its own file only, and a caller's compiled code contains its callees from the
-other modules: after editing a kernel module (or a constant of ``ops.py``), clear
-``kernels/__pycache__`` (or use a fresh ``NUMBA_CACHE_DIR``), or the callers elsewhere keep the
-old code.
+function's cache on its own source file only, while a caller's compiled code contains its callees
+from the other modules: after an edit of ``_nb_optim.py`` alone (a ``git pull``, say), the fused
+epochs of ``_nb_epoch.py`` would load their old machine code, silently. So the kernels' cache
+entries are keyed on ``KERNELS_STAMP`` too, a hash of every source the kernels are compiled from
+(the ``_nb_*.py`` modules, ``_numba_ensemble.py``, ``ops.py``): any edit recompiles them all.
 """
 from __future__ import annotations
+
+import hashlib
+import os
+
+from numba.core import caching
 
 from . import ops
 
@@ -47,5 +53,50 @@ QUADRATIC, MSE, BCE, CE = (ops.LOSS_CODES[name] for name in (
 (CANCEL_ACT_1, CANCEL_LOSS_1), (CANCEL_ACT_2, CANCEL_LOSS_2) = ops.cancelling_codes()
 CLIP32, CLIP64 = ops.LOSS_CLIP["float32"], ops.LOSS_CLIP["float64"]  # the cross-entropy losses' clip
 # The optimisers' codes and the hyperparameter vector's layout (ops.OPTIMIZER_TABLE, ops.HYPERPARAMETERS).
-OPT_SGD = ops.OPTIMIZER_CODES["sgd"]
-HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY = (ops.HP[name] for name in ("lr", "momentum", "weight_decay"))
+OPT_SGD, OPT_ADAM = ops.OPTIMIZER_CODES["sgd"], ops.OPTIMIZER_CODES["adam"]
+HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY, HP_NESTEROV, HP_BETA1, HP_BETA2, HP_EPS, HP_STEP = (
+    ops.HP[name] for name in ("lr", "momentum", "weight_decay", "nesterov", "beta1", "beta2", "eps", "step"))
+
+
+# --- the disk cache, keyed on every kernel source ----------------------------------------------------
+KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def kernels_stamp(directory=KERNELS_DIR):
+    """A hash of the contents of every source the compiled kernels are built from."""
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        if (name.startswith("_nb_") or name == "_numba_ensemble.py" or name == "ops.py") and name.endswith(".py"):
+            with open(os.path.join(directory, name), "rb") as f:
+                h.update(name.encode() + b"\0" + f.read() + b"\0")
+    return h.hexdigest()
+
+
+KERNELS_STAMP = kernels_stamp()
+
+
+class _KernelsStamp:
+    """A cache locator mixin for this folder's kernels: Numba's stamp of the function's own file,
+    and KERNELS_STAMP. Other functions (a user's own) are left to Numba's locators."""
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if os.path.dirname(os.path.abspath(py_file)) != KERNELS_DIR:
+            return None
+        return super().from_function(py_func, py_file)
+
+    def get_source_stamp(self):
+        return super().get_source_stamp(), KERNELS_STAMP
+
+
+def _install_locators():
+    """Put a stamped variant of each of Numba's file-backed cache locators first (once)."""
+    stock = caching.CacheImpl._locator_classes
+    if any(issubclass(k, _KernelsStamp) for k in stock):
+        return
+    ours = [type(f"FastbpKernels{k.__name__}", (_KernelsStamp, k), {}) for k in stock
+            if issubclass(k, caching._SourceFileBackedLocatorMixin)]
+    stock[:0] = ours
+
+
+_install_locators()

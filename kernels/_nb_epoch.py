@@ -116,7 +116,7 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
             x = xb if l == 0 else A[l - 1]
             update_layer_units(x, m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, n_out,
-                               scale if l == 0 else 1.0, opt, hp, red, frozen_w[l], frozen_b[l])
+                               scale if l == 0 else 1.0, opt, hp, red, start // bs, frozen_w[l], frozen_b[l])
     return total
 
 
@@ -205,9 +205,9 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
                 backprop_units(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
                 update_layer_units(A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, sizes[l + 1],
-                                   1.0, opt, hp, red, frozen_w[l], frozen_b[l])
+                                   1.0, opt, hp, red, k, frozen_w[l], frozen_b[l])
         if not _barrier(flags, t, 2 * k + 2, stop):
             return
-        update_layer_units(x, m, lds[0], W, SW, woff[0], b, Sb, boff[0], D[0], lo, hi, scale, opt, hp, red,
+        update_layer_units(x, m, lds[0], W, SW, woff[0], b, Sb, boff[0], D[0], lo, hi, scale, opt, hp, red, k,
                            frozen_w[0], frozen_b[0])
     losses[t] = total

@@ -5,34 +5,54 @@ per-batch path (``update``). A rule is three parts around the batch gradient g:
     slot = gradient_slot(opt, hp)              # where g goes: -1 the parameter, s >= 0 state slot s
     c = begin(opt, hp, P, S, lo, hi, decayed)  # prepares P[lo:hi] and its state; g's coefficient
     (P or S[slot])[lo:hi] += c * scale * g     # the caller adds the gradient
-    finish(opt, hp, P, S, lo, hi)              # completes the step
+    finish(opt, hp, P, S, lo, hi, decayed, k)  # completes the step (k: the batch's index in the epoch)
 
 so a fused engine adds its gradient straight into the array the rule names (the weights for
-plain SGD, the velocity under momentum) and never materialises g; the caller picks the array
-itself (no array is returned: each call site stays specialised, as LLVM compiles it best). ``P``
-is a flat parameter buffer, ``S`` its state (one row per slot of ``ops.OPTIMIZER_TABLE``, same
-length as P; a 1 x 1 dummy when the optimiser keeps none), ``hp`` the float64 hyperparameter
-vector (``ops.HYPERPARAMETERS``), ``decayed`` whether weight decay applies (weights, not biases).
+plain SGD, the velocity under classical momentum, the gradient buffer for Adam and Nesterov's
+momentum, whose rules need g itself) and never allocates; the caller picks the array itself (no
+array is returned: each call site stays specialised, as LLVM compiles it best). ``P`` is a flat
+parameter buffer, ``S`` its state (one row per slot of ``ops.OPTIMIZER_TABLE``, same length as P;
+a 1 x 1 dummy when the optimiser keeps none), ``hp`` the float64 hyperparameter vector
+(``ops.HYPERPARAMETERS``), ``decayed`` whether weight decay applies (weights, not biases).
 
-SGD: u = lr*g + lr*wd*p; with momentum v = mu*v - u, p += v, else p -= u.
+The maths (``fastbp/optim.py``; NumpyBackend.update is the reference): g the mean gradient plus
+weight_decay * p; SGD p -= lr*g; momentum v = mu*v - lr*g, p += v (Nesterov: p += mu*v - lr*g);
+Adam at update t: m = b1*m + (1-b1)*g, v = b2*v + (1-b2)*g^2,
+p -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps).
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
-from ._nb_common import HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY, JIT
+from ._nb_common import (HP_BETA1, HP_BETA2, HP_EPS, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_STEP, HP_WEIGHT_DECAY,
+                         JIT, OPT_ADAM)
+
+
+@njit(**JIT)
+def _needs_gradient(opt, hp):
+    return opt == OPT_ADAM or (hp[HP_MOMENTUM] > 0 and hp[HP_NESTEROV] > 0)
 
 
 @njit(**JIT)
 def gradient_slot(opt, hp):
     """Which array the batch gradient is added into: -1 the parameter, s >= 0 state slot s."""
-    return 0 if hp[HP_MOMENTUM] > 0 else -1
+    if opt == OPT_ADAM:
+        return 2
+    if hp[HP_MOMENTUM] > 0:
+        return 1 if hp[HP_NESTEROV] > 0 else 0
+    return -1
 
 
 @njit(**JIT)
 def begin(opt, hp, P, S, lo, hi, decayed):
     """The first part of a step of P[lo:hi]; returns the coefficient c of the gradient."""
     T = P.dtype.type
+    if _needs_gradient(opt, hp):  # the gradient itself, into its buffer
+        G = S[gradient_slot(opt, hp)]
+        for i in range(lo, hi):
+            G[i] = T(0)
+        return 1.0
     lr = hp[HP_LR]
     decay = lr * hp[HP_WEIGHT_DECAY] if decayed else 0.0
     if hp[HP_MOMENTUM] > 0:
@@ -48,9 +68,33 @@ def begin(opt, hp, P, S, lo, hi, decayed):
 
 
 @njit(**JIT)
-def finish(opt, hp, P, S, lo, hi):
-    """The last part of the step begun by ``begin`` (the gradient has been added)."""
-    if hp[HP_MOMENTUM] > 0:
+def finish(opt, hp, P, S, lo, hi, decayed, k):
+    """The last part of the step begun by ``begin`` (the gradient has been added); ``k``: the
+    index of this update after the optimiser's ``step`` count (0 for the first)."""
+    T = P.dtype.type
+    wd = T(hp[HP_WEIGHT_DECAY]) if decayed else T(0)
+    if opt == OPT_ADAM:
+        t = hp[HP_STEP] + k + 1
+        b1, b2 = hp[HP_BETA1], hp[HP_BETA2]
+        lr_t = T(hp[HP_LR] * np.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t))
+        M, V, G = S[0], S[1], S[2]
+        tb1, tb2, c1, c2, eps = T(b1), T(b2), T(1.0 - b1), T(1.0 - b2), T(hp[HP_EPS])
+        for i in range(lo, hi):
+            g = G[i] + wd * P[i]
+            m = tb1 * M[i] + c1 * g
+            v = tb2 * V[i] + c2 * (g * g)
+            M[i] = m
+            V[i] = v
+            P[i] -= lr_t * m / (np.sqrt(v) + eps)
+    elif hp[HP_MOMENTUM] > 0 and hp[HP_NESTEROV] > 0:
+        V, G = S[0], S[1]
+        lr, mu = T(hp[HP_LR]), T(hp[HP_MOMENTUM])
+        for i in range(lo, hi):
+            g = G[i] + wd * P[i]
+            v = mu * V[i] - lr * g
+            V[i] = v
+            P[i] += mu * v - lr * g
+    elif hp[HP_MOMENTUM] > 0:
         V = S[0]
         for i in range(lo, hi):
             P[i] += V[i]
@@ -70,4 +114,4 @@ def update(opt, hp, P, S, g, scale, decayed):
         G = S[slot]
         for i in range(n):
             G[i] += cs * g[i]
-    finish(opt, hp, P, S, 0, n)
+    finish(opt, hp, P, S, 0, n, decayed, 0)

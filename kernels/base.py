@@ -132,9 +132,16 @@ class Backend:
             raise ValueError(f"hp: expected {len(HP)} hyperparameters ({', '.join(HP)}), got {len(hp)}")
         if tuple(g.shape) != tuple(p.shape):
             raise ValueError(f"g: expected shape {tuple(p.shape)} (the parameter's), got {tuple(g.shape)}")
-        if hp[HP["momentum"]] > 0 and (state is None or tuple(state.shape[1:]) != tuple(p.shape)):
+        if opt == OPTIMIZER_CODES["adam"]:
+            need, what = 3, "Adam needs m, v and a gradient buffer"
+        elif hp[HP["momentum"]] > 0:
+            need, what = (2, "Nesterov momentum needs a velocity and a gradient buffer") if hp[HP["nesterov"]] \
+                else (1, "momentum needs a velocity")
+        else:
+            return
+        if state is None or state.shape[0] < need or tuple(state.shape[1:]) != tuple(p.shape):
             got = None if state is None else tuple(state.shape)
-            raise ValueError(f"state: momentum needs a velocity of shape (1,) + {tuple(p.shape)}, got {got}")
+            raise ValueError(f"state: {what}, of shape ({need},) + {tuple(p.shape)}; got {got}")
 
     def sgd_update(self, p, g, v, step, momentum=0.0, decay=0.0):
         """Plain SGD through ``update``, in place, with ``u = step * g + decay * p``: ``p -= u``,

@@ -65,21 +65,23 @@ extern "C" __global__ void act_back(const T *g, const T *z, const T *a, T *d, lo
 // Every trainable parameter's optimiser step in one launch, by the rule of the math section
 // (fb_update): blockIdx.y picks a row of `table` (parameter, gradient and state addresses, element
 // count, 1 if weight decay applies); `opt`, `hp`: the optimiser's code and hyperparameters on the
-// device, `scale`: the factor of the summed gradients (1/m for mean gradients).
-extern "C" __global__ void update_all(const long long *table, int opt, const double *hp, double scale) {
+// device, `scale`: the factor of the summed gradients (1/m for mean gradients), `k`: the batch's
+// index in the epoch (Adam's step).
+extern "C" __global__ void update_all(const long long *table, int opt, const double *hp, double scale,
+                                      long long k) {
     const long long *row = table + 5 * blockIdx.y;
     T *p = reinterpret_cast<T *>(row[0]);
     const T *g = reinterpret_cast<const T *>(row[1]);
     T *s = reinterpret_cast<T *>(row[2]);
     const long long count = row[3];
     const bool decayed = row[4] != 0;
-    const fb_rule<T> rule = fb_rule_for<T>(opt, hp, scale);
+    const fb_rule<T> rule = fb_rule_for<T>(opt, hp, scale, k);
     FB_GRID_STRIDE(e, count) fb_update(rule, p[e], g[e], s + e, count, decayed);
 }
 
 // One parameter's optimiser step (the per-batch path), by the same rule.
 extern "C" __global__ void update_one(T *p, const T *g, T *s, long long count, int decayed, int opt,
                                       const double *hp, double scale) {
-    const fb_rule<T> rule = fb_rule_for<T>(opt, hp, scale);
+    const fb_rule<T> rule = fb_rule_for<T>(opt, hp, scale, 0);
     FB_GRID_STRIDE(e, count) fb_update(rule, p[e], g[e], s + e, count, decayed != 0);
 }

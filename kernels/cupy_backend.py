@@ -598,7 +598,7 @@ class CupyBackend(Backend):
         alpha, beta = one.ctypes.data, zero.ctypes.data
         ptr = lambda t: t.data.ptr  # noqa: E731
         n_in0 = layers[0].n_in
-        for start in range(0, n, batch_size):
+        for k, start in enumerate(range(0, n, batch_size)):
             m = min(batch_size, n - start)
             idx = index[start:start + m]
             fn["gather_inputs"](_grid(m * n_in0), block, (X, idx, np.int64(m * n_in0), np.int32(n_in0),
@@ -629,7 +629,7 @@ class CupyBackend(Backend):
                                                                   np.int64(m * layer.n_in), codes[i - 1],
                                                                   slopes[i - 1]))
             if rows:
-                fn["update_all"](sgd_grid, block, (table, code, hp, np.float64(opt.reduce(m))))
+                fn["update_all"](sgd_grid, block, (table, code, hp, np.float64(opt.reduce(m)), np.int64(k)))
         total = float(loss_acc.sum())  # the one synchronisation of the epoch
         return total / n_out if loss == "mse" else total
 

@@ -79,33 +79,50 @@ __device__ __forceinline__ double fb_loss_term(F a, F y, int loss) {
     return -double(y) * log(double(fb_max(a, fb_clip<F>())));  // cross_entropy
 }
 
-// The optimisers' update rule, as the reference's (NumpyBackend.update). fb_rule_for reads the
-// hyperparameter vector hp (FB_HP_* indices) once per batch, with scale the factor of the batch's
-// summed gradients (1/m for mean gradients); fb_update steps one element p from its summed
-// gradient g, with its state slots at s[0], s[n], ... (n: the parameter's size) and weight decay
-// where `decayed` (weights, not biases). SGD: u = lr*scale*g + lr*wd*p; momentum v = mu*v - u,
-// p += v; else p -= u.
-template <typename F> struct fb_rule { int opt; bool momentum; F step, decay, mu; };
+// The optimisers' update rule, as the reference's (NumpyBackend.update; fastbp/optim.py has the
+// maths). fb_rule_for reads the hyperparameter vector hp (FB_HP_* indices) once per batch: scale
+// is the factor of the batch's summed gradients (1/m for mean gradients), k the batch's index
+// after the optimiser's step count (Adam's t = step + k + 1). fb_update steps one element p from
+// its summed gradient g, with its state slots at s[0], s[n], ... (n: the parameter's size) and
+// weight decay where `decayed` (weights, not biases): g' = scale*g + wd*p; SGD p -= lr*g';
+// momentum v = mu*v - lr*g', p += v (Nesterov: p += mu*v - lr*g'); Adam m = b1*m + (1-b1)*g',
+// v = b2*v + (1-b2)*g'^2, p -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps).
+__device__ __forceinline__ float fb_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double fb_sqrt(double x) { return sqrt(x); }
+template <typename F> struct fb_rule { int opt; bool momentum, nesterov; F lr, scale, wd, mu, b1, b2, eps, lr_t; };
 template <typename F>
-__device__ __forceinline__ fb_rule<F> fb_rule_for(int opt, const double *hp, double scale) {
+__device__ __forceinline__ fb_rule<F> fb_rule_for(int opt, const double *hp, double scale, long long k) {
     fb_rule<F> r;
     r.opt = opt;
     r.momentum = hp[FB_HP_MOMENTUM] > 0.0;
-    r.step = F(hp[FB_HP_LR] * scale);
-    r.decay = F(hp[FB_HP_LR] * hp[FB_HP_WEIGHT_DECAY]);
+    r.nesterov = r.momentum && hp[FB_HP_NESTEROV] > 0.0;
+    r.lr = F(hp[FB_HP_LR]);
+    r.scale = F(scale);
+    r.wd = F(hp[FB_HP_WEIGHT_DECAY]);
     r.mu = F(hp[FB_HP_MOMENTUM]);
+    r.b1 = F(hp[FB_HP_BETA1]);
+    r.b2 = F(hp[FB_HP_BETA2]);
+    r.eps = F(hp[FB_HP_EPS]);
+    const double t = hp[FB_HP_STEP] + double(k) + 1.0;
+    r.lr_t = opt == FB_OPT_ADAM ? F(hp[FB_HP_LR] * sqrt(1.0 - pow(hp[FB_HP_BETA2], t)) / (1.0 - pow(hp[FB_HP_BETA1], t)))
+                                : F(0);
     return r;
 }
 template <typename F>
 __device__ __forceinline__ void fb_update(const fb_rule<F> &r, F &p, F g, F *s, long long n, bool decayed) {
-    (void)n;  // the stride between state slots (SGD keeps one)
-    const F u = r.step * g + (decayed ? r.decay : F(0)) * p;
-    if (r.momentum) {
-        const F v = r.mu * s[0] - u;
+    const F gt = r.scale * g + (decayed ? r.wd : F(0)) * p;
+    if (r.opt == FB_OPT_ADAM) {
+        const F m = r.b1 * s[0] + (F(1) - r.b1) * gt;
+        const F v = r.b2 * s[n] + (F(1) - r.b2) * (gt * gt);
+        s[0] = m;
+        s[n] = v;
+        p -= r.lr_t * m / (fb_sqrt(v) + r.eps);
+    } else if (r.momentum) {
+        const F v = r.mu * s[0] - r.lr * gt;
         s[0] = v;
-        p += v;
+        p += r.nesterov ? r.mu * v - r.lr * gt : v;
     } else {
-        p -= u;
+        p -= r.lr * gt;
     }
 }
 // ---- END MATH ----
@@ -467,7 +484,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
         PROF(2)
 
         // 4. updates from the summed gradients: dW0 = xs^T d0, db0 = sum d0, dW1 = a0^T d1, db1 = sum d1
-        const fb_rule<T> rule = fb_rule_for<T>(opt, hp, mean ? 1.0 / m : 1.0);
+        const fb_rule<T> rule = fb_rule_for<T>(opt, hp, mean ? 1.0 / m : 1.0, start / BS);
         for (int tile = tid; !(frozen & FROZEN_W0) && tile < JG * NG; tile += NT) {
             const int jg = tile / NG, i0 = (tile - jg * NG) * TI;
             T g[TJ][TI];

@@ -173,15 +173,23 @@ class NumpyBackend(Backend):
 
     def update(self, p, g, state, opt, hp, scale, decayed):
         self._check_update(p, g, state, opt, hp)
-        lr, mu, wd = (float(hp[HP[name]]) for name in ("lr", "momentum", "weight_decay"))
-        if opt == OPTIMIZER_CODES["sgd"]:
-            u = (lr * float(scale)) * g
-            if decayed and wd:
-                u = u + (lr * wd) * p
-            if mu > 0:
-                v = state[0]
-                v *= mu
-                v -= u
-                p += v
-            else:
-                p -= u
+        lr, mu, wd, nesterov, b1, b2, eps, step = (float(hp[HP[name]]) for name in (
+            "lr", "momentum", "weight_decay", "nesterov", "beta1", "beta2", "eps", "step"))
+        g = float(scale) * g  # the mean (or summed) gradient
+        if decayed and wd:
+            g = g + wd * p  # L2 on the weights
+        if opt == OPTIMIZER_CODES["adam"]:
+            t = step + 1  # this update's number
+            m, v = state[0], state[1]
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * (g * g)
+            p -= (lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)) * m / (np.sqrt(v) + eps)
+        elif mu > 0:  # SGD with momentum: classical, or Nesterov's (scikit-learn's form)
+            v = state[0]
+            v *= mu
+            v -= lr * g
+            p += mu * v - lr * g if nesterov else v
+        else:
+            p -= lr * g

@@ -38,12 +38,18 @@ LOSS_TABLE = {
     "cross_entropy": (3, "CE"),
 }
 
-# Optimisers: name -> (code, short name, the names of the state arrays it keeps per parameter).
+# Optimisers: name -> (code, short name, the names of the state arrays it may keep per parameter).
+# "gradient" is a buffer, not state: the Numba rules that need the batch gradient itself (Adam,
+# Nesterov momentum) have it summed there; the other engines compute each element's gradient
+# where they apply the rule and leave it unused.
 OPTIMIZER_TABLE = {
-    "sgd": (0, "SGD", ("velocity",)),  # the velocity only with momentum > 0
+    "sgd": (0, "SGD", ("velocity", "gradient")),  # the velocity with momentum > 0, the buffer with nesterov
+    "adam": (1, "ADAM", ("m", "v", "gradient")),
 }
-# The hyperparameter vector every engine's update rule reads (float64, one per member of a plan).
-HYPERPARAMETERS = ("lr", "momentum", "weight_decay")
+# The hyperparameter vector every engine's update rule reads (float64, one per member of a plan):
+# nesterov is 1.0 or 0.0; step is the number of updates made before (Adam's bias correction uses
+# t = step + 1 for the next one, and the fused epochs t = step + 1 + the batch's index).
+HYPERPARAMETERS = ("lr", "momentum", "weight_decay", "nesterov", "beta1", "beta2", "eps", "step")
 
 ACTIVATIONS = tuple(ACTIVATION_TABLE)
 LOSSES = tuple(LOSS_TABLE)

@@ -292,7 +292,8 @@ static int run(const std::string &dir) {  // inputs from dir, one epoch, outputs
     auto order = load<long long>(dir, "order.bin", n);
     auto W0 = load<T>(dir, "W0.bin", N0 * H), b0 = load<T>(dir, "b0.bin", H);
     auto W1 = load<T>(dir, "W1.bin", H * K), b1 = load<T>(dir, "b1.bin", K);
-    std::vector<T> SW0(N0 * H), Sb0(H), SW1(H * K), Sb1(K);  // the optimiser's state (one slot: SGD)
+    const int NS = 3;  // state slots, as many as any optimiser keeps (Adam: m, v and a gradient buffer)
+    std::vector<T> SW0(NS * N0 * H), Sb0(NS * H), SW1(NS * H * K), Sb1(NS * K);
     std::vector<double> parts(NT);
     std::barrier<> block(NT);
     fb_block = &block;
@@ -352,6 +353,13 @@ EMULATED = [
     ("sigmoid-quadratic-words-float32", dict(n_in=400, n_hidden=13, n_out=10, batch_size=10, dtype="float32",
                                              threads=256),
      dict(n=37, lr=3.0)),
+    # the other optimisers: Adam (with weight decay, over three epochs' worth of steps in one), Nesterov
+    ("tanh-sigmoid-adam", dict(n_in=30, n_hidden=7, n_out=3, batch_size=4, dtype="float64", hidden="tanh"),
+     dict(n=50, lr=0.01, optimizer="adam", weight_decay=0.01)),
+    ("relu-softmax-ce-nesterov-float32", dict(n_in=24, n_hidden=10, n_out=4, batch_size=6, dtype="float32",
+                                              input_dtype="float32", hidden="relu", output="softmax",
+                                              loss="cross_entropy"),
+     dict(n=40, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.001)),
 ]
 
 
@@ -385,8 +393,11 @@ def _emulate_case(tmp_path, name, config, train):
     net = fb.Network(layers, loss=config.get("loss", "quadratic"), backend="numpy", dtype=dt.name, seed=3)
     before = net.get_params()
     order = rng.permutation(n)
-    opt = fb.SGD(train["lr"], train.get("momentum", 0.0), train.get("weight_decay", 0.0),
-                 train.get("reduction", "mean"))
+    if train.get("optimizer") == "adam":
+        opt = fb.Adam(train["lr"], weight_decay=train.get("weight_decay", 0.0))
+    else:
+        opt = fb.SGD(train["lr"], train.get("momentum", 0.0), train.get("weight_decay", 0.0),
+                     train.get("reduction", "mean"), nesterov=train.get("nesterov", False))
     folder = tmp_path / name
     folder.mkdir()
     Y = np.eye(n_out, dtype=dt)[labels]
@@ -427,10 +438,9 @@ def test_the_fused_kernel_run_on_cpu_threads_matches_the_numpy_reference(tmp_pat
             got_b = np.fromfile(folder / f"b{i}.out", dtype=dt)
             np.testing.assert_allclose(got_W, ref[i]["W"], **tol, err_msg=f"{name}: W{i}")
             np.testing.assert_allclose(got_b, ref[i]["b"], **tol, err_msg=f"{name}: b{i}")
-            for p, state in case["net"].optimizer.layer_state(layer).items():  # momentum: the velocities too
-                got_v = np.fromfile(folder / f"S{p}{i}.out", dtype=dt)
-                np.testing.assert_allclose(got_v.reshape(state[0].shape), state[0], **tol,
-                                           err_msg=f"{name}: velocity of {p}{i}")
+            for p, state in case["net"].optimizer.layer_state(layer).items():  # the optimiser's state too
+                got = np.fromfile(folder / f"S{p}{i}.out", dtype=dt).reshape((3,) + state.shape[1:])
+                np.testing.assert_allclose(got[:state.shape[0]], state, **tol, err_msg=f"{name}: state of {p}{i}")
         # the momentum case has velocities to compare
         assert train.get("momentum", 0) == 0 or case["net"].optimizer.layer_state(case["net"].layers[0])
         loss = np.fromfile(folder / "loss.out")[0]

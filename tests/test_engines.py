@@ -92,5 +92,6 @@ def test_the_layer_plan_holds_hyperparameters_and_undoes_an_epoch_in_the_layers(
     plan.restore(snap, members=[1])
     assert list(plan.finite()) == [True, True]
     np.testing.assert_array_equal(nets[1].get_params()[0]["W"], before[1][0]["W"])
-    np.testing.assert_array_equal(opts[1].layer_state(nets[1].layers[0])["W"], velocity[1][0]["W"])
+    np.testing.assert_array_equal(opts[1].layer_state(nets[1].layers[0])["W"], velocity[1]["layers"][0]["W"])
+    assert opts[1].t == velocity[1]["t"] and opts[0].t > velocity[0]["t"]  # the update count too
     assert not np.array_equal(nets[0].get_params()[0]["W"], before[0][0]["W"])  # member 0 was not restored

@@ -65,7 +65,7 @@ LONG_EPOCH = PRELUDE + textwrap.dedent("""
         nets = model.members
     model.fit(X[:20], y[:20], epochs=1, momentum=0.5)  # compiled (or loaded) here, velocities made
     before = [net.get_params() for net in nets]
-    velocity = [net.optimizer.snapshot(net.layers) for net in nets]
+    velocity = [net.optimizer.snapshot(net.layers)["layers"] for net in nets]
     assert all(set(v) == {"W", "b"} for vs in velocity for v in vs)
     print("start", flush=True)
     try:

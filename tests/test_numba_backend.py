@@ -284,3 +284,22 @@ def test_sgd_update_rejects_gradients_and_velocities_of_another_shape():
     with pytest.raises(ValueError, match=r"v: expected shape \(3, 4\).*got \(3,\)"):
         nb.sgd_update(p, np.ones((3, 4)), np.zeros(3), 0.1, momentum=0.9)
     assert (p == 1).all()  # nothing was written
+
+
+def test_the_kernel_cache_is_keyed_on_every_kernel_source(tmp_path):
+    """A caller's cached machine code holds its callees from other modules: an edit of one kernel
+    module (a git pull) must recompile every kernel, not leave the callers' old code in use."""
+    import shutil
+
+    from fastbp.kernels import _nb_common as C, _nb_epoch as F, _numba_ensemble as E
+
+    copy = tmp_path / "kernels"
+    shutil.copytree(C.KERNELS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert C.kernels_stamp(str(copy)) == C.KERNELS_STAMP
+    (copy / "notes.txt").write_text("not a kernel source")
+    assert C.kernels_stamp(str(copy)) == C.KERNELS_STAMP
+    (copy / "_nb_optim.py").write_text((copy / "_nb_optim.py").read_text() + "\n# an edit of a callee\n")
+    assert C.kernels_stamp(str(copy)) != C.KERNELS_STAMP
+    for dispatcher in (E.train_members, F.train_epoch):  # the callers' cache entries carry the stamp
+        locator = dispatcher._cache._impl.locator
+        assert isinstance(locator, C._KernelsStamp) and locator.get_source_stamp()[1] == C.KERNELS_STAMP

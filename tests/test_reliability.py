@@ -30,7 +30,8 @@ def test_divergence_restores_the_last_finite_weights_and_momentum(backend, momen
                                 backend=backend, seed=0)
     net.fit(X, y, epochs=2, lr=0.1, momentum=momentum)
     before = net.get_params()
-    velocity = net.optimizer.snapshot(net.layers)
+    saved = net.optimizer.snapshot(net.layers)
+    velocity = saved["layers"]
     assert momentum == 0 or all(set(v) == {"W", "b"} for v in velocity)
     accuracy = net.evaluate(X, y)["accuracy"]
     with pytest.raises(fb.DivergenceError, match="put back to its weights at the start of this fit") as info:
@@ -39,6 +40,7 @@ def test_divergence_restores_the_last_finite_weights_and_momentum(backend, momen
     for p, q in zip(before, net.get_params()):
         np.testing.assert_array_equal(p["W"], q["W"])
         np.testing.assert_array_equal(p["b"], q["b"])
+    assert net.optimizer.t == saved["t"] > 0  # the update count put back too
     for v, layer in zip(velocity, net.layers):  # the new fit's optimiser went on from the old one's state
         state = net.optimizer.layer_state(layer)
         assert set(v) == set(state)
