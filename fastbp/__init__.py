@@ -13,6 +13,8 @@ from .layers import Dense
 from .network import DivergenceError, History, Network
 from .ensemble import Ensemble  # noqa: E402  (after Network, which it builds on)
 from .optim import SGD, Adam, Optimizer
+from . import schedules
+from .schedules import Adaptive, Constant, InverseScaling
 
 __version__ = "0.1.0"
 
@@ -24,7 +26,7 @@ def __getattr__(name):  # fastbp.datasets is imported on first use, keeping `imp
         return importlib.import_module(".datasets", __name__)
     raise AttributeError(f"module 'fastbp' has no attribute {name!r}")
 
-__all__ = ["Network", "Ensemble", "Dense", "SGD", "Adam", "Optimizer", "History", "DivergenceError", "gradcheck", "GradCheckResult",
-           "get_backend", "BACKENDS", "BackendUnavailable", "activations", "datasets", "kernels",
+__all__ = ["Network", "Ensemble", "Dense", "SGD", "Adam", "Optimizer", "History", "DivergenceError", "gradcheck",
+           "GradCheckResult", "schedules", "Constant", "InverseScaling", "Adaptive", "get_backend", "BACKENDS", "BackendUnavailable", "activations", "datasets", "kernels",
            "sigmoid", "sigmoid_prime", "tanh", "tanh_prime", "relu", "relu_prime", "leaky_relu",
            "leaky_relu_prime", "identity", "identity_prime", "softmax"]

@@ -17,7 +17,8 @@ import numpy as np
 from . import training
 from ._io import atomic_write
 from .network import Network, labels_from
-from .optim import SGD
+from .optim import SGD, Optimizer
+from .schedules import Constant, as_schedule
 
 
 class Ensemble:
@@ -96,21 +97,47 @@ class Ensemble:
         return values
 
     def fit(self, X, y, epochs=1, batch_size=10, lr=0.1, momentum=0.0, weight_decay=0.0, shuffle=True,
-            validation_data=None, progress=False, callback=None):
+            validation_data=None, progress=False, callback=None, optimizer=None):
         """Train every member as ``Network.fit`` would, continuing from its current weights.
-        ``lr``, ``momentum`` and ``weight_decay``: a number, or one value per member. Returns a
-        History whose entries hold one value per member and epoch (``loss``, ``val_loss``,
-        ``val_accuracy``); ``diverged`` maps the members that diverged to the epoch (from 1):
-        each is put back to its weights before that epoch and stops, the others train on."""
-        optimizers = []
-        for k, (a, mu, wd) in enumerate(zip(self._per_member(lr, "lr"), self._per_member(momentum, "momentum"),
-                                            self._per_member(weight_decay, "weight_decay"))):
+        ``lr`` (a number, a schedule or a callable, see ``Network.fit``), ``momentum`` and
+        ``weight_decay``: one for all, or one value per member (a stateful schedule is copied for
+        each member). ``optimizer``: an optimiser (each member trains with a fresh copy of it, as
+        a lone network given a new one would), or one per member; then ``lr`` may still be a
+        schedule. Returns a History whose entries hold one value per member and epoch (``loss``,
+        ``val_loss``, ``val_accuracy``, ``lr``); ``diverged`` maps the members that diverged to
+        the epoch (from 1): each is put back to its weights before that epoch and stops, the
+        others train on."""
+        rates = self._per_member(lr, "lr")
+        schedules, optimizers = [], []
+        for k, rate in enumerate(rates):
             try:
-                optimizers.append(SGD(a, mu, wd).continue_from(self.members[k].optimizer))
+                fixed = isinstance(rate, numbers.Real) and optimizer is not None
+                schedules.append(None if fixed else as_schedule(rate, "lr", copy_state=True))
             except (TypeError, ValueError) as e:
                 raise type(e)(f"{e} (member {k})") from None
+        if optimizer is None:
+            for k, (s, mu, wd) in enumerate(zip(schedules, self._per_member(momentum, "momentum"),
+                                                self._per_member(weight_decay, "weight_decay"))):
+                try:
+                    optimizers.append(SGD(s.rate(0, 0), mu, wd).continue_from(self.members[k].optimizer))
+                except (TypeError, ValueError) as e:
+                    raise type(e)(f"{e} (member {k})") from None
+        elif isinstance(optimizer, Optimizer):
+            optimizers = [optimizer.fresh() for _ in self.members]
+        else:
+            optimizers = list(optimizer) if isinstance(optimizer, (list, tuple)) else None
+            if optimizers is None or len(optimizers) != len(self) or not all(
+                    isinstance(o, Optimizer) for o in optimizers):
+                raise TypeError(f"optimizer: expected a fastbp optimiser or a list of {len(self)} (one per "
+                                f"member), got {optimizer!r}")
+            if len({id(o) for o in optimizers}) != len(optimizers):
+                raise ValueError("optimizer: each member needs an optimiser of its own (it owns that member's state)")
+        if all(s is None or isinstance(s, Constant) for s in schedules):
+            schedules = None
+        else:
+            schedules = [s if s is not None else Constant(o.lr) for s, o in zip(schedules, optimizers)]
         return training.fit(self.members, optimizers, X, y, epochs, batch_size, shuffle, validation_data,
-                            progress, callback, single=False)  # divergence: in history["diverged"]
+                            progress, callback, single=False, schedules=schedules)  # divergence: in history
 
     # --- inference ------------------------------------------------------------------------
     def predict_proba(self, X):

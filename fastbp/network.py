@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import zipfile
 import zlib
@@ -15,6 +16,7 @@ from ._validation import check_finite_array, check_inputs, check_seed, check_tar
 from .layers import Dense
 from .losses import check_loss
 from .optim import SGD, Optimizer
+from .schedules import Constant, as_schedule
 
 
 def labels_from(a):
@@ -176,18 +178,25 @@ class Network:
 
         batch_size=1 is per-sample SGD, ``None`` full-batch gradient descent. Each epoch visits the
         samples in an order drawn from the network's seed (``shuffle=False``: in order).
-        ``optimizer`` (e.g. ``fb.SGD(...)``) replaces lr/momentum/weight_decay and trains with its
-        own state; without one, fit makes an SGD that goes on from the state of the previous
-        fit's (momentum continues across calls). The network keeps it as ``net.optimizer``.
-        ``callback(epoch, history)`` is called after each epoch; returning True stops training.
+        ``lr``: a number, a schedule (``fb.InverseScaling(0.1)``, ``fb.Adaptive(0.1)``, see
+        ``fastbp.schedules``) or any ``callable(epoch) -> lr``; ``history["lr"]`` records each
+        epoch's rate. ``optimizer`` (``fb.SGD(...)``, ``fb.Adam(...)``) replaces
+        lr/momentum/weight_decay (a schedule given as ``lr`` still drives its rate) and trains
+        with its own state; without one, fit makes an SGD that goes on from the state of the
+        previous fit's (momentum continues across calls). The network keeps it as
+        ``net.optimizer``. ``callback(epoch, history)`` is called after each epoch; returning
+        True stops training.
         """
+        schedule = None if isinstance(lr, numbers.Real) and optimizer is not None else as_schedule(lr)
         if optimizer is None:
-            opt = SGD(lr, momentum, weight_decay).continue_from(self.optimizer)
+            opt = SGD(schedule.rate(0, 0), momentum, weight_decay).continue_from(self.optimizer)
         elif isinstance(optimizer, Optimizer):
             opt = optimizer
         else:
-            raise TypeError(f"optimizer: expected a fastbp optimiser such as fastbp.SGD, got "
+            raise TypeError(f"optimizer: expected a fastbp optimiser such as fastbp.SGD or fastbp.Adam, got "
                             f"{type(optimizer).__name__}")
+        if isinstance(schedule, Constant):
+            schedule = None  # nothing to set per epoch
 
         def diverged(run, bad, epoch, history):
             where = f"after epoch {epoch}" if epoch else "at the start of this fit"
@@ -197,7 +206,7 @@ class Network:
                 f"network was put back to its weights {where}, the last finite ones", history)
 
         return training.fit([self], [opt], X, y, epochs, batch_size, shuffle, validation_data, progress, callback,
-                            single=True, on_diverged=diverged)
+                            single=True, on_diverged=diverged, schedules=None if schedule is None else [schedule])
 
     def _params_finite(self):
         be = self.backend

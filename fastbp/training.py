@@ -136,11 +136,13 @@ class Run:
 
 
 def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data, progress, callback,
-        single, on_diverged=None):
+        single, on_diverged=None, schedules=None):
     """Train ``members`` (Networks of one shape and backend); see the module doc. ``single``: the
     history holds one value per epoch (a lone network), else one list per epoch with a value per
     member. ``on_diverged(run, bad, epoch, history)``, when given, is called when members diverge
-    (they are already put back and stopped). Returns the History."""
+    (they are already put back and stopped). ``schedules``: one ``fastbp.schedules.Schedule`` per
+    member (or None), which sets its optimiser's ``lr`` before each epoch, is told the epoch's
+    loss after it, and ends the fit when every active member's is done. Returns the History."""
     from .network import History
 
     epochs = check_positive_int(epochs, "epochs")
@@ -151,7 +153,7 @@ def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data,
     for member, opt in zip(members, optimizers):
         member.optimizer = opt  # it owns the state the next fit goes on from
     run = Run(members, optimizers, X, scale, Y, batch_size, shuffle)
-    history = History(loss=[], val_loss=[], val_accuracy=[], seconds=[])
+    history = History(loss=[], val_loss=[], val_accuracy=[], seconds=[], lr=[])
     history["engine"] = run.engine
     history["compile_seconds"] = run.warmup()
     if not single:
@@ -164,10 +166,18 @@ def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data,
         bar = tqdm(total=epochs, desc=f"fastbp[{run.be.name}]", unit="epoch")
     try:
         for epoch in range(epochs):
+            if schedules is not None:
+                for k in run.active():
+                    optimizers[k].lr = schedules[k].rate(epoch, epoch * run.n)
+            history["lr"].append(pick([opt.lr for opt in optimizers]))
             t0 = time.perf_counter()
             totals, bad = run.epoch(epoch + 1)
             history["seconds"].append(time.perf_counter() - t0)
             history["loss"].append(pick([float(t) / run.n for t in totals]))
+            if schedules is not None:
+                for k, schedule in enumerate(schedules):
+                    if k not in run.diverged or k in bad:
+                        schedule.observe(float(totals[k]) / run.n)
             if bad and on_diverged is not None:
                 run.sync()
                 on_diverged(run, bad, epoch, history)
@@ -192,6 +202,8 @@ def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data,
                     break
             if not run.active():
                 break
+            if schedules is not None and all(schedules[k].done for k in run.active()):
+                break  # an adaptive rate fell below its floor
     finally:
         run.sync()
         if bar is not None:

@@ -1,0 +1,179 @@
+"""The optimisers (SGD with classical or Nesterov momentum, Adam) and the learning-rate schedules:
+the NumPy reference against independent implementations (scikit-learn's own optimisers), every
+engine against the reference for every optimiser x schedule over a few hundred steps, and the
+schedules' rules."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+import fastbp as fb
+from fastbp.schedules import Adaptive, Constant, InverseScaling
+
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, (300, 20), dtype=np.uint8)
+y = rng.integers(0, 3, 300)
+
+OPTIMIZERS = {
+    "sgd": lambda: fb.SGD(0.5),
+    "momentum-decay": lambda: fb.SGD(0.2, momentum=0.9, weight_decay=1e-3),
+    "nesterov": lambda: fb.SGD(0.2, momentum=0.8, nesterov=True, weight_decay=1e-3),
+    "adam": lambda: fb.Adam(0.01),
+    "adam-decay": lambda: fb.Adam(0.005, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.01),
+}
+SCHEDULES = {
+    "constant": lambda lr: lr,
+    "invscaling": lambda lr: InverseScaling(lr * 20, power_t=0.5),
+    "adaptive": lambda lr: Adaptive(lr, tol=0.05, patience=1),
+    "callable": lambda lr: (lambda epoch: lr / (1 + epoch)),
+}
+
+
+# --- the reference against scikit-learn's optimisers -------------------------------------------------
+def test_adam_and_nesterov_steps_match_scikit_learns_optimisers():
+    sk = pytest.importorskip("sklearn.neural_network._stochastic_optimizers")
+    r = np.random.default_rng(1)
+    grads = [[r.normal(size=(4, 3)), r.normal(size=3)] for _ in range(50)]
+    for ours, theirs in [
+        (fb.Adam(0.01, beta1=0.8, beta2=0.99, eps=1e-7),
+         lambda p: sk.AdamOptimizer(p, learning_rate_init=0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-7)),
+        (fb.SGD(0.05, momentum=0.9, nesterov=True),
+         lambda p: sk.SGDOptimizer(p, learning_rate_init=0.05, momentum=0.9, nesterov=True)),
+        (fb.SGD(0.05, momentum=0.9),
+         lambda p: sk.SGDOptimizer(p, learning_rate_init=0.05, momentum=0.9, nesterov=False)),
+    ]:
+        a = [np.ones((4, 3)), np.zeros(3)]
+        b = [p.copy() for p in a]
+        ref = theirs(b)
+        for g in grads:
+            ours.step(a, [gi.copy() for gi in g])
+            ref.update_params(b, [gi.copy() for gi in g])
+        for p, q in zip(a, b):
+            np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
+        assert ours.t == len(grads)
+
+
+# --- every engine against the reference --------------------------------------------------------------
+def engines():
+    out = []
+    if HAS_NUMBA:
+        out += [("numba", dict(dtype="float64")), ("numba", dict(dtype="float64", threads=2)),
+                ("numba", dict(dtype="float64", fused=False))]
+    return out
+
+
+def train(backend, members, opt_name, schedule_name, epochs=5):
+    """Parameters and optimiser state after training on ``backend`` (a name and its options)."""
+    name, kw = backend
+    be = fb.get_backend(name, **kw) if name != "numpy" else fb.get_backend("numpy", dtype="float64")
+    make = OPTIMIZERS[opt_name]
+    lr = SCHEDULES[schedule_name](make().lr)
+    if members == 1:
+        nets = [fb.Network.from_sizes([20, 7, 3], backend=be, seed=0)]
+        h = nets[0].fit(X, y, epochs=epochs, batch_size=7, lr=lr, optimizer=make())
+    else:
+        ens = fb.Ensemble.from_sizes([20, 7, 3], n_models=members, backend=be)
+        h = ens.fit(X, y, epochs=epochs, batch_size=7, lr=lr, optimizer=make())
+        nets = ens.members
+    return h, nets
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("schedule_name", SCHEDULES)
+@pytest.mark.parametrize("opt_name", OPTIMIZERS)
+@pytest.mark.parametrize("members", [1, 2])
+def test_every_engine_agrees_with_the_reference_for_every_optimizer_and_schedule(opt_name, schedule_name, members):
+    ref_h, ref = train(("numpy", {}), members, opt_name, schedule_name)
+    assert len(ref_h["loss"]) == 5  # 5 epochs of 43 steps
+    for backend in engines():
+        h, nets = train(backend, members, opt_name, schedule_name)
+        np.testing.assert_allclose(np.array(h["lr"], dtype=float), np.array(ref_h["lr"], dtype=float), rtol=1e-12)
+        np.testing.assert_allclose(np.array(h["loss"], dtype=float), np.array(ref_h["loss"], dtype=float), rtol=1e-8)
+        for net, r in zip(nets, ref):
+            assert net.optimizer.t == r.optimizer.t == 215
+            for p, q in zip(net.get_params(), r.get_params()):
+                np.testing.assert_allclose(p["W"], q["W"], rtol=1e-8, atol=1e-10, err_msg=f"{backend} {h['engine']}")
+                np.testing.assert_allclose(p["b"], q["b"], rtol=1e-8, atol=1e-10, err_msg=f"{backend} {h['engine']}")
+            for layer, rlayer in zip(net.layers, r.layers):
+                for k, s in r.optimizer.layer_state(rlayer).items():
+                    got = net.optimizer.layer_state(layer)[k]
+                    slots = 2 if opt_name.startswith("adam") else 1  # the reference keeps no gradient buffer
+                    np.testing.assert_allclose(got[:slots], s[:slots], rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("opt_name", ["nesterov", "adam"])
+def test_float32_engines_stay_close_to_the_float64_reference(opt_name):
+    ref_h, ref = train(("numpy", {}), 1, opt_name, "constant", epochs=3)
+    for kw in (dict(dtype="float32"), dict(dtype="float32", threads=2)):
+        h, nets = train(("numba", kw), 1, opt_name, "constant", epochs=3)
+        np.testing.assert_allclose(h["loss"], ref_h["loss"], rtol=2e-3)
+        for p, q in zip(nets[0].get_params(), ref[0].get_params()):
+            np.testing.assert_allclose(p["W"], q["W"], rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + (["numba"] if HAS_NUMBA else []))
+def test_an_ensemble_member_with_adam_equals_the_lone_network(backend):
+    ens = fb.Ensemble.from_sizes([20, 6, 3], n_models=3, seeds=[4, 5, 6], backend=backend)
+    ens.fit(X, y, epochs=2, batch_size=10, optimizer=fb.Adam(0.01, weight_decay=1e-3),
+            lr=[0.01, 0.02, InverseScaling(0.3)])
+    for k, lr in enumerate([0.01, 0.02, InverseScaling(0.3)]):
+        net = fb.Network.from_sizes([20, 6, 3], seed=4 + k, backend=backend)
+        net.fit(X, y, epochs=2, batch_size=10, optimizer=fb.Adam(0.01, weight_decay=1e-3), lr=lr)
+        for p, q in zip(ens[k].get_params(), net.get_params()):
+            np.testing.assert_allclose(p["W"], q["W"], rtol=1e-5, atol=1e-6)
+
+
+def test_the_optimizers_check_their_arguments():
+    with pytest.raises(ValueError, match="beta1"):
+        fb.Adam(beta1=1.0)
+    with pytest.raises(ValueError, match="eps"):
+        fb.Adam(eps=0)
+    with pytest.raises(TypeError, match="nesterov"):
+        fb.SGD(nesterov="yes")
+    ens = fb.Ensemble.from_sizes([20, 6, 3], n_models=2, backend="numpy")
+    opt = fb.Adam()
+    with pytest.raises(ValueError, match="an optimiser of its own"):
+        ens.fit(X, y, optimizer=[opt, opt])
+    with pytest.raises(TypeError, match="one per member"):
+        ens.fit(X, y, optimizer="adam")
+
+
+# --- the schedules -----------------------------------------------------------------------------------
+def test_inverse_scaling_counts_samples_as_scikit_learn_does():
+    s = InverseScaling(0.1, power_t=0.5)
+    assert s.rate(0, 0) == 0.1 and s.rate(2, 600) == pytest.approx(0.1 / 601 ** 0.5)
+    assert InverseScaling(0.1, start=99).rate(0, 0) == pytest.approx(0.01)
+    net = fb.Network.from_sizes([20, 5, 3], backend="numpy", seed=0)
+    h = net.fit(X, y, epochs=3, lr=InverseScaling(1.0, power_t=0.25))
+    assert h["lr"] == pytest.approx([1.0, 301 ** -0.25, 601 ** -0.25])
+
+
+def test_adaptive_divides_after_patience_epochs_without_improvement_and_stops_at_its_floor():
+    s = Adaptive(1.0, tol=0.1, patience=2, factor=5.0, min_lr=0.01)
+    for loss in [1.0, 0.5, 0.45, 0.44]:  # the last two improve by less than tol
+        s.observe(loss)
+    assert s.lr == pytest.approx(0.2) and not s.done
+    for loss in [0.44, 0.44]:
+        s.observe(loss)
+    assert s.lr == pytest.approx(0.04)
+    s.observe(float("nan"))
+    s.observe(0.44)
+    assert s.done and s.lr == pytest.approx(0.04)  # 0.008 would be below the floor
+    net = fb.Network.from_sizes([20, 5, 3], backend="numpy", seed=0)
+    h = net.fit(X, y, epochs=50, lr=Adaptive(0.5, tol=10.0, patience=1, min_lr=0.001))
+    # the first epoch sets the best loss; each later one fails to improve by tol: divided, until the
+    # next rate (0.0008) would be below the floor, and training stops
+    assert h["lr"] == pytest.approx([0.5, 0.5, 0.1, 0.02, 0.004])
+
+
+def test_a_callable_schedule_is_checked_and_recorded():
+    net = fb.Network.from_sizes([20, 5, 3], backend="numpy", seed=0)
+    h = net.fit(X, y, epochs=3, lr=lambda epoch: 0.1 * (epoch + 1))
+    assert h["lr"] == pytest.approx([0.1, 0.2, 0.3]) and net.optimizer.lr == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="for epoch 1"):
+        net.fit(X, y, epochs=3, lr=lambda epoch: 0.1 if epoch == 0 else -1.0)
+    with pytest.raises(TypeError, match="lr: expected a positive number, a fastbp schedule"):
+        net.fit(X, y, lr="fast")
+    assert Constant(0.3).rate(7, 100) == 0.3
