@@ -16,7 +16,7 @@ from .optim import SGD, Adam, Optimizer
 from . import schedules
 from .schedules import Adaptive, Constant, InverseScaling
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name):  # fastbp.datasets is imported on first use, keeping `import fastbp` fast

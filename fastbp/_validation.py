@@ -148,3 +148,22 @@ def check_labels(y, n_classes, name="y"):
         raise ValueError(f"{name}: labels must be in 0..{n_classes - 1} (the network has {n_classes} "
                          f"outputs), got {int(y[bad][0])} at index {int(np.flatnonzero(bad)[0])}")
     return y
+
+
+def check_sample_weight(sample_weight, n_samples, name="sample_weight"):
+    """None, or per-sample weights as float64: one finite value >= 0 per sample, not all zero."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected numbers, got dtype {w.dtype}")
+    w = w.astype(np.float64)
+    if w.shape != (n_samples,):
+        raise ValueError(f"{name}: expected shape ({n_samples},) (one weight per sample), got {w.shape}")
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name}: contains NaN or infinite values")
+    if (w < 0).any():
+        raise ValueError(f"{name}: expected weights >= 0, got {w.min()}")
+    if not w.sum() > 0:
+        raise ValueError(f"{name}: the weights sum to 0")
+    return w

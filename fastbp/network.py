@@ -12,7 +12,7 @@ import numpy as np
 
 from . import kernels, training
 from ._io import atomic_write
-from ._validation import check_finite_array, check_inputs, check_seed, check_targets
+from ._validation import check_finite_array, check_inputs, check_sample_weight, check_seed, check_targets
 from .layers import Dense
 from .losses import check_loss
 from .optim import SGD, Optimizer
@@ -173,7 +173,7 @@ class Network:
 
     # --- training -------------------------------------------------------------------------
     def fit(self, X, y, epochs=1, batch_size=10, lr=0.1, momentum=0.0, weight_decay=0.0,
-            optimizer=None, shuffle=True, validation_data=None, progress=False, callback=None):
+            optimizer=None, shuffle=True, validation_data=None, progress=False, callback=None, sample_weight=None):
         """Train by mini-batch SGD, continuing from the current weights; returns a History.
 
         batch_size=1 is per-sample SGD, ``None`` full-batch gradient descent. Each epoch visits the
@@ -185,7 +185,9 @@ class Network:
         with its own state; without one, fit makes an SGD that goes on from the state of the
         previous fit's (momentum continues across calls). The network keeps it as
         ``net.optimizer``. ``callback(epoch, history)`` is called after each epoch; returning
-        True stops training.
+        True stops training. ``sample_weight``: one weight >= 0 per sample, scaling its share of
+        the loss and of its batch's gradient (the batch's mean is over its total weight); such a
+        fit runs the per-batch loop.
         """
         schedule = None if isinstance(lr, numbers.Real) and optimizer is not None else as_schedule(lr)
         if optimizer is None:
@@ -206,7 +208,8 @@ class Network:
                 f"network was put back to its weights {where}, the last finite ones", history)
 
         return training.fit([self], [opt], X, y, epochs, batch_size, shuffle, validation_data, progress, callback,
-                            single=True, on_diverged=diverged, schedules=None if schedule is None else [schedule])
+                            single=True, on_diverged=diverged, schedules=None if schedule is None else [schedule],
+                            sample_weight=sample_weight)
 
     def _params_finite(self):
         be = self.backend
@@ -247,18 +250,20 @@ class Network:
         with self._undone_on_error(opt):
             return self._run_epoch(data, scale, targets, order, batch_size, opt)
 
-    def _run_epoch(self, data, scale, targets, order, batch_size, opt):
+    def _run_epoch(self, data, scale, targets, order, batch_size, opt, weights=None):
         be = self.backend
-        total = be.train_epoch(self.layers, self.loss, data, scale, targets, order, batch_size, opt)
-        if total is not None:
-            opt.t += -(-len(order) // batch_size)  # the updates the epoch made
-            return total
+        if weights is None:
+            total = be.train_epoch(self.layers, self.loss, data, scale, targets, order, batch_size, opt)
+            if total is not None:
+                opt.t += -(-len(order) // batch_size)  # the updates the epoch made
+                return total
         total = 0.0
         index = be.index_array(order)
         for start in range(0, len(order), batch_size):
             idx = index[start:start + batch_size]
             x, y = be.gather(data, idx, scale), be.gather(targets, idx, 1.0)
-            total = total + self._train_batch(x, y, opt)  # on a GPU: summed there, no sync per batch
+            w = None if weights is None else weights[order[start:start + batch_size]]
+            total = total + self._train_batch(x, y, opt, w)  # on a GPU: summed there, no sync per batch
         return float(total)
 
     def train_batch(self, x, y, opt):
@@ -266,26 +271,30 @@ class Network:
         Returns the batch's summed loss (before the update)."""
         return float(self._train_batch(x, y, opt))
 
-    def _train_batch(self, x, y, opt):
-        steps = self._backprop(x, y)
+    def _train_batch(self, x, y, opt, w=None):
+        steps = self._backprop(x, y, w)
         loss = next(steps)
+        total = x.shape[0] if w is None else float(np.sum(w))  # the batch's weight: its gradient's mean is over it
         for layer, dW, db in steps:  # each layer's dx is computed before it is updated
             for name, g in (("W", dW), ("b", db)):
-                if name not in layer.frozen:
-                    opt.update(self.backend, layer, name, g, x.shape[0])
+                if name not in layer.frozen and total > 0:
+                    opt.update(self.backend, layer, name, g, total)
         opt.t += 1
         return loss
 
-    def _backprop(self, x, y):
+    def _backprop(self, x, y, w=None):
         """Forward and backward for one batch on the backend. Yields the batch's summed loss (a
         backend scalar), then ``(layer, dW, db)`` from the last layer down (gradients summed over
         the batch). A layer's dx is computed before its gradients are yielded, so the caller may
-        update that layer's parameters in place before asking for the next."""
+        update that layer's parameters in place before asking for the next. ``w``: per-sample
+        weights (NumPy) that scale each sample's loss and output delta."""
         be = self.backend
         cache = self._forward(x)
         z, a = cache[-1]
-        yield be.loss_sum(a, y, self.loss)
+        yield be.loss_sum(a, y, self.loss) if w is None else be.weighted_loss_sum(a, y, self.loss, w)
         delta = be.output_delta(z, a, y, self.layers[-1].activation, self.loss)
+        if w is not None:
+            delta = be.scale_rows(delta, w)
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             dW, db, dx = be.backward(cache[i - 1][1] if i > 0 else x, layer.W, delta, need_dx=i > 0)
@@ -296,16 +305,24 @@ class Network:
     def gradients(self, X, y):
         """Gradients of the mean loss over (X, y) with respect to every parameter, as NumPy
         arrays ``[{"W": dW, "b": db}, ...]`` (no update is made)."""
+        return self.loss_and_gradients(X, y)[1]
+
+    def loss_and_gradients(self, X, y, sample_weight=None):
+        """The mean loss over (X, y) and its gradients with respect to every parameter (NumPy
+        arrays ``[{"W": dW, "b": db}, ...]``), in one full-batch pass on the backend; no update
+        is made (what a full-batch optimiser such as L-BFGS needs). ``sample_weight``: the
+        weighted mean instead."""
         X, scale = check_inputs(X, self.layers[0].n_in)
         Y = check_targets(y, X.shape[0], self.layers[-1].n_out)
+        w = check_sample_weight(sample_weight, X.shape[0])
         be = self.backend
         x = be.gather(be.prepare_data(X), np.arange(X.shape[0]), scale)
-        steps = self._backprop(x, be.asarray(Y))
-        next(steps)  # the loss
-        m = X.shape[0]
+        steps = self._backprop(x, be.asarray(Y), w)
+        m = X.shape[0] if w is None else float(w.sum())
+        loss = float(next(steps)) / m
         grads = [{"W": np.asarray(be.to_numpy(dW)) / m, "b": np.asarray(be.to_numpy(db)) / m}
                  for _, dW, db in steps]
-        return grads[::-1]
+        return loss, grads[::-1]
 
     # --- persistence ----------------------------------------------------------------------
     def _config(self):

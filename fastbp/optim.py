@@ -18,6 +18,10 @@ scikit-learn's ``alpha`` on batches of m samples is ``weight_decay = alpha / m``
   ``w -= lr * sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(v) + eps)``. (PyTorch's Adam puts
   eps after the bias correction of v; the two agree when eps is small against sqrt(v).)
 
+``l2`` (an attribute of every optimiser, 0 by default) is an L2 penalty added to the batch's summed
+gradient instead of its mean, scikit-learn's ``alpha``: its share of an update is l2 divided by the
+batch's size (or total sample weight).
+
 An optimiser counts its updates (``t``); an interrupted or diverging epoch puts the count back
 with the state.
 """
@@ -45,6 +49,7 @@ class Optimizer:
         self._state = weakref.WeakKeyDictionary()  # layer -> {name: slots array}
         self._arrays = None  # state of ``step``'s user parameters: (shapes, [slots array])
         self.t = 0  # updates made (Adam's bias correction counts them)
+        self.l2 = 0.0  # an L2 penalty on the summed gradient (scikit-learn's alpha; see the module doc)
 
     @property
     def code(self):
@@ -61,6 +66,7 @@ class Optimizer:
         for name, value in self._hyper().items():
             hp[HP[name]] = value
         hp[HP["step"]] = self.t
+        hp[HP["l2"]] = self.l2
         return hp
 
     def _hyper(self):
@@ -183,7 +189,9 @@ class SGD(Optimizer):
                 "nesterov": float(self.nesterov and self.momentum > 0)}
 
     def fresh(self):
-        return SGD(self.lr, self.momentum, self.weight_decay, self.reduction, self.nesterov)
+        new = SGD(self.lr, self.momentum, self.weight_decay, self.reduction, self.nesterov)
+        new.l2 = self.l2
+        return new
 
     def step_size(self, batch_len: int) -> float:
         """The factor applied to summed gradients of a batch of ``batch_len`` samples."""
@@ -216,4 +224,6 @@ class Adam(Optimizer):
                 "eps": self.eps}
 
     def fresh(self):
-        return Adam(self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
+        new = Adam(self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
+        new.l2 = self.l2
+        return new

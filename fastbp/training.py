@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from ._validation import check_inputs, check_positive_int, check_targets
+from ._validation import check_inputs, check_positive_int, check_sample_weight, check_targets
 
 
 def check_fit_data(X, y, batch_size, validation_data, n_in, n_out):
@@ -42,16 +42,20 @@ class Run:
     """One fit of K members of one shape and backend; ``epoch()`` trains each active member one
     epoch. Holds the plan (or None), the data on the backend, and which members diverged."""
 
-    def __init__(self, members, optimizers, X, scale, Y, batch_size, shuffle):
+    def __init__(self, members, optimizers, X, scale, Y, batch_size, shuffle, weights=None):
         self.members = members
+        self.weights = weights  # per-sample weights (NumPy), or None
         self.optimizers = optimizers
         self.be = be = members[0].backend
         self.loss = members[0].loss
         self.scale, self.batch_size, self.shuffle = scale, batch_size, shuffle
         self.n = X.shape[0]
+        self.total = self.n if weights is None else float(weights.sum())  # what the epoch's loss is a mean over
         self.data, self.targets = be.prepare_data(X), be.asarray(Y)
         self.networks = [m.layers for m in members]
-        self.plan = be.make_plan(self.networks, self.loss, optimizers, self.data, self.targets, batch_size)
+        # weighted fits run the per-batch loop (the fused engines take no weights)
+        self.plan = None if weights is not None else be.make_plan(self.networks, self.loss, optimizers, self.data,
+                                                                   self.targets, batch_size)
         self.diverged = {}  # member -> the epoch (from 1) in which it diverged
         self.stale = False  # the layers lag behind the plan
 
@@ -82,7 +86,7 @@ class Run:
         try:
             for k in active:
                 totals[k] = self.members[k]._run_epoch(self.data, self.scale, self.targets, orders[k],
-                                                       self.batch_size, opts[k])
+                                                       self.batch_size, opts[k], self.weights)
         except BaseException:
             for k in active:
                 self.members[k]._set_state(starts[k], opts[k])
@@ -127,7 +131,7 @@ class Run:
 
     def repack(self):
         """The plan up to date with the layers (a callback may have changed them)."""
-        if self.plan is not None:
+        if self.plan is not None and self.weights is None:
             fresh = self.be.make_plan(self.networks, self.loss, self.optimizers, self.data, self.targets,
                                       self.batch_size)
             if fresh is None:
@@ -136,13 +140,14 @@ class Run:
 
 
 def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data, progress, callback,
-        single, on_diverged=None, schedules=None):
+        single, on_diverged=None, schedules=None, sample_weight=None):
     """Train ``members`` (Networks of one shape and backend); see the module doc. ``single``: the
     history holds one value per epoch (a lone network), else one list per epoch with a value per
     member. ``on_diverged(run, bad, epoch, history)``, when given, is called when members diverge
     (they are already put back and stopped). ``schedules``: one ``fastbp.schedules.Schedule`` per
     member (or None), which sets its optimiser's ``lr`` before each epoch, is told the epoch's
-    loss after it, and ends the fit when every active member's is done. Returns the History."""
+    loss after it, and ends the fit when every active member's is done. ``sample_weight``: per-sample
+    weights (see ``Network.fit``). Returns the History."""
     from .network import History
 
     epochs = check_positive_int(epochs, "epochs")
@@ -150,9 +155,10 @@ def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data,
     first = members[0]
     X, scale, Y, batch_size = check_fit_data(X, y, batch_size, validation_data, first.layers[0].n_in,
                                              first.layers[-1].n_out)
+    weights = check_sample_weight(sample_weight, X.shape[0])
     for member, opt in zip(members, optimizers):
         member.optimizer = opt  # it owns the state the next fit goes on from
-    run = Run(members, optimizers, X, scale, Y, batch_size, shuffle)
+    run = Run(members, optimizers, X, scale, Y, batch_size, shuffle, weights)
     history = History(loss=[], val_loss=[], val_accuracy=[], seconds=[], lr=[])
     history["engine"] = run.engine
     history["compile_seconds"] = run.warmup()
@@ -173,11 +179,11 @@ def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data,
             t0 = time.perf_counter()
             totals, bad = run.epoch(epoch + 1)
             history["seconds"].append(time.perf_counter() - t0)
-            history["loss"].append(pick([float(t) / run.n for t in totals]))
+            history["loss"].append(pick([float(t) / run.total for t in totals]))
             if schedules is not None:
                 for k, schedule in enumerate(schedules):
                     if k not in run.diverged or k in bad:
-                        schedule.observe(float(totals[k]) / run.n)
+                        schedule.observe(float(totals[k]) / run.total)
             if bad and on_diverged is not None:
                 run.sync()
                 on_diverged(run, bad, epoch, history)

@@ -277,21 +277,21 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
     slot = gradient_slot(opt, hp)
     if not frozen_w:
         lo_i, hi_i = wo + lo * ld, wo + hi * ld
-        cs = T(begin(opt, hp, W, SW, lo_i, hi_i, True) * scale * zs)
+        cs = T(begin(opt, hp, W, SW, lo_i, hi_i, True, scale) * scale * zs)
         if slot < 0:
             accumulate_units(x, m, ld, W, wo, D, lo, hi, cs)
         else:
             accumulate_units(x, m, ld, SW[slot], wo, D, lo, hi, cs)
-        finish(opt, hp, W, SW, lo_i, hi_i, True, k)
+        finish(opt, hp, W, SW, lo_i, hi_i, True, scale, k)
     if not frozen_b:
-        cs = T(begin(opt, hp, b, Sb, bo + lo, bo + hi, False) * scale)
+        cs = T(begin(opt, hp, b, Sb, bo + lo, bo + hi, False, scale) * scale)
         G = b if slot < 0 else Sb[slot]
         for j in range(lo, hi):
             g = D[0, j] - D[0, j]
             for s in range(m):
                 g += D[s, j]
             G[bo + j] += cs * g
-        finish(opt, hp, b, Sb, bo + lo, bo + hi, False, k)
+        finish(opt, hp, b, Sb, bo + lo, bo + hi, False, scale, k)
 
 
 @njit(**JIT)

@@ -2,10 +2,10 @@
 epochs (around the blocked weight gradient of ``_nb_blocked.update_layer_units``) and the
 per-batch path (``update``). A rule is three parts around the batch gradient g:
 
-    slot = gradient_slot(opt, hp)              # where g goes: -1 the parameter, s >= 0 state slot s
-    c = begin(opt, hp, P, S, lo, hi, decayed)  # prepares P[lo:hi] and its state; g's coefficient
-    (P or S[slot])[lo:hi] += c * scale * g     # the caller adds the gradient
-    finish(opt, hp, P, S, lo, hi, decayed, k)  # completes the step (k: the batch's index in the epoch)
+    slot = gradient_slot(opt, hp)                     # where g goes: -1 the parameter, s >= 0 state slot s
+    c = begin(opt, hp, P, S, lo, hi, decayed, scale)  # prepares P[lo:hi] and its state; g's coefficient
+    (P or S[slot])[lo:hi] += c * scale * g            # the caller adds the gradient
+    finish(opt, hp, P, S, lo, hi, decayed, scale, k)  # completes the step (k: the batch's index in the epoch)
 
 so a fused engine adds its gradient straight into the array the rule names (the weights for
 plain SGD, the velocity under classical momentum, the gradient buffer for Adam and Nesterov's
@@ -16,7 +16,7 @@ a 1 x 1 dummy when the optimiser keeps none), ``hp`` the float64 hyperparameter 
 (``ops.HYPERPARAMETERS``), ``decayed`` whether weight decay applies (weights, not biases).
 
 The maths (``fastbp/optim.py``; NumpyBackend.update is the reference): g the mean gradient plus
-weight_decay * p; SGD p -= lr*g; momentum v = mu*v - lr*g, p += v (Nesterov: p += mu*v - lr*g);
+(weight_decay + l2 * scale) * p; SGD p -= lr*g; momentum v = mu*v - lr*g, p += v (Nesterov: p += mu*v - lr*g);
 Adam at update t: m = b1*m + (1-b1)*g, v = b2*v + (1-b2)*g^2,
 p -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps).
 """
@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._nb_common import (HP_BETA1, HP_BETA2, HP_EPS, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_STEP, HP_WEIGHT_DECAY,
-                         JIT, OPT_ADAM)
+from ._nb_common import (HP_BETA1, HP_BETA2, HP_EPS, HP_L2, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_STEP,
+                         HP_WEIGHT_DECAY, JIT, OPT_ADAM)
 
 
 @njit(**JIT)
@@ -45,7 +45,13 @@ def gradient_slot(opt, hp):
 
 
 @njit(**JIT)
-def begin(opt, hp, P, S, lo, hi, decayed):
+def decay_of(hp, decayed, scale):
+    """The L2 coefficient of this update: weight_decay + l2 * scale on weights, 0 on biases."""
+    return hp[HP_WEIGHT_DECAY] + hp[HP_L2] * scale if decayed else 0.0
+
+
+@njit(**JIT)
+def begin(opt, hp, P, S, lo, hi, decayed, scale):
     """The first part of a step of P[lo:hi]; returns the coefficient c of the gradient."""
     T = P.dtype.type
     if _needs_gradient(opt, hp):  # the gradient itself, into its buffer
@@ -54,7 +60,7 @@ def begin(opt, hp, P, S, lo, hi, decayed):
             G[i] = T(0)
         return 1.0
     lr = hp[HP_LR]
-    decay = lr * hp[HP_WEIGHT_DECAY] if decayed else 0.0
+    decay = lr * decay_of(hp, decayed, scale)
     if hp[HP_MOMENTUM] > 0:
         V = S[0]
         mu, d = T(hp[HP_MOMENTUM]), T(decay)
@@ -68,11 +74,11 @@ def begin(opt, hp, P, S, lo, hi, decayed):
 
 
 @njit(**JIT)
-def finish(opt, hp, P, S, lo, hi, decayed, k):
+def finish(opt, hp, P, S, lo, hi, decayed, scale, k):
     """The last part of the step begun by ``begin`` (the gradient has been added); ``k``: the
     index of this update after the optimiser's ``step`` count (0 for the first)."""
     T = P.dtype.type
-    wd = T(hp[HP_WEIGHT_DECAY]) if decayed else T(0)
+    wd = T(decay_of(hp, decayed, scale))
     if opt == OPT_ADAM:
         t = hp[HP_STEP] + k + 1
         b1, b2 = hp[HP_BETA1], hp[HP_BETA2]
@@ -106,7 +112,7 @@ def update(opt, hp, P, S, g, scale, decayed):
     T = P.dtype.type
     n = P.shape[0]
     slot = gradient_slot(opt, hp)
-    cs = T(begin(opt, hp, P, S, 0, n, decayed) * scale)
+    cs = T(begin(opt, hp, P, S, 0, n, decayed, scale) * scale)
     if slot < 0:
         for i in range(n):
             P[i] += cs * g[i]
@@ -114,4 +120,4 @@ def update(opt, hp, P, S, g, scale, decayed):
         G = S[slot]
         for i in range(n):
             G[i] += cs * g[i]
-    finish(opt, hp, P, S, 0, n, decayed, 0)
+    finish(opt, hp, P, S, 0, n, decayed, scale, 0)

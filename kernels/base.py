@@ -109,6 +109,20 @@ class Backend:
         an epoch's batches needs no synchronisation; ``float()`` it once at the end."""
         return self.loss(a, y, loss)
 
+    def weighted_loss_sum(self, a, y, loss: str, w):
+        """The loss of each sample times its weight ``w`` (NumPy), summed (a Python float). The
+        reference's per-sample losses on the host: weighted fits are the per-batch path."""
+        import numpy as np
+
+        from .numpy_backend import _loss_per_sample
+
+        a, y = np.asarray(self.to_numpy(a), dtype=np.float64), np.asarray(self.to_numpy(y), dtype=np.float64)
+        return float(np.dot(_loss_per_sample(a, y, loss), np.asarray(w, dtype=np.float64)))
+
+    def scale_rows(self, a, w):
+        """Row s of ``a`` times ``w[s]`` (``w`` NumPy), as a new array of this backend."""
+        return a * self.asarray(w).reshape(-1, 1)
+
     def backward(self, x, W, delta, need_dx=True):
         """Gradients of a dense layer: ``(dW, db, dx)``, sums over the batch; ``dx`` = dL/dx
         (``None`` when not needed, e.g. for the first layer)."""

@@ -84,7 +84,7 @@ __device__ __forceinline__ double fb_loss_term(F a, F y, int loss) {
 // is the factor of the batch's summed gradients (1/m for mean gradients), k the batch's index
 // after the optimiser's step count (Adam's t = step + k + 1). fb_update steps one element p from
 // its summed gradient g, with its state slots at s[0], s[n], ... (n: the parameter's size) and
-// weight decay where `decayed` (weights, not biases): g' = scale*g + wd*p; SGD p -= lr*g';
+// weight decay where `decayed` (weights, not biases): g' = scale*g + (wd + l2*scale)*p; SGD p -= lr*g';
 // momentum v = mu*v - lr*g', p += v (Nesterov: p += mu*v - lr*g'); Adam m = b1*m + (1-b1)*g',
 // v = b2*v + (1-b2)*g'^2, p -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps).
 __device__ __forceinline__ float fb_sqrt(float x) { return sqrtf(x); }
@@ -98,7 +98,7 @@ __device__ __forceinline__ fb_rule<F> fb_rule_for(int opt, const double *hp, dou
     r.nesterov = r.momentum && hp[FB_HP_NESTEROV] > 0.0;
     r.lr = F(hp[FB_HP_LR]);
     r.scale = F(scale);
-    r.wd = F(hp[FB_HP_WEIGHT_DECAY]);
+    r.wd = F(hp[FB_HP_WEIGHT_DECAY] + hp[FB_HP_L2] * scale);
     r.mu = F(hp[FB_HP_MOMENTUM]);
     r.b1 = F(hp[FB_HP_BETA1]);
     r.b2 = F(hp[FB_HP_BETA2]);

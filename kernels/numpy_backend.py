@@ -173,11 +173,12 @@ class NumpyBackend(Backend):
 
     def update(self, p, g, state, opt, hp, scale, decayed):
         self._check_update(p, g, state, opt, hp)
-        lr, mu, wd, nesterov, b1, b2, eps, step = (float(hp[HP[name]]) for name in (
-            "lr", "momentum", "weight_decay", "nesterov", "beta1", "beta2", "eps", "step"))
+        lr, mu, wd, nesterov, b1, b2, eps, step, l2 = (float(hp[HP[name]]) for name in (
+            "lr", "momentum", "weight_decay", "nesterov", "beta1", "beta2", "eps", "step", "l2"))
         g = float(scale) * g  # the mean (or summed) gradient
-        if decayed and wd:
-            g = g + wd * p  # L2 on the weights
+        decay = wd + l2 * float(scale)  # L2 on the weights: on the mean, and on the sum
+        if decayed and decay:
+            g = g + decay * p
         if opt == OPTIMIZER_CODES["adam"]:
             t = step + 1  # this update's number
             m, v = state[0], state[1]

@@ -48,8 +48,10 @@ OPTIMIZER_TABLE = {
 }
 # The hyperparameter vector every engine's update rule reads (float64, one per member of a plan):
 # nesterov is 1.0 or 0.0; step is the number of updates made before (Adam's bias correction uses
-# t = step + 1 for the next one, and the fused epochs t = step + 1 + the batch's index).
-HYPERPARAMETERS = ("lr", "momentum", "weight_decay", "nesterov", "beta1", "beta2", "eps", "step")
+# t = step + 1 for the next one, and the fused epochs t = step + 1 + the batch's index); l2 is an L2
+# penalty added to the batch's summed gradient (scikit-learn's alpha), weight_decay one added to its
+# mean: the rules use weight_decay + l2 * scale (scale = 1/m for mean gradients).
+HYPERPARAMETERS = ("lr", "momentum", "weight_decay", "nesterov", "beta1", "beta2", "eps", "step", "l2")
 
 ACTIVATIONS = tuple(ACTIVATION_TABLE)
 LOSSES = tuple(LOSS_TABLE)

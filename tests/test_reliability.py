@@ -77,7 +77,7 @@ def test_mlp_regressor_keeps_finite_weights_after_divergence():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(100, 5))
     y = X @ rng.normal(size=5)
-    est = MLPRegressor(hidden_layer_sizes=(8,), activation="relu", max_iter=3, backend="numpy",
+    est = MLPRegressor(hidden_layer_sizes=(8,), activation="relu", solver="sgd", max_iter=3, backend="numpy",
                        random_state=0).fit(X, y)
     est.set_params(warm_start=True, learning_rate_init=50.0)
     with pytest.raises(fb.DivergenceError):
