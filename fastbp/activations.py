@@ -1,14 +1,15 @@
 """Activation functions by name, and plain NumPy versions with their derivatives for learners.
 
 Names: ``sigmoid``, ``tanh``, ``relu``, ``leaky_relu`` (slope parameter, default 0.01),
-``identity`` and ``softmax`` (for the output layer, paired with the ``cross_entropy`` loss).
+``identity``, ``softmax`` (for the output layer, paired with the ``cross_entropy`` loss) and
+``exp`` (positive outputs, paired with the ``poisson`` loss).
 At exactly z = 0, relu's derivative is taken as 0 and leaky_relu's as its slope.
 The math of training lives in the backends; the functions here are the NumPy reference's.
 """
 from __future__ import annotations
 
 from .kernels.base import ACTIVATIONS, Activation
-from .kernels.numpy_backend import (identity, identity_prime, leaky_relu, leaky_relu_prime, relu,
+from .kernels.numpy_backend import (exp, exp_prime, identity, identity_prime, leaky_relu, leaky_relu_prime, relu,
                                     relu_prime, sigmoid, sigmoid_prime, softmax, tanh, tanh_prime)
 
 
@@ -31,4 +32,4 @@ def get_activation(spec, argname="activation") -> Activation:
 
 __all__ = ["ACTIVATIONS", "Activation", "get_activation", "sigmoid", "sigmoid_prime", "tanh",
            "tanh_prime", "relu", "relu_prime", "leaky_relu", "leaky_relu_prime", "identity",
-           "identity_prime", "softmax"]
+           "identity_prime", "softmax", "exp", "exp_prime"]

@@ -8,7 +8,7 @@ n)), ``learning_rate`` ('constant', 'invscaling', 'adaptive'; solver 'sgd' only)
 ``learning_rate_init=1e-3``, ``power_t``, ``max_iter``, ``shuffle``, ``random_state``, ``tol``,
 ``verbose``, ``warm_start``, ``momentum=0.9``, ``nesterovs_momentum=True``, ``early_stopping``,
 ``validation_fraction``, ``beta_1``, ``beta_2``, ``epsilon``, ``n_iter_no_change``, ``max_fun``;
-the regressor's ``loss="squared_error"``. fastbp's own are keyword parameters: ``backend``
+the regressor's ``loss`` ("squared_error", "poisson"). fastbp's own are keyword parameters: ``backend``
 ("auto": CuPy with a GPU, else Numba, else NumPy; a name or a backend object), ``dtype``
 ("float32", the default, or "float64"), and the classifier's ``loss``: "log_loss" (default:
 scikit-learn's: softmax outputs, or one logistic output for two classes), "quadratic" or
@@ -66,7 +66,7 @@ ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "r
 SOLVERS = ("lbfgs", "sgd", "adam")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 CLASSIFIER_LOSSES = ("log_loss", "cross_entropy", "binary_cross_entropy", "quadratic")
-REGRESSOR_LOSSES = ("squared_error",)
+REGRESSOR_LOSSES = ("squared_error", "poisson")
 
 
 class UnscaledInputWarning(UserWarning):
@@ -378,10 +378,10 @@ class _BaseMLP(BaseEstimator):
             return loss, np.concatenate(flat).astype(np.float64)
 
         theta0 = np.concatenate([a.ravel() for p in net.get_params() for a in (p["W"], p["b"])]).astype(np.float64)
-        iprint = 1 if self.verbose is True else (self.verbose if self.verbose else -1)
         result = scipy.optimize.minimize(loss_and_grad, theta0, method="L-BFGS-B", jac=True,
-                                         options={"maxfun": self.max_fun, "maxiter": self.max_iter,
-                                                  "gtol": self.tol, "iprint": iprint})
+                                         options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        if self.verbose:
+            print(f"L-BFGS-B: {result.nit} iterations, {result.nfev} evaluations, loss = {result.fun:.8f}")
         if result.status != 0:
             warnings.warn(f"lbfgs failed to converge after {result.nit} iteration(s) (status={result.status}):\n"
                           f"{result.message}\n\nIncrease the number of iterations to improve the convergence "
@@ -570,10 +570,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """A multilayer perceptron regressor on fastbp, scikit-learn's MLPRegressor's drop-in:
-    identity outputs, ``loss="squared_error"`` (0.5 * mean squared error, as scikit-learn reports
-    it); parameters, defaults and fitted attributes as scikit-learn's (see the module doc).
-    scikit-learn's ``loss="poisson"`` is not implemented yet (a clear error). y may have several
-    columns (multi-output regression)."""
+    ``loss="squared_error"`` (identity outputs; 0.5 * mean squared error, as scikit-learn reports
+    it) or ``"poisson"`` (exp outputs, half the Poisson deviance; y >= 0); parameters, defaults
+    and fitted attributes as scikit-learn's (see the module doc). y may have several columns
+    (multi-output regression)."""
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001,
@@ -592,20 +592,21 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self.loss = loss
 
     def _output(self):
-        if self.loss == "poisson":
-            raise ValueError("loss: 'poisson' (scikit-learn's exp outputs with the Poisson deviance) is not "
-                             "implemented in fastbp yet; use loss='squared_error'")
         _check_choice(self.loss, REGRESSOR_LOSSES, "loss")
-        return "identity", "quadratic"
+        return ("exp", "poisson") if self.loss == "poisson" else ("identity", "quadratic")
 
     def _loss_scale(self):
-        return float(self.n_outputs_)  # fastbp's quadratic loss sums over the outputs
+        # fastbp's quadratic loss sums over the outputs, scikit-learn's squared error averages; the
+        # Poisson deviance both sum
+        return 1.0 if self.loss == "poisson" else float(self.n_outputs_)
 
     def _targets(self, X, y, reset):
         X, y = self._validated(X, y, reset, multi_output=True, y_numeric=True)
         if reset:
             self._output()  # the loss is checked before any work
             self._y_1d = y.ndim == 1
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("Some value(s) of y are negative which is not allowed for Poisson regression.")
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         if not reset and Y.shape[1] != self.net_.sizes[-1]:
             raise ValueError(f"y: expected {self.net_.sizes[-1]} target columns as in the first fit, "

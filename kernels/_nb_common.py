@@ -43,14 +43,14 @@ JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
 # The activation and loss codes, the cancelling output/loss pairs and the cross-entropy clip, from
 # the one table (ops.py); Numba freezes these globals into the compiled code (and its disk cache).
 ACT_CODES, LOSS_CODES = ops.ACT_CODES, ops.LOSS_CODES
-SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY, SOFTMAX = (ops.ACT_CODES[name] for name in (
-    "sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax"))
-QUADRATIC, MSE, BCE, CE = (ops.LOSS_CODES[name] for name in (
-    "quadratic", "mse", "binary_cross_entropy", "cross_entropy"))
+SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY, SOFTMAX, EXP = (ops.ACT_CODES[name] for name in (
+    "sigmoid", "tanh", "relu", "leaky_relu", "identity", "softmax", "exp"))
+QUADRATIC, MSE, BCE, CE, POISSON = (ops.LOSS_CODES[name] for name in (
+    "quadratic", "mse", "binary_cross_entropy", "cross_entropy", "poisson"))
 # The (activation code, loss code) pairs whose derivatives cancel (delta = a - y). output_delta_row
 # tests both inline: that compiles to the same code as the literal test it replaces (a helper
-# looping over the pairs compiled differently). A third pair in ops.CANCELLING fails to unpack here.
-(CANCEL_ACT_1, CANCEL_LOSS_1), (CANCEL_ACT_2, CANCEL_LOSS_2) = ops.cancelling_codes()
+# looping over the pairs compiled differently). A fourth pair in ops.CANCELLING fails to unpack here.
+(CANCEL_ACT_1, CANCEL_LOSS_1), (CANCEL_ACT_2, CANCEL_LOSS_2), (CANCEL_ACT_3, CANCEL_LOSS_3) = ops.cancelling_codes()
 CLIP32, CLIP64 = ops.LOSS_CLIP["float32"], ops.LOSS_CLIP["float64"]  # the cross-entropy losses' clip
 # The optimisers' codes and the hyperparameter vector's layout (ops.OPTIMIZER_TABLE, ops.HYPERPARAMETERS).
 OPT_SGD, OPT_ADAM = ops.OPTIMIZER_CODES["sgd"], ops.OPTIMIZER_CODES["adam"]

@@ -14,8 +14,9 @@ import math
 import numpy as np
 from numba import njit
 
-from ._nb_common import (BCE, CANCEL_ACT_1, CANCEL_ACT_2, CANCEL_LOSS_1, CANCEL_LOSS_2, CLIP32, CLIP64, IDENTITY,
-                         JIT, LEAKY_RELU, MSE, QUADRATIC, RELU, SIGMOID, SOFTMAX, TANH)
+from ._nb_common import (BCE, CANCEL_ACT_1, CANCEL_ACT_2, CANCEL_ACT_3, CANCEL_LOSS_1, CANCEL_LOSS_2, CANCEL_LOSS_3,
+                         CLIP32, CLIP64, EXP, IDENTITY, JIT, LEAKY_RELU, MSE, POISSON, QUADRATIC, RELU, SIGMOID,
+                         SOFTMAX, TANH)
 from ._nb_intrinsics import _i32_as_f32, _i64_as_f64
 
 
@@ -88,6 +89,8 @@ def dact(z, a, code, slope):
         return one if z > 0 else one - one
     if code == LEAKY_RELU:
         return one if z > 0 else slope
+    if code == EXP:
+        return a
     return one
 
 
@@ -118,6 +121,9 @@ def activate_rows(Z, A, m, lo, hi, code, slope):
         elif code == IDENTITY:
             for j in range(lo, hi):
                 a[j] = z[j]
+        elif code == EXP:
+            for j in range(lo, hi):
+                a[j] = T(np.exp(np.float64(z[j])))
         else:  # softmax
             mx = z[lo]
             for j in range(lo, hi):
@@ -160,6 +166,9 @@ def activate_full(Z, A, m, n, code, slope):
     elif code == LEAKY_RELU:
         for j in range(count):
             a[j] = z[j] if z[j] > 0 else slope * z[j]
+    elif code == EXP:
+        for j in range(count):
+            a[j] = T(np.exp(np.float64(z[j])))
     else:
         for j in range(count):
             a[j] = z[j]
@@ -194,13 +203,20 @@ def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
             yk = np.float64(y[k])
             value -= yk * math.log(c) + (1.0 - yk) * math.log(1.0 - c)
             d[k] = T((c - yk) / (c * (1.0 - c)))
+    elif loss == POISSON:
+        for k in range(n):
+            c = max(np.float64(a[k]), clip)
+            yk = np.float64(y[k])
+            value += (yk * math.log(yk / c) if yk > 0 else 0.0) - yk + c
+            d[k] = T(1.0 - yk / c)
     else:
         for k in range(n):
             c = max(np.float64(a[k]), clip)
             yk = np.float64(y[k])
             value -= yk * math.log(c)
             d[k] = T(-yk / c)
-    if (act == CANCEL_ACT_1 and loss == CANCEL_LOSS_1) or (act == CANCEL_ACT_2 and loss == CANCEL_LOSS_2):
+    if (act == CANCEL_ACT_1 and loss == CANCEL_LOSS_1) or (act == CANCEL_ACT_2 and loss == CANCEL_LOSS_2) or (
+            act == CANCEL_ACT_3 and loss == CANCEL_LOSS_3):
         for k in range(n):
             d[k] = a[k] - y[k]  # the derivative of the activation cancels
     elif act == SOFTMAX:

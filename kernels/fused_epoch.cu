@@ -40,6 +40,7 @@ __device__ __forceinline__ F fb_activate(F z, int code, F slope) {
     if (code == FB_TANH) return fb_tanh(z);
     if (code == FB_RELU) return z > F(0) ? z : F(0);
     if (code == FB_LEAKY_RELU) return z > F(0) ? z : slope * z;
+    if (code == FB_EXP) return fb_exp(z);
     return z;  // identity
 }
 
@@ -50,6 +51,7 @@ __device__ __forceinline__ F fb_dact(F z, F a, int code, F slope) {
     if (code == FB_TANH) return F(1) - a * a;
     if (code == FB_RELU) return z > F(0) ? F(1) : F(0);
     if (code == FB_LEAKY_RELU) return z > F(0) ? F(1) : slope;
+    if (code == FB_EXP) return a;
     return F(1);  // identity
 }
 
@@ -62,6 +64,7 @@ __device__ __forceinline__ F fb_loss_grad(F a, F y, int loss, int n_out) {
         F c = fb_min(fb_max(a, fb_clip<F>()), F(1) - fb_clip<F>());
         return (c - y) / (c * (F(1) - c));
     }
+    if (loss == FB_POISSON) return F(1) - y / fb_max(a, fb_clip<F>());
     return -y / fb_max(a, fb_clip<F>());  // cross_entropy
 }
 
@@ -75,6 +78,10 @@ __device__ __forceinline__ double fb_loss_term(F a, F y, int loss) {
     if (loss == FB_BCE) {
         double c = double(fb_min(fb_max(a, fb_clip<F>()), F(1) - fb_clip<F>()));
         return -(double(y) * log(c) + (1.0 - double(y)) * log(1.0 - c));
+    }
+    if (loss == FB_POISSON) {
+        const double c = double(fb_max(a, fb_clip<F>())), yv = double(y);
+        return (yv > 0.0 ? yv * log(yv / c) : 0.0) - yv + c;
     }
     return -double(y) * log(double(fb_max(a, fb_clip<F>())));  // cross_entropy
 }

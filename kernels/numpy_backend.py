@@ -61,6 +61,14 @@ def identity_prime(z):
     return np.ones_like(z)
 
 
+def exp(z):
+    return np.exp(z)
+
+
+def exp_prime(z):
+    return np.exp(z)
+
+
 def softmax(z):
     """Row-wise softmax, shifted by the row maximum so exp never overflows."""
     e = np.exp(z - z.max(axis=-1, keepdims=True))
@@ -73,7 +81,7 @@ def _activate(z, act: Activation):
     return _FUNCTIONS[act.name](z)
 
 
-_FUNCTIONS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "identity": identity, "softmax": softmax}
+_FUNCTIONS = {"sigmoid": sigmoid, "tanh": tanh, "relu": relu, "identity": identity, "softmax": softmax, "exp": exp}
 
 
 def _derivative_from(z, a, act: Activation):
@@ -88,6 +96,8 @@ def _derivative_from(z, a, act: Activation):
         return np.where(z > 0, 1, act.slope).astype(z.dtype)
     if act.name == "identity":
         return np.ones_like(z)
+    if act.name == "exp":
+        return a
     raise ValueError(f"no elementwise derivative for {act.name!r}")
 
 
@@ -103,6 +113,11 @@ def _loss_per_sample(a, y, loss):
         return -np.sum(y * np.log(a) + (1 - y) * np.log(1 - a), axis=1)
     if loss == "cross_entropy":
         return -np.sum(y * np.log(np.maximum(a, _clip(a))), axis=1)
+    if loss == "poisson":
+        c = np.maximum(a, _clip(a))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ylog = np.where(y > 0, y * np.log(np.where(y > 0, y, 1) / c), 0)
+        return np.sum(ylog - y + c, axis=1)
     raise ValueError(f"unknown loss {loss!r}")
 
 
@@ -117,6 +132,8 @@ def _loss_grad(a, y, loss):
         return (a - y) / (a * (1 - a))
     if loss == "cross_entropy":
         return -y / np.maximum(a, _clip(a))
+    if loss == "poisson":
+        return 1 - y / np.maximum(a, _clip(a))
     raise ValueError(f"unknown loss {loss!r}")
 
 

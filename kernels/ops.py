@@ -30,12 +30,14 @@ ACTIVATION_TABLE = {
     "leaky_relu": (3, "LEAKY_RELU"),
     "identity": (4, "IDENTITY"),
     "softmax": (5, "SOFTMAX"),
+    "exp": (6, "EXP"),  # the Poisson loss's output (scikit-learn's MLPRegressor(loss="poisson"))
 }
 LOSS_TABLE = {
     "quadratic": (0, "QUADRATIC"),
     "mse": (1, "MSE"),
     "binary_cross_entropy": (2, "BCE"),
     "cross_entropy": (3, "CE"),
+    "poisson": (4, "POISSON"),  # half the Poisson deviance: sum of y log(y / a) - y + a
 }
 
 # Optimisers: name -> (code, short name, the names of the state arrays it may keep per parameter).
@@ -61,12 +63,12 @@ OPTIMIZER_CODES = {name: code for name, (code, _, _) in OPTIMIZER_TABLE.items()}
 HP = {name: i for i, name in enumerate(HYPERPARAMETERS)}  # name -> index in the vector
 
 # The output/loss pairs whose derivatives cancel: dL/dz = a - y at the output layer.
-CANCELLING = (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy"))
+CANCELLING = (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy"), ("exp", "poisson"))
 
 # The output activations each loss can be paired with (any other loss takes any output): a
 # cross-entropy needs outputs in (0, 1), and -sum y log a needs them to sum to 1 (softmax), or
 # it is minimised by pushing every output to 1.
-LOSS_OUTPUTS = {"binary_cross_entropy": ("sigmoid", "softmax"), "cross_entropy": ("softmax",)}
+LOSS_OUTPUTS = {"binary_cross_entropy": ("sigmoid", "softmax"), "cross_entropy": ("softmax",), "poisson": ("exp",)}
 
 # The cross-entropy losses clip the outputs to [c, 1 - c] so that log() stays finite, with c chosen
 # per dtype so that 1 - c is representable in it (1 - 1e-12 rounds to 1.0 in float32, and log(0)

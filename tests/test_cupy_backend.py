@@ -356,6 +356,9 @@ EMULATED = [
     # the other optimisers: Adam (with weight decay, over three epochs' worth of steps in one), Nesterov
     ("tanh-sigmoid-adam", dict(n_in=30, n_hidden=7, n_out=3, batch_size=4, dtype="float64", hidden="tanh"),
      dict(n=50, lr=0.01, optimizer="adam", weight_decay=0.01)),
+    ("tanh-exp-poisson", dict(n_in=16, n_hidden=6, n_out=2, batch_size=5, dtype="float64", hidden="tanh",
+                              output="exp", loss="poisson"),
+     dict(n=20, lr=0.05)),
     ("relu-softmax-ce-nesterov-float32", dict(n_in=24, n_hidden=10, n_out=4, batch_size=6, dtype="float32",
                                               input_dtype="float32", hidden="relu", output="softmax",
                                               loss="cross_entropy"),
@@ -641,6 +644,7 @@ FUSED_CASES = [  # (hidden, output, loss, SGD options, frozen)
     ("relu", "sigmoid", "binary_cross_entropy", {"reduction": "sum", "lr": 0.01}, ()),
     ("leaky_relu", "softmax", "mse", {}, ("b",)),
     ("identity", "tanh", "quadratic", {"momentum": 0.5}, ()),
+    ("tanh", "exp", "poisson", {"lr": 0.05}, ()),
 ]
 
 

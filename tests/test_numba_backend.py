@@ -12,7 +12,7 @@ from fastbp.kernels.numba_backend import NumbaBackend  # noqa: E402
 
 TOL = {"float64": dict(rtol=1e-9, atol=1e-11), "float32": dict(rtol=2e-4, atol=2e-5)}
 ACTS = [Activation("sigmoid"), Activation("tanh"), Activation("relu"), Activation("leaky_relu", 0.2),
-        Activation("identity"), Activation("softmax")]
+        Activation("identity"), Activation("softmax"), Activation("exp")]
 VALID = [(act, loss) for act in ACTS for loss in fb.kernels.LOSSES
          if fb.kernels.pairs_with(act.name, loss)]
 

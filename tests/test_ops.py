@@ -34,20 +34,21 @@ def test_codes_are_0_to_n_and_short_names_unique(table):
 
 
 def test_todays_codes_are_kept():
-    assert ops.ACT_CODES == {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4, "softmax": 5}
-    assert ops.LOSS_CODES == {"quadratic": 0, "mse": 1, "binary_cross_entropy": 2, "cross_entropy": 3}
+    assert ops.ACT_CODES == {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4, "softmax": 5,
+                             "exp": 6}
+    assert ops.LOSS_CODES == {"quadratic": 0, "mse": 1, "binary_cross_entropy": 2, "cross_entropy": 3, "poisson": 4}
     assert ops.ACTIVATIONS == tuple(ops.ACT_CODES) and ops.LOSSES == tuple(ops.LOSS_CODES)
 
 
 def test_pairs_and_pairings_name_the_tables_entries():
     shorts_a = {s for _, s in ops.ACTIVATION_TABLE.values()}
     assert not shorts_a & {s for _, s in ops.LOSS_TABLE.values()}  # one namespace in CUDA and Numba
-    assert ops.CANCELLING == (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy"))
+    assert ops.CANCELLING == (("sigmoid", "binary_cross_entropy"), ("softmax", "cross_entropy"), ("exp", "poisson"))
     for output, loss in ops.CANCELLING:
         assert ops.pairs_with(output, loss) and ops.cancels(output, loss)
     for loss, outputs in ops.LOSS_OUTPUTS.items():
         assert loss in ops.LOSSES and set(outputs) <= set(ops.ACTIVATIONS)
-    assert ops.cancelling_codes() == ((0, 2), (5, 3))
+    assert ops.cancelling_codes() == ((0, 2), (5, 3), (6, 4))
     assert not ops.cancels("sigmoid", "quadratic") and not ops.cancels("softmax", "binary_cross_entropy")
 
 
@@ -75,7 +76,7 @@ def test_the_numba_kernels_constants_are_the_tables():
     for table in (ops.ACTIVATION_TABLE, ops.LOSS_TABLE):
         for name, (code, short) in table.items():
             assert getattr(K, short) == code, (name, short)
-    pairs = {(K.CANCEL_ACT_1, K.CANCEL_LOSS_1), (K.CANCEL_ACT_2, K.CANCEL_LOSS_2)}
+    pairs = {(K.CANCEL_ACT_1, K.CANCEL_LOSS_1), (K.CANCEL_ACT_2, K.CANCEL_LOSS_2), (K.CANCEL_ACT_3, K.CANCEL_LOSS_3)}
     assert pairs == set(ops.cancelling_codes()) and len(pairs) == len(ops.CANCELLING)
     assert (K.CLIP32, K.CLIP64) == (ops.LOSS_CLIP["float32"], ops.LOSS_CLIP["float64"])
 
@@ -92,11 +93,14 @@ def test_the_compiled_output_deltas_follow_the_table(dtype):
     z = np.array([0.3, -1.2, 2.0, 0.1], dtype)
     a = np.array([0.2, 0.1, 0.6, 0.1], dtype)  # sums to 1: a softmax output as well as sigmoids
     y = np.array([0.0, 0.0, 1.0, 0.0], dtype)
-    for output in ("sigmoid", "softmax"):
+    for output in ("sigmoid", "softmax", "exp"):
+        out = np.exp(z) if output == "exp" else a
         for loss in ops.LOSSES:
+            if loss == "poisson" and output == "softmax":
+                continue  # 1 - y/a through softmax's backward pass is a - y too, for targets summing to 1
             d = np.zeros_like(a)
-            K.output_delta_row(z, a, y, d, 4, ops.ACT_CODES[output], T(0.01), ops.LOSS_CODES[loss], T(0))
-            assert np.array_equal(d, a - y) == ops.cancels(output, loss), (output, loss)
+            K.output_delta_row(z, out, y, d, 4, ops.ACT_CODES[output], T(0.01), ops.LOSS_CODES[loss], T(0))
+            assert np.array_equal(d, out - y) == ops.cancels(output, loss), (output, loss)
     c = ops.LOSS_CLIP[dtype]
     for loss, expected in (("binary_cross_entropy", -math.log(c)), ("cross_entropy", -math.log(c))):
         a0, y1 = np.zeros(1, dtype), np.ones(1, dtype)  # a = 0 against y = 1: clipped to c

@@ -315,8 +315,8 @@ def test_fitted_attributes_as_scikit_learn_documents_them(digits):
     assert multi.out_activation_ == "softmax" and multi.n_outputs_ == 10
     reg = MLPRegressor(max_iter=3, backend="numpy").fit(X, y.astype(float))
     assert reg.out_activation_ == "identity" and reg.n_outputs_ == 1 and reg.loss_ == reg.loss_curve_[-1]
-    with pytest.raises(ValueError, match="'poisson'.*not implemented"):
-        MLPRegressor(loss="poisson", backend="numpy").fit(X, y.astype(float))
+    with pytest.raises(ValueError, match="negative"):
+        MLPRegressor(loss="poisson", backend="numpy").fit(X, y - 5.0)
     assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit") and hasattr(MLPClassifier(), "partial_fit")
 
 
@@ -346,3 +346,21 @@ def test_sample_weights_of_zero_remove_samples_and_integers_repeat_them(digits, 
     np.testing.assert_allclose(weighted.predict_proba(X), repeated.predict_proba(X), rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="sample_weight"):
         MLPClassifier(**kw).fit(X, y, sample_weight=np.ones(3))
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "adam"])
+def test_poisson_regression_as_scikit_learns(solver):
+    from sklearn.neural_network import MLPRegressor as Theirs
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = rng.poisson(np.exp(0.5 * X[:, 0] - 0.3 * X[:, 1]))
+    kw = dict(loss="poisson", hidden_layer_sizes=(8,), solver=solver, max_iter=50, random_state=0)
+    theirs = Theirs(**kw).fit(X, y)
+    mine = MLPRegressor(**kw, backend="numpy", dtype="float64").fit(X, y)
+    assert mine.out_activation_ == theirs.out_activation_ == "exp" and (mine.predict(X) > 0).all()
+    if solver == "lbfgs":  # from the same initial weights, the same minimum
+        assert mine.loss_ == pytest.approx(theirs.loss_, rel=1e-5)
+    else:
+        assert mine.loss_curve_[0] == pytest.approx(theirs.loss_curve_[0], rel=0.02)
+        assert mine.loss_ == pytest.approx(theirs.loss_, rel=0.05)
