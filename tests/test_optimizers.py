@@ -177,3 +177,54 @@ def test_a_callable_schedule_is_checked_and_recorded():
     with pytest.raises(TypeError, match="lr: expected a positive number, a fastbp schedule"):
         net.fit(X, y, lr="fast")
     assert Constant(0.3).rate(7, 100) == 0.3
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_adam_leaves_frozen_parameters_alone_on_every_engine(threads):
+    def make(backend):
+        layers = [fb.Dense(20, 6, "tanh", frozen=("b",)), fb.Dense(6, 3, "sigmoid", frozen=("W",))]
+        return fb.Network(layers, backend=backend, dtype="float64", seed=2)
+
+    ref, fused = make("numpy"), make(fb.get_backend("numba", dtype="float64", threads=threads))
+    before = ref.get_params()
+    for net in (ref, fused):
+        net.fit(X, y, epochs=3, batch_size=9, optimizer=fb.Adam(0.02, weight_decay=1e-3))
+    for p, q, b in zip(fused.get_params(), ref.get_params(), before):
+        np.testing.assert_allclose(p["W"], q["W"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(p["b"], q["b"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(fused.get_params()[0]["b"], before[0]["b"])
+    np.testing.assert_array_equal(fused.get_params()[1]["W"], before[1]["W"])
+
+
+@pytest.mark.parametrize("weights,exc,match", [
+    (np.ones(3), ValueError, r"sample_weight: expected shape \(300,\)"),
+    (-np.ones(300), ValueError, "sample_weight: expected weights >= 0"),
+    (np.full(300, np.nan), ValueError, "sample_weight: contains NaN"),
+    (np.zeros(300), ValueError, "sample_weight: the weights sum to 0"),
+    (np.array(["a"] * 300), TypeError, "sample_weight: expected numbers"),
+])
+def test_bad_sample_weights_are_named(weights, exc, match):
+    net = fb.Network.from_sizes([20, 5, 3], backend="numpy", seed=0)
+    before = net.get_params()
+    with pytest.raises(exc, match=match):
+        net.fit(X, y, sample_weight=weights)
+    for p, q in zip(before, net.get_params()):
+        np.testing.assert_array_equal(p["W"], q["W"])
+
+
+def test_sample_weights_scale_each_sample_on_every_engine():
+    w = np.random.default_rng(3).random(300) * 2
+    nets = {}
+    for name in ["numpy"] + (["numba"] if HAS_NUMBA else []):
+        net = fb.Network.from_sizes([20, 5, 3], backend=name, dtype="float64", seed=0)
+        h = net.fit(X, y, epochs=2, batch_size=16, optimizer=fb.Adam(0.01), sample_weight=w)
+        assert h["engine"] == f"{name}-per-batch"
+        nets[name] = (net, h)
+    ref, h_ref = nets["numpy"]
+    plain = fb.Network.from_sizes([20, 5, 3], backend="numpy", dtype="float64", seed=0)
+    h_plain = plain.fit(X, y, epochs=2, batch_size=16, optimizer=fb.Adam(0.01))
+    assert h_ref["loss"][0] != pytest.approx(h_plain["loss"][0], rel=1e-6)  # the weights made a difference
+    for net, h in nets.values():
+        np.testing.assert_allclose(h["loss"], h_ref["loss"], rtol=1e-9)
+        np.testing.assert_allclose(net.get_params()[0]["W"], ref.get_params()[0]["W"], rtol=1e-8, atol=1e-12)
