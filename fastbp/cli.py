@@ -75,16 +75,17 @@ def _folder(text):
     return text
 
 
-def _check_save(path):
-    """``--save PATH``: checked before any data loads, so that a run is not lost at the end."""
+def _check_save(path, option="--save"):
+    """``--save PATH`` (and the other output files): checked before any data loads, so that a run
+    is not lost at the end."""
     if path is None:
         return
     if not path:
-        raise ValueError("--save: expected a file path, got ''")
+        raise ValueError(f"{option}: expected a file path, got ''")
     try:
         check_writable(path)
     except OSError as e:
-        raise ValueError(f"--save: {path}: {e.strerror}") from None
+        raise ValueError(f"{option}: {path}: {e.strerror}") from None
 
 
 def _one_line(error):
@@ -130,12 +131,17 @@ def build_parser():
     train.add_argument("--no-download", action="store_true", help="never try to download data")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument("--save", default=None, metavar="PATH", help="save the trained network (.npz)")
+    train.add_argument("--plot", default=None, metavar="PATH",
+                       help="write training curves (loss, validation accuracy per epoch) as a PNG (needs the plot extra)")
+    train.add_argument("--history", default=None, metavar="PATH", help="write the training history as JSON")
 
     examples = sub.add_parser("examples", help="list the worked examples, or run one by name")
     examples.add_argument("name", nargs="?", help="the example to run (omit to list them)")
     examples.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the example")
 
     sub.add_parser("info", help="versions and available backends")
+    sub.add_parser("bench", help="side-by-side training speed of every engine here (fastbp bench --help)",
+                   add_help=False)
     return parser
 
 
@@ -169,6 +175,15 @@ def train(args, out=print):
 
     # everything that does not need the data is checked before it loads
     _check_save(args.save)
+    _check_save(args.history, "--history")
+    _check_save(args.plot, "--plot")
+    if args.plot is not None:
+        from .plots import require_matplotlib
+
+        require_matplotlib()
+    outputs = [p for p in (args.save, args.history, args.plot) if p]
+    if len(set(map(os.path.abspath, outputs))) != len(outputs):
+        raise ValueError("--save, --history and --plot: expected different files")
     options = {}
     if args.threads is not None:
         if fb.kernels.resolve(args.backend) != "numba":
@@ -199,6 +214,13 @@ def train(args, out=print):
     if args.save is not None:
         net.save(args.save)
         out(f"saved to {args.save}")
+    if args.history is not None:
+        history.to_json(args.history)
+        out(f"history written to {args.history}")
+    if args.plot is not None:
+        history.plot(args.plot, title=f"fastbp {'-'.join(map(str, sizes))} {args.activation} on {data.name}, "
+                                      f"engine {history.engine}")
+        out(f"training curves written to {args.plot}")
     return history
 
 
@@ -217,6 +239,11 @@ def info(out=print):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "bench":  # its own options (the same program as scripts/bench.py)
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     from .datasets import DataError
     from .kernels import BackendUnavailable

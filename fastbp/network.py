@@ -49,6 +49,33 @@ class History(dict):
         except KeyError:
             raise AttributeError(key) from None
 
+    def to_json(self, path=None):
+        """The history as JSON text (NaN and infinities as null, standard JSON; an ensemble's
+        ``diverged`` keys as strings); written to ``path`` too when given (atomically)."""
+        def clean(value):
+            if isinstance(value, dict):
+                return {str(k): clean(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [clean(v) for v in value]
+            if isinstance(value, (float, np.floating)):
+                return float(value) if np.isfinite(value) else None
+            if isinstance(value, np.integer):
+                return int(value)
+            return value
+
+        text = json.dumps(clean(dict(self)), indent=1)
+        if path is not None:
+            with atomic_write(path, "w") as f:
+                f.write(text)
+        return text
+
+    def plot(self, path, title=None):
+        """Training curves as a PNG (the ``plot`` extra): loss and validation accuracy per epoch,
+        one line per member for an ensemble."""
+        from .plots import training_curves
+
+        training_curves(self, path, title)
+
 
 class Network:
     """A multilayer perceptron trained by backpropagation and SGD.
