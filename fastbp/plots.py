@@ -78,6 +78,10 @@ def training_curves(history, path, title=None):
     right.set_xlabel("epoch")
     right.set_ylabel("validation accuracy")
     right.set_title("validation accuracy" if accuracies else "validation accuracy (no validation data)")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     if title:
         fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
