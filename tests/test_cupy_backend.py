@@ -663,17 +663,16 @@ def test_gpu_fused_epoch_matches_numpy(cupy, dtype, batch_size, hidden, output, 
     gpu = two_layer(hidden, output, loss, "cupy", dtype, frozen=frozen)
     opt = dict(lr=0.1) | options
     used = []
-    original = gpu.backend.train_epoch
+    original = gpu.backend._fused_epoch
 
     def spy(*args):
-        total = original(*args)
-        used.append(total is not None)
-        return total
+        used.append(True)
+        return original(*args)
 
-    gpu.backend.train_epoch = spy
+    gpu.backend._fused_epoch = spy  # what the cupy-fused engine runs, from the fit's plan
     h_cpu = cpu.fit(X, y, epochs=2, batch_size=batch_size, optimizer=fb.SGD(**opt))
     h_gpu = gpu.fit(X, y, epochs=2, batch_size=batch_size, optimizer=fb.SGD(**opt))
-    assert used == [True, True]  # the fused kernel ran
+    assert used == [True, True] and h_gpu["engine"] == "cupy-fused"  # the fused kernel ran
     if dtype == "float64":
         for p_cpu, p_gpu in zip(cpu.get_params(), gpu.get_params()):
             np.testing.assert_allclose(p_gpu["W"], p_cpu["W"], rtol=1e-9, atol=1e-11)
@@ -725,6 +724,27 @@ def test_gpu_fused_and_per_batch_paths_agree(cupy):
         np.testing.assert_allclose(a["W"], b["W"], rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("make", [lambda: fb.Adam(0.01, weight_decay=1e-3),
+                                  lambda: fb.SGD(0.2, momentum=0.9, nesterov=True, weight_decay=1e-3)],
+                         ids=["adam", "nesterov"])
+@pytest.mark.parametrize("sizes,batch_size", [([20, 8, 3], 10), ([20, 8, 6, 3], 130)])
+def test_gpu_adam_and_nesterov_match_numpy_on_every_gpu_engine(cupy, fused, make, sizes, batch_size):
+    """The CUDA rule (fb_update: fused kernel, update_all, update_one) against the NumPy reference."""
+    X, y = small_problem(n=300)
+    cpu = fb.Network.from_sizes(sizes, backend="numpy", dtype="float64", seed=1)
+    gpu = fb.Network.from_sizes(sizes, backend=kernels.get_backend("cupy", "float64", fused=fused), seed=1)
+    h_cpu = cpu.fit(X, y, epochs=2, batch_size=batch_size, optimizer=make())
+    h_gpu = gpu.fit(X, y, epochs=2, batch_size=batch_size, optimizer=make())
+    expected = ("cupy-fused" if len(sizes) == 3 else "cupy-batched") if fused else "cupy-per-batch"
+    assert h_gpu["engine"] == expected and gpu.optimizer.t == cpu.optimizer.t
+    np.testing.assert_allclose(h_gpu.loss, h_cpu.loss, rtol=1e-9)
+    for p_gpu, p_cpu in zip(gpu.get_params(), cpu.get_params()):
+        np.testing.assert_allclose(p_gpu["W"], p_cpu["W"], rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(p_gpu["b"], p_cpu["b"], rtol=1e-9, atol=1e-11)
+
+
 BATCHED_CASES = [  # (sizes, activations, loss, SGD options, frozen of layer 0, batch size)
     ([20, 8, 3], ("sigmoid", "sigmoid"), "quadratic", {"lr": 3.0}, (), 200),
     ([20, 8, 6, 3], ("tanh", "relu", "sigmoid"), "binary_cross_entropy", {"momentum": 0.9, "weight_decay": 0.01}, (), 130),
@@ -754,7 +774,8 @@ def test_gpu_batched_epoch_matches_numpy(cupy, dtype, sizes, acts, loss, options
     be._batched_epoch = lambda *args: ran.append(1) or original(*args)
     hs = [n.fit(X, y, epochs=2, batch_size=batch_size, optimizer=fb.SGD(**({"lr": 0.5} | options)))
           for n in (gpu, cpu, exact)]
-    assert ran == [1, 1] and gpu.layers[0].velocity.keys() == cpu.layers[0].velocity.keys()
+    assert ran == [1, 1] and (gpu.optimizer.layer_state(gpu.layers[0]).keys()
+                              == cpu.optimizer.layer_state(cpu.layers[0]).keys())
     for p_gpu, p_cpu, p_exact in zip(gpu.get_params(), cpu.get_params(), exact.get_params()):
         for name in ("W", "b"):
             if dtype == "float64":
