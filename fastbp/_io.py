@@ -154,6 +154,19 @@ def check_writable(path):
     os.unlink(probe)
 
 
+def check_output(path, option):
+    """An output file named by a command-line ``option`` (None: not asked for), checked before any
+    work as :func:`check_writable` does; a ValueError naming the option and the path otherwise."""
+    if path is None:
+        return
+    if not path:
+        raise ValueError(f"{option}: expected a file path, got ''")
+    try:
+        check_writable(path)
+    except OSError as e:
+        raise ValueError(f"{option}: {path}: {e.strerror}") from None
+
+
 @contextmanager
 def atomic_write(path, mode="wb"):
     """A file to write ``path`` through: it is written under a temporary name in the same folder

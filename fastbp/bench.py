@@ -342,16 +342,12 @@ class BenchError(Exception):
 
 
 def _check_output(path, option):
-    from ._io import check_writable
+    from ._io import check_output
 
-    if path is None:
-        return
-    if not path:
-        raise BenchError(f"{option}: expected a file path, got ''")
     try:
-        check_writable(path)
-    except OSError as e:
-        raise BenchError(f"{option}: {path}: {e.strerror}") from None
+        check_output(path, option)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
 
 
 def _load_baseline(path, config):

@@ -6,7 +6,7 @@ import os
 import statistics
 import sys
 
-from ._io import check_writable
+from ._io import check_output
 from ._validation import check_nonneg_float, check_positive_float, check_positive_int
 
 
@@ -78,14 +78,7 @@ def _folder(text):
 def _check_save(path, option="--save"):
     """``--save PATH`` (and the other output files): checked before any data loads, so that a run
     is not lost at the end."""
-    if path is None:
-        return
-    if not path:
-        raise ValueError(f"{option}: expected a file path, got ''")
-    try:
-        check_writable(path)
-    except OSError as e:
-        raise ValueError(f"{option}: {path}: {e.strerror}") from None
+    check_output(path, option)
 
 
 def _one_line(error):

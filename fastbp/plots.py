@@ -70,7 +70,7 @@ def training_curves(history, path, title=None):
     left.set_xlabel("epoch")
     left.set_ylabel("loss (mean per sample)")
     left.set_title("loss" + (" (dashed: validation)" if val_losses else ""))
-    if losses and not many or len(losses) <= 10:
+    if 0 < len(losses) <= 10:  # more members than that: a legend would hide the curves
         left.legend(fontsize="small")
     accuracies = _series(history.get("val_accuracy", []))
     for k, series in enumerate(accuracies):

@@ -104,6 +104,20 @@ def _aligned_copy(a):
     return out
 
 
+def member_fields(networks, optimizers):
+    """What every plan holds beside the parameters, the same for both kinds: the activation codes
+    and slopes, the frozen masks (K x L), the optimiser's code, each member's hyperparameter vector
+    (K rows) and the optimisers themselves."""
+    first = networks[0]
+    return dict(
+        acts=np.array([ACT_CODES[layer.activation.name] for layer in first], dtype=np.int64),
+        slopes=np.array([layer.activation.slope for layer in first], dtype=np.float64),
+        frozen_w=np.array([["W" in layer.frozen for layer in net] for net in networks], dtype=np.bool_),
+        frozen_b=np.array([["b" in layer.frozen for layer in net] for net in networks], dtype=np.bool_),
+        opt=optimizers[0].code, hp=np.array([opt.hyperparameters() for opt in optimizers], dtype=np.float64),
+        optimizers=list(optimizers))
+
+
 def build_plan(networks, loss, optimizers, dtype, flush=0.0):
     """The plan of K networks of one shape (``networks``: one list of Dense layers per member,
     their parameters NumPy arrays), trained with ``loss`` and one optimiser per member (all of
@@ -133,13 +147,8 @@ def build_plan(networks, loss, optimizers, dtype, flush=0.0):
     Sb = aligned_zeros((K, max(slots, 1), bsize if slots else 1), dt)
     plan = Plan(
         sizes=sizes, lds=lds, woff=woff, boff=boff, W=W, b=b, SW=SW, Sb=Sb, slots=slots,
-        acts=np.array([ACT_CODES[layer.activation.name] for layer in first], dtype=np.int64),
-        slopes=np.array([layer.activation.slope for layer in first], dtype=np.float64),
-        frozen_w=np.array([["W" in layer.frozen for layer in net] for net in networks], dtype=np.bool_),
-        frozen_b=np.array([["b" in layer.frozen for layer in net] for net in networks], dtype=np.bool_),
         loss=LOSS_CODES[loss], mean=optimizers[0].reduction == "mean", tiny=float(flush),
-        opt=optimizers[0].code, hp=np.array([opt.hyperparameters() for opt in optimizers], dtype=np.float64),
-        optimizers=list(optimizers),
+        **member_fields(networks, optimizers),
     )
     for k, (net, opt) in enumerate(zip(networks, optimizers)):
         for i, layer in enumerate(net):
@@ -168,16 +177,10 @@ class LayerPlan:
 
     def __init__(self, networks, loss, optimizers, **fields):
         self.networks = [list(layers) for layers in networks]
-        self.optimizers = list(optimizers)
         self.loss = loss
         first = self.networks[0]
         self.sizes = np.array([first[0].n_in] + [layer.n_out for layer in first], dtype=np.int64)
-        self.acts = np.array([ACT_CODES[layer.activation.name] for layer in first], dtype=np.int64)
-        self.frozen_w = np.array([["W" in layer.frozen for layer in net] for net in self.networks], dtype=np.bool_)
-        self.frozen_b = np.array([["b" in layer.frozen for layer in net] for net in self.networks], dtype=np.bool_)
-        self.opt = self.optimizers[0].code
-        self.hp = np.array([opt.hyperparameters() for opt in self.optimizers], dtype=np.float64)
-        self.__dict__.update(fields)
+        self.__dict__.update(member_fields(self.networks, optimizers), **fields)
 
     @property
     def n_members(self):
@@ -187,10 +190,7 @@ class LayerPlan:
     def n_layers(self):
         return len(self.acts)
 
-    def refresh(self):
-        """The hyperparameters read again from the optimisers (a callback may have changed them)."""
-        for k, opt in enumerate(self.optimizers):
-            self.hp[k] = opt.hyperparameters()
+    refresh = Plan.refresh  # the same fields, the same code
 
     def unpack(self, networks=None, members=None):
         """Nothing to copy: the layers are the plan's parameters."""
