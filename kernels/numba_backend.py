@@ -282,17 +282,19 @@ class NumbaBackend(NumpyBackend):
 
 def run_workers(targets, stop, patience=None):
     """Run each callable of ``targets`` on a thread of its own and wait for all of them; their
-    first exception is raised here. When the wait is interrupted (Ctrl-C, or any exception in
-    this thread), ``stop[0]`` is set, which the compiled workers poll, and the workers are
-    waited for (at most ``patience`` seconds when given) before the interruption goes on: no
-    worker is left running. SIGINT is blocked while the threads start, so that an interrupt
-    cannot land inside ``Thread.start()`` and leave a worker nobody waits for.
+    first exception is raised here. On Ctrl-C, ``stop[0]`` is set, which the compiled workers poll,
+    and the workers are waited for (at most ``patience`` seconds when given) before the
+    KeyboardInterrupt goes on: no worker is left running.
 
-    Each worker sets an Event of its own when it finishes, and the waiting is on those:
-    ``Thread.join`` cannot be trusted after an interrupt (Python's ``_wait_for_tstate_lock``,
-    interrupted while the thread runs, releases the thread's lock and marks it stopped, so
-    ``is_alive()`` is False while the worker still runs), nor can a lock of our own (an interrupt
-    between its ``acquire()`` and the next line leaves it held)."""
+    In the main thread (where Python raises KeyboardInterrupt) SIGINT stays blocked from before
+    the threads start until they have ended, and the waiting thread takes it with
+    ``signal.sigtimedwait`` between checks of the workers' Events: an interrupt then never lands
+    inside ``Thread.start()`` (a worker nobody waits for) nor inside a lock (``Event.wait``'s
+    condition left held: the waiting thread and the worker's ``set()`` deadlocked, as a storm of
+    SIGINTs showed). Thread.join is not trusted either: interrupted while the thread runs, CPython
+    3.11 marks it stopped while it still runs. When the program has its own SIGINT handler, the
+    workers finish their epoch and the signal is raised again after it, for that handler.
+    Elsewhere (another thread, or no sigtimedwait) the wait is ``_run_unmasked``'s."""
     errors = []
     done = [threading.Event() for _ in targets]
 
@@ -306,6 +308,44 @@ def run_workers(targets, stop, patience=None):
 
     threads = [threading.Thread(target=guarded, args=(t, ev), name=f"fastbp-numba-{i}", daemon=True)
                for i, (t, ev) in enumerate(zip(targets, done))]
+    old = _block_sigint() if hasattr(signal, "sigtimedwait") else None
+    if old is None:
+        return _run_unmasked(threads, done, errors, stop, patience)
+    stopping = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C means: stop
+    interrupted, deadline, started = False, None, []
+    try:
+        for th, ev in zip(threads, done):
+            th.start()
+            started.append((th, ev))
+        while not all(ev.is_set() for _, ev in started):
+            if deadline is not None and time.monotonic() >= deadline:
+                break  # a compile cannot be stopped: it finishes, and is cached, on its thread
+            if signal.sigtimedwait({signal.SIGINT}, 0.01) is not None:
+                interrupted = True
+                if stopping:
+                    stop[0] = 1
+                    if patience is not None and deadline is None:
+                        deadline = time.monotonic() + patience
+        for th, ev in started:
+            if ev.is_set():
+                th.join(1.0)  # it is past its last line: this ends at once
+    except BaseException:  # another signal's handler raised here
+        stop[0] = 1
+        _wait_for(started, patience)
+        raise
+    finally:
+        _restore_sigmask(old)
+    if interrupted:
+        if stopping:
+            raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)  # the program's own handler, now the epoch is whole
+    if errors:
+        raise errors[0]
+
+
+def _run_unmasked(threads, done, errors, stop, patience):
+    """``run_workers`` where SIGINT cannot be kept blocked for the wait: the threads start with it
+    blocked (in the main thread), then the Events are waited on; an interrupt sets the stop flag."""
     started = []
     try:
         old = _block_sigint()

@@ -236,3 +236,30 @@ def test_interrupts_of_the_per_batch_numba_kernels_are_keyboard_interrupts(tmp_p
     out, _ = _finish(proc)
     kinds = json.loads(out.strip().splitlines()[-1])["kinds"]
     assert kinds and all(k.startswith("KeyboardInterrupt") for k in kinds), kinds
+
+
+OWN_HANDLER = PRELUDE + textwrap.dedent("""
+    import signal
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (30000, 784), dtype=np.uint8)  # an epoch of several seconds
+    y = rng.integers(0, 10, 30000)
+    net = fb.Network.from_sizes([784, 2000, 10], backend=make_backend("numba", 2), seed=0)
+    net.fit(X[:20], y[:20], epochs=1)
+    calls = []
+    signal.signal(signal.SIGINT, lambda *a: calls.append(time.monotonic()))
+    print("start", flush=True)
+    history = net.fit(X, y, epochs=1)
+    report(calls=len(calls), epochs=len(history.loss), finite=all(v == v for v in history.loss),
+           alive=fastbp_threads())
+""")
+
+
+def test_a_programs_own_sigint_handler_runs_and_the_epoch_is_not_cut(tmp_path):
+    """With its own SIGINT handler installed, a program's fit is not stopped by Ctrl-C: the
+    workers finish their epoch and the handler is called after it, once."""
+    proc = _start(tmp_path, OWN_HANDLER)
+    time.sleep(0.5)  # inside the epoch
+    proc.send_signal(signal.SIGINT)
+    out, _ = _finish(proc)
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result == {"calls": 1, "epochs": 1, "finite": True, "alive": []}
