@@ -291,23 +291,31 @@ def run_workers(targets, stop, patience=None):
     ``signal.sigtimedwait`` between checks of the workers' Events: an interrupt then never lands
     inside ``Thread.start()`` (a worker nobody waits for) nor inside a lock (``Event.wait``'s
     condition left held: the waiting thread and the worker's ``set()`` deadlocked, as a storm of
-    SIGINTs showed). Thread.join is not trusted either: interrupted while the thread runs, CPython
+    SIGINTs showed). It blocks on a lock per worker, released when the worker ends, so it returns
+    as soon as they are done, and polls for SIGINT between waits of 10 ms. Thread.join is not trusted either: interrupted while the thread runs, CPython
     3.11 marks it stopped while it still runs. When the program has its own SIGINT handler, the
     workers finish their epoch and the signal is raised again after it, for that handler.
     Elsewhere (another thread, or no sigtimedwait) the wait is ``_run_unmasked``'s."""
     errors = []
     done = [threading.Event() for _ in targets]
+    # a lock per worker, held until it finishes: the waiting thread blocks on it, so it wakes the
+    # moment the worker is done (a poll would add its period to every epoch), and an acquire is one
+    # C call that a signal cannot leave half done (Event.wait's Condition can be, see above)
+    released = [threading.Lock() for _ in targets]
+    for lock in released:
+        lock.acquire()
 
-    def guarded(target, finished):
+    def guarded(target, finished, lock):
         try:
             target()
         except BaseException as e:  # reported by the waiting thread
             errors.append(e)
         finally:
             finished.set()
+            lock.release()
 
-    threads = [threading.Thread(target=guarded, args=(t, ev), name=f"fastbp-numba-{i}", daemon=True)
-               for i, (t, ev) in enumerate(zip(targets, done))]
+    threads = [threading.Thread(target=guarded, args=(t, ev, lock), name=f"fastbp-numba-{i}", daemon=True)
+               for i, (t, ev, lock) in enumerate(zip(targets, done, released))]
     old = _block_sigint() if hasattr(signal, "sigtimedwait") else None
     if old is None:
         return _run_unmasked(threads, done, errors, stop, patience)
@@ -317,15 +325,21 @@ def run_workers(targets, stop, patience=None):
         for th, ev in zip(threads, done):
             th.start()
             started.append((th, ev))
-        while not all(ev.is_set() for _, ev in started):
+        waiting = list(released)
+        while waiting:
             if deadline is not None and time.monotonic() >= deadline:
                 break  # a compile cannot be stopped: it finishes, and is cached, on its thread
-            if signal.sigtimedwait({signal.SIGINT}, 0.01) is not None:
+            if waiting[0].acquire(timeout=0.01):
+                waiting.pop(0)
+                continue
+            if signal.sigtimedwait({signal.SIGINT}, 0) is not None:
                 interrupted = True
                 if stopping:
                     stop[0] = 1
                     if patience is not None and deadline is None:
                         deadline = time.monotonic() + patience
+        if signal.sigtimedwait({signal.SIGINT}, 0) is not None:  # one that came as the workers finished
+            interrupted = True
         for th, ev in started:
             if ev.is_set():
                 th.join(1.0)  # it is past its last line: this ends at once

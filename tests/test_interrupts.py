@@ -263,3 +263,25 @@ def test_a_programs_own_sigint_handler_runs_and_the_epoch_is_not_cut(tmp_path):
     out, _ = _finish(proc)
     result = json.loads(out.strip().splitlines()[-1])
     assert result == {"calls": 1, "epochs": 1, "finite": True, "alive": []}
+
+
+def test_the_wait_for_the_workers_ends_when_they_do_not_at_the_next_poll(monkeypatch):
+    """run_workers blocks on the workers themselves: it never sleeps in a signal poll (which would
+    add up to its period, 10 ms, to every epoch: a third of a short epoch). Checked by the calls
+    it makes: every sigtimedwait it makes is a non-blocking check."""
+    from kernels import numba_backend as nb
+
+    calls = []
+    real = signal.sigtimedwait
+
+    def spy(sigset, timeout):
+        calls.append(timeout)
+        return real(sigset, timeout)
+
+    monkeypatch.setattr(signal, "sigtimedwait", spy)
+    out = []
+    stop = nb._aligned_zeros(16, "int64")
+    for _ in range(20):
+        nb.run_workers([lambda: out.append(1), lambda: time.sleep(0.03) or out.append(2)], stop)
+    assert len(out) == 40
+    assert calls and all(t == 0 for t in calls)
