@@ -15,6 +15,7 @@ from __future__ import annotations
 from numba import njit
 
 from ._nb_common import JIT
+from ._nb_intrinsics import _rows_dot
 from ._nb_math import dact
 from ._nb_optim import begin, finish, gradient_slot
 
@@ -297,19 +298,26 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
 @njit(**JIT)
 def backprop_units(D, m, n_out, W, wo, ld, lo, hi, Zp, Ap, Dp, code, slope, tiny):
     """Deltas of the layer below, for its units lo:hi: Dp[s, i] = f'(z) * sum_j D[s, j] W[j, i]
-    (W transposed, stride ld: row j holds the weights of unit j). Uses W before its update."""
+    (W transposed, stride ld: row j holds the weights of unit j). Uses W before its update.
+    Whole 128-byte pieces of lo:hi are one vector combination of the rows each (``_rows_dot``,
+    its sums in registers), the rest a plain loop."""
     T = Dp.dtype.type
+    lanes = 128 // W.itemsize
     for s in range(m):
         g = Dp[s]
-        for i in range(lo, hi):
-            g[i] = T(0)
+        d = D[s]
+        i = lo
+        while i + lanes <= hi:
+            _rows_dot(W, None, d, 0, n_out, wo + i, ld, g, i)
+            i += lanes
+        for r in range(i, hi):
+            g[r] = T(0)
         for j in range(n_out):
-            d = D[s, j]
             w = W[wo + j * ld: wo + (j + 1) * ld]
-            for i in range(lo, hi):
-                g[i] += d * w[i]
+            for r in range(i, hi):
+                g[r] += d[j] * w[r]
         z = Zp[s]
         a = Ap[s]
-        for i in range(lo, hi):
-            v = g[i] * dact(z[i], a[i], code, slope)
-            g[i] = v if abs(v) >= tiny else T(0)
+        for r in range(lo, hi):
+            v = g[r] * dact(z[r], a[r], code, slope)
+            g[r] = v if abs(v) >= tiny else T(0)
