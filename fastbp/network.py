@@ -40,8 +40,10 @@ class History(dict):
     """Per-epoch lists ``loss``, ``val_loss``, ``val_accuracy`` and ``seconds`` (training time of
     each epoch, evaluation excluded), readable as keys or attributes; ``compile_seconds`` holds
     the time the backend spent compiling before the first epoch, ``engine`` the name of the
-    engine that trained (e.g. "numba-fused-1t", "numpy-per-batch"). An ensemble's history has
-    one value per member in each entry, and ``diverged`` (member -> epoch)."""
+    engine that trained (e.g. "numba-fused-1t", "numba-sparse-1t", "numpy-per-batch"), ``input``
+    what it read of the inputs (``layout``: "dense", "sparse" or "scipy.sparse", ``nbytes``; for
+    the sparse engines also ``density`` and ``dense_nbytes``). An ensemble's history has one value
+    per member in each entry, and ``diverged`` (member -> epoch)."""
 
     def __getattr__(self, key):
         try:

@@ -26,8 +26,9 @@ short last batch uses the full batch size; float32 by default.
 
 Inputs follow scikit-learn's conventions: X is used as given (uint8 is not scaled by 1/255 as
 ``fastbp.Network`` scales it; fitting on uint8 warns, :class:`UnscaledInputWarning`); scipy.sparse
-CSR/CSC X is accepted by fit, partial_fit and predict (densified per call here; the same results
-as the dense array). ``fit(X, y, sample_weight=None)``: weights scale each sample's share of the
+CSR/CSC X is accepted by fit, partial_fit and predict and stays sparse: the numba backend trains it
+with its sparse first layer (``fastbp.kernels.sparse``), the others gather sparse batches; the same
+results as the dense array. ``fit(X, y, sample_weight=None)``: weights scale each sample's share of the
 loss and of each batch's gradient, as scikit-learn's.
 
 Fitted attributes as scikit-learn documents them: ``coefs_``, ``intercepts_``, ``n_layers_``,
@@ -56,6 +57,7 @@ except ImportError:  # older: the estimator's own method (1.0-1.5)
         return estimator._validate_data(X, y, reset=reset, **kwargs)
 
 from . import kernels
+from .kernels.sparse import is_sparse
 from .layers import Dense
 from .network import Network
 from .optim import SGD, Adam
@@ -103,12 +105,6 @@ def _check_number(value, name, low, high=None, integer=False, low_inclusive=True
             f" and {'<=' if high_inclusive else '<'} {high}" if high is not None else "")
         raise ValueError(f"{name}: expected a number {bounds}, got {value!r}")
     return value
-
-
-def _dense(X):
-    """scipy.sparse X as a dense array (the sparse-input engine is another issue's; the values are
-    the same)."""
-    return X.toarray() if hasattr(X, "toarray") and hasattr(X, "tocsr") else X
 
 
 def _stochastic(estimator):
@@ -189,14 +185,13 @@ class _BaseMLP(BaseEstimator):
 
     # --- the inputs -------------------------------------------------------------------------
     def _validated(self, X, y, reset, **kwargs):
-        """X (dense, float64 or float32) and y through scikit-learn's validation. X is not
+        """X (float64 or float32, dense or scipy.sparse CSR/CSC) and y through scikit-learn's validation. X is not
         scaled, whatever its dtype (scikit-learn's convention): uint8 X with values above 1 gets
         an :class:`UnscaledInputWarning`, since ``fastbp.Network`` (and every backend) reads uint8
         as images and scales them by 1/255."""
         uint8 = _is_uint8(X)
         X, y = _validate_data(self, X, y, reset=reset, dtype=[np.float64, np.float32],
                               accept_sparse=["csr", "csc"], **kwargs)
-        X = _dense(X)
         if uint8 and X.size and X.max() > 1:
             warnings.warn(f"{type(self).__name__}: X is uint8 (values 0..{int(X.max())}), and the "
                           f"estimator trains on those values, not scaled, while fastbp.Network "
@@ -410,9 +405,9 @@ class _BaseMLP(BaseEstimator):
         trained weights: predictions then do not depend on how X is split into batches
         (float32 BLAS results do, at the 1e-7 level)."""
         check_is_fitted(self)
-        X = _dense(_validate_data(self, X, reset=False, dtype=[np.float64, np.float32], accept_sparse=["csr", "csc"]))
+        X = _validate_data(self, X, reset=False, dtype=[np.float64, np.float32], accept_sparse=["csr", "csc"])
         be = kernels.get_backend("numpy", "float64")
-        a = be.asarray(X)
+        a = X.tocsr().astype(np.float64) if is_sparse(X) else be.asarray(X)  # sparse: the first product is scipy's
         for layer, p in zip(self.net_.layers, self.net_.get_params()):
             a = be.forward(a, be.asarray(p["W"]), be.asarray(p["b"]), layer.activation)[1]
         return a

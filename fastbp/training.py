@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from ._validation import check_inputs, check_positive_int, check_sample_weight, check_targets
+from .kernels.sparse import SparseRows, is_sparse
 
 
 def check_fit_data(X, y, batch_size, validation_data, n_in, n_out):
@@ -63,6 +64,20 @@ class Run:
     def engine(self):
         """The name of the backend's engine that runs this fit (``<backend>-per-batch`` without a plan)."""
         return self.be.engine(self.plan)
+
+    @property
+    def inputs(self):
+        """What the engine reads of the training inputs: its layout ("dense", "sparse" for the
+        sparse engines' nonzero rows, "scipy.sparse" for the per-batch loop's CSR) and bytes; for
+        the sparse rows also the density and the bytes of the same data dense."""
+        rows = getattr(self.plan, "inputs", None)
+        if isinstance(rows, SparseRows):
+            return {"layout": "sparse", "nbytes": rows.nbytes, "density": rows.density,
+                    "dense_nbytes": rows.dense_nbytes}
+        data = self.data if rows is None else rows
+        if is_sparse(data):
+            return {"layout": "scipy.sparse", "nbytes": data.data.nbytes + data.indices.nbytes + data.indptr.nbytes}
+        return {"layout": "dense", "nbytes": int(data.nbytes)}
 
     def warmup(self):
         if self.plan is None:
@@ -161,6 +176,7 @@ def fit(members, optimizers, X, y, epochs, batch_size, shuffle, validation_data,
     run = Run(members, optimizers, X, scale, Y, batch_size, shuffle, weights)
     history = History(loss=[], val_loss=[], val_accuracy=[], seconds=[], lr=[])
     history["engine"] = run.engine
+    history["input"] = run.inputs
     history["compile_seconds"] = run.warmup()
     if not single:
         history["diverged"] = run.diverged

@@ -10,6 +10,7 @@ from numba import njit
 from ._nb_common import JIT
 from ._nb_epoch import train_epoch
 from ._nb_intrinsics import _load_acquire
+from ._nb_sparse import train_sparse_1t
 
 
 @njit(**JIT)
@@ -23,3 +24,16 @@ def train_members(ks, X, scale, Y, orders, bs, W, b, SW, Sb, woff, boff, sizes, 
         k = ks[i]
         totals[k] = train_epoch(X, scale, Y, orders[k], bs, W[k], b[k], SW[k], Sb[k], woff, boff, sizes, lds,
                                 acts, slopes, frozen_w[k], frozen_b[k], loss, opt, hp[k], mean, tiny, stop)
+
+
+@njit(**JIT)
+def train_members_sparse(ks, indptr, indices, values, scale, Y, orders, bs, W, b, SW, Sb, woff, boff, sizes, lds,
+                         acts, slopes, frozen_w, frozen_b, loss, opt, hp, mean, tiny, stop, totals):
+    """As ``train_members``, each member by the sparse epoch (``_nb_sparse.train_sparse_1t``)."""
+    for i in range(ks.shape[0]):
+        if _load_acquire(stop, 0) != 0:
+            return
+        k = ks[i]
+        totals[k] = train_sparse_1t(indptr, indices, values, scale, Y, orders[k], bs, W[k], b[k], SW[k], Sb[k],
+                                    woff, boff, sizes, lds, acts, slopes, frozen_w[k], frozen_b[k], loss, opt,
+                                    hp[k], mean, tiny, stop)

@@ -37,6 +37,7 @@ import numpy as np
 from . import ops
 from .base import ACTIVATIONS, LOSSES, Backend, Engine
 from .plan import LayerPlan
+from .sparse import is_sparse
 
 cp = None  # the cupy module, imported by _import_cupy() when the backend is constructed
 
@@ -284,7 +285,10 @@ class CupyBackend(Backend):
 
     def prepare_data(self, X):
         """The training inputs on the GPU for a whole fit: the one host-to-device copy of X (uint8
-        stays uint8, other data becomes ``self.dtype``); CuPy arrays are kept as they are."""
+        stays uint8, other data becomes ``self.dtype``); CuPy arrays are kept as they are.
+        scipy.sparse inputs are made dense on the way (the sparse engines are the CPU's)."""
+        if is_sparse(X):
+            X = X.toarray()
         if X.dtype == np.uint8:
             return cp.ascontiguousarray(cp.asarray(X))
         return self.asarray(X)

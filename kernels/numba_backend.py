@@ -62,15 +62,20 @@ from . import _nb_blocked as KP  # noqa: E402  (the blocked products: forward() 
 from . import _nb_common as KC  # noqa: E402  (the op codes the kernels take)
 from . import _nb_epoch as KF  # noqa: E402  (the fused epochs)
 from . import _nb_optim as KO  # noqa: E402  (the optimisers' update rules)
+from . import _nb_sparse as KS  # noqa: E402  (the fused epoch with a sparse first layer)
 from . import _numba_ensemble as KE  # noqa: E402  (the members' epochs)
 from .plan import aligned_zeros as _aligned_zeros  # noqa: E402
 from .plan import build_plan  # noqa: E402
+from .sparse import SparseRows, density, is_sparse  # noqa: E402
 
 # the two-thread kernel's barrier uses x86's pause instruction and libc's sched_yield
 TWO_THREADS_SUPPORTED = platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
 _COMPILED_PRODUCT_ROWS = 64  # forward(): from this many rows on, the compiled product instead of BLAS
 _COMPILE_PATIENCE = 0.25  # seconds an interrupted warmup waits for its worker (a compile cannot be stopped)
 _FLUSH = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 0.0}  # deltas below: zero (no subnormals)
+# sparse="auto" trains with the sparse first layer when at most this fraction of the training
+# inputs is nonzero (scipy.sparse input: always). Measured: see the README's sparse table.
+SPARSE_DENSITY = 0.30
 
 
 def _interrupt_as_such(method):
@@ -101,18 +106,25 @@ def _check_threads(threads):
 
 class NumbaBackend(NumpyBackend):
     """CPU backend compiled with Numba. ``threads``: 1 (default) or more (see the module doc);
-    ``fused``: False disables the one-call-per-epoch kernel (the per-batch kernels are used)."""
+    ``fused``: False disables the one-call-per-epoch kernel (the per-batch kernels are used);
+    ``sparse``: the fused engines' first layer runs over each sample's nonzero inputs only
+    (True), densely (False), or sparsely when at most ``SPARSE_DENSITY`` of the training inputs
+    are nonzero or they are scipy.sparse ("auto", the default)."""
 
     name = "numba"
 
-    def __init__(self, dtype="float32", threads=None, fused=True):
+    def __init__(self, dtype="float32", threads=None, fused=True, sparse="auto"):
         Backend.__init__(self, dtype)
         self.threads = _check_threads(threads)
         self.fused = bool(fused)
+        if not (sparse is True or sparse is False or sparse == "auto"):
+            raise ValueError(f"sparse: expected 'auto', True or False, got {sparse!r}")
+        self.sparse = sparse
         self._T = self.dtype.type
 
     def __repr__(self):
-        return f"NumbaBackend(dtype={self.dtype.name!r}, threads={self.threads})"
+        extra = "" if self.sparse == "auto" else f", sparse={self.sparse}"
+        return f"NumbaBackend(dtype={self.dtype.name!r}, threads={self.threads}{extra})"
 
     @staticmethod
     def is_available():
@@ -140,7 +152,9 @@ class NumbaBackend(NumpyBackend):
 
     @_interrupt_as_such
     def forward(self, x, W, b, activation):
-        if x.ndim == 2 and x.shape[0] >= _COMPILED_PRODUCT_ROWS:
+        if is_sparse(x):  # a batch of scipy.sparse rows: scipy's product, no densifying
+            z = np.asarray(x @ W, dtype=self.dtype) + b
+        elif x.ndim == 2 and x.shape[0] >= _COMPILED_PRODUCT_ROWS:
             # large batches (evaluation, prediction): the blocked compiled product, which leaves
             # BLAS's thread pool asleep. OpenBLAS's threads busy-wait for a while after each
             # threaded product, and would take the cores from the two-thread epoch that follows.
@@ -192,23 +206,41 @@ class NumbaBackend(NumpyBackend):
 
     def make_plan(self, networks, loss, optimizers, X, Y, batch_size=None):
         """The training plan of ``networks`` (one list of layers per member, all of one shape),
-        or None when the fused engines do not cover them."""
+        or None when the fused engines do not cover them. With a sparse first layer (see
+        ``sparse``) it holds the nonzeros of X, made here: once per fit."""
         if not all(self.covers(layers, loss, X, Y) for layers in networks):
             return None
-        return build_plan(networks, loss, optimizers, self.dtype, _FLUSH[self.dtype])
+        if self.use_sparse(X):
+            inputs = SparseRows.of(X, self.dtype)
+        elif is_sparse(X):  # the dense engines read a dense copy
+            inputs = np.ascontiguousarray(X.toarray(), dtype=np.uint8 if X.dtype == np.uint8 else self.dtype)
+        else:
+            inputs = None
+        return build_plan(networks, loss, optimizers, self.dtype, _FLUSH[self.dtype], inputs)
+
+    def use_sparse(self, X):
+        """Whether a fit on X trains with the sparse first layer."""
+        if self.sparse == "auto":
+            return is_sparse(X) or isinstance(X, SparseRows) or density(X) <= SPARSE_DENSITY
+        return self.sparse
 
     def engines(self):
         """``numba-members-Nt`` (K > 1 members on N = min(threads, K) workers, each owning whole
         members), ``numba-fused-2t`` (one network, two workers splitting the first layer),
         ``numba-fused-1t`` (one network, one thread), ``numba-per-batch``."""
-        def members(n):
-            return lambda plan: plan is not None and plan.n_members > 1 and min(self.threads, plan.n_members) == n
+        def members(n, sparse):
+            return lambda plan: (plan is not None and plan.input_major == sparse and plan.n_members > 1
+                                 and min(self.threads, plan.n_members) == n)
 
-        return (*(Engine(f"numba-members-{n}t", members(n)) for n in range(1, self.threads + 1)),
-                Engine("numba-fused-2t", lambda plan: plan is not None and plan.n_members == 1
-                       and self._two_threads(plan)),
-                Engine("numba-fused-1t", lambda plan: plan is not None and plan.n_members == 1),
-                *NumpyBackend.engines(self))
+        def one(sparse, two):
+            return lambda plan: (plan is not None and plan.input_major == sparse and plan.n_members == 1
+                                 and (not two or self._two_threads(plan)))
+
+        return tuple(e for sparse, kind in ((True, "sparse"), (False, "fused")) for e in (
+            *(Engine(f"numba-{'sparse-' if sparse else ''}members-{n}t", members(n, sparse))
+              for n in range(1, self.threads + 1)),
+            Engine(f"numba-{kind}-2t", one(sparse, True)),
+            Engine(f"numba-{kind}-1t", one(sparse, False)))) + NumpyBackend.engines(self)
 
     def _two_threads(self, plan):
         return (self.threads >= 2 and TWO_THREADS_SUPPORTED and plan.n_layers >= 2 and plan.sizes[1] >= 2)
@@ -239,6 +271,8 @@ class NumbaBackend(NumpyBackend):
         scale = float(scale)
         stop = _aligned_zeros(16, np.int64)
         p = plan
+        X = X if p.inputs is None else p.inputs
+        data = (X.indptr, X.indices, X.values) if p.input_major else (X,)
         shared = (p.woff, p.boff, p.sizes, p.lds, p.acts, p.slopes)
         if K_ == 1 and self._two_threads(p):
             dt, L = self.dtype, p.n_layers
@@ -248,15 +282,23 @@ class NumbaBackend(NumpyBackend):
             D = _aligned_zeros((L, bs, maxw), dt)
             flags = _aligned_zeros(32, np.int64)
             losses = np.zeros(2)
-            args = (X, scale, Y, orders[0], bs, p.W[0], p.b[0], p.SW[0], p.Sb[0], *shared, p.frozen_w[0],
-                    p.frozen_b[0], p.loss, p.opt, p.hp[0], p.mean, p.tiny, Z, A, D, flags, losses, stop)
-            run_workers([lambda t=t: KF.train_epoch_2t(t, *args) for t in (0, 1)], stop, patience)
+            common = (scale, Y, orders[0], bs, p.W[0], p.b[0], p.SW[0], p.Sb[0], *shared, p.frozen_w[0],
+                      p.frozen_b[0], p.loss, p.opt, p.hp[0], p.mean, p.tiny, Z, A, D)
+            if p.input_major:
+                P = _aligned_zeros((2, bs, int(p.lds[1])), dt)
+                args = (2, *data, X.split(), *common, P, flags, losses, stop)
+                work = [lambda t=t: KS.train_epoch_sparse(t, *args) for t in (0, 1)]
+            else:
+                args = (*data, *common, flags, losses, stop)
+                work = [lambda t=t: KF.train_epoch_2t(t, *args) for t in (0, 1)]
+            run_workers(work, stop, patience)
             totals[0] = losses[0]
             return totals
-        args = (X, scale, Y, orders, bs, p.W, p.b, p.SW, p.Sb, *shared, p.frozen_w, p.frozen_b, p.loss, p.opt,
+        args = (*data, scale, Y, orders, bs, p.W, p.b, p.SW, p.Sb, *shared, p.frozen_w, p.frozen_b, p.loss, p.opt,
                 p.hp, p.mean, p.tiny, stop, totals)
+        kernel = KE.train_members_sparse if p.input_major else KE.train_members
         n = max(1, min(self.threads, members.size))
-        run_workers([lambda ks=members[t::n]: KE.train_members(ks, *args) for t in range(n)], stop, patience)
+        run_workers([lambda ks=members[t::n]: kernel(ks, *args) for t in range(n)], stop, patience)
         return totals
 
     def warmup(self, layers, loss, X, Y, batch_size, opt):
@@ -274,7 +316,7 @@ class NumbaBackend(NumpyBackend):
         """As ``warmup``, for a plan (on a copy of it)."""
         t0 = time.perf_counter()
         n = min(2, X.shape[0])
-        scale = 1.0 / 255.0 if X.dtype == np.uint8 else 1.0
+        scale = 1.0 / 255.0 if X.dtype == np.uint8 else 1.0  # (the dtype of the data the plan reads too)
         orders = np.tile(np.arange(n, dtype=np.int64), (plan.n_members, 1))
         self.train_plan(plan.copy(), X, scale, Y, orders, min(batch_size, n), patience=_COMPILE_PATIENCE)
         return time.perf_counter() - t0

@@ -8,6 +8,7 @@ import numpy as np
 
 from .base import LOSS_CLIP, Activation, Backend
 from .ops import HP, OPTIMIZER_CODES, cancels
+from .sparse import is_sparse
 
 
 def _clip(a):
@@ -157,16 +158,19 @@ class NumpyBackend(Backend):
     def prepare_data(self, X):
         if type(X).__module__.startswith("cupy"):
             raise TypeError("got a CuPy array on the 'numpy' backend; pass a NumPy array")
+        if is_sparse(X):  # kept sparse (CSR): batches are gathered as sparse rows
+            X = X.tocsr()
+            return X if X.dtype in (np.uint8, self.dtype) else X.astype(self.dtype)
         return X if X.dtype == np.uint8 else self.asarray(X)
 
     def gather(self, X, idx, scale):
-        x = X[idx].astype(self.dtype)
+        x = X[idx].astype(self.dtype)  # scipy.sparse rows stay sparse: forward and backward take them
         if scale != 1:
-            x *= self.dtype.type(scale)
+            x = x * self.dtype.type(scale) if is_sparse(x) else np.multiply(x, self.dtype.type(scale), out=x)
         return x
 
     def forward(self, x, W, b, activation):
-        z = x @ W + b
+        z = np.asarray(x @ W) + b  # (x may be a batch of scipy.sparse rows)
         return z, _activate(z, activation)
 
     def activation_backward(self, g, z, a, activation):
@@ -183,7 +187,7 @@ class NumpyBackend(Backend):
         return float(np.sum(_loss_per_sample(a, y, loss)))
 
     def backward(self, x, W, delta, need_dx=True):
-        dW = x.T @ delta
+        dW = np.asarray(x.T @ delta)
         db = delta.sum(axis=0)
         dx = delta @ W.T if need_dx else None
         return dW, db, dx

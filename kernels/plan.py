@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import ACT_CODES, LOSS_CODES
+from .sparse import SparseRows
 
 ALIGN = 128  # bytes: rows of the packed buffers start on whole cache lines
 
@@ -36,7 +37,11 @@ class Plan:
     ``slopes``, ``loss``, ``mean`` (mean or summed gradients), ``opt`` (the optimiser's code),
     ``slots`` (its state arrays per parameter; 0: ``SW``/``Sb`` are 1 x 1 dummies). Per member
     (first axis K): ``W``, ``b``, ``SW``, ``Sb`` (K x slots x length), ``frozen_w``, ``frozen_b``,
-    ``hp``, and ``optimizers`` (the objects whose state this is)."""
+    ``hp``, and ``optimizers`` (the objects whose state this is). ``input_major``: the first
+    layer's weights are stored input-major instead (row i: the weights from input i, stride
+    ``lds[1]``), for the sparse engines, which read the inputs' nonzeros from ``inputs``
+    (``kernels/sparse.py``'s SparseRows); a dense engine's ``inputs`` is None (it reads the fit's
+    data) or a dense copy of scipy.sparse data."""
 
     def __init__(self, **fields):
         self.__dict__.update(fields)
@@ -50,8 +55,12 @@ class Plan:
         return len(self.acts)
 
     def view(self, flat, i):
-        """Layer i's (n_in, n_out) weights inside one member's row of W (or VW)."""
-        n_in, n_out, ld, o = self.sizes[i], self.sizes[i + 1], self.lds[i], self.woff[i]
+        """Layer i's (n_in, n_out) weights inside one member's row of W (or of a state slot)."""
+        n_in, n_out, o = self.sizes[i], self.sizes[i + 1], self.woff[i]
+        if i == 0 and self.input_major:
+            ld = self.lds[1]
+            return flat[o:o + n_in * ld].reshape(n_in, ld)[:, :n_out]
+        ld = self.lds[i]
         return flat[o:o + n_out * ld].reshape(n_out, ld)[:, :n_in].T
 
     def unpack(self, networks, members=None):
@@ -118,11 +127,13 @@ def member_fields(networks, optimizers):
         optimizers=list(optimizers))
 
 
-def build_plan(networks, loss, optimizers, dtype, flush=0.0):
+def build_plan(networks, loss, optimizers, dtype, flush=0.0, inputs=None):
     """The plan of K networks of one shape (``networks``: one list of Dense layers per member,
     their parameters NumPy arrays), trained with ``loss`` and one optimiser per member (all of
     one kind and reduction). ``flush``: the engine's threshold below which deltas are flushed
-    to zero."""
+    to zero. ``inputs``: what the engine reads instead of the fit's data: the training set's
+    ``SparseRows`` for the sparse engines (the first layer is then input-major), a dense copy of
+    scipy.sparse data for the dense ones, or None (the fit's data)."""
     dt = np.dtype(dtype)
     first = networks[0]
     kinds = {(opt.kind, opt.reduction) for opt in optimizers}
@@ -132,13 +143,17 @@ def build_plan(networks, loss, optimizers, dtype, flush=0.0):
     sizes = np.array([first[0].n_in] + [layer.n_out for layer in first], dtype=np.int64)
     pad = ALIGN // dt.itemsize  # rows padded to 128 bytes
     lds = (sizes + pad - 1) // pad * pad
+    input_major = isinstance(inputs, SparseRows)
+    span = sizes[1:] * lds[:-1]  # each layer's share of a row of W
+    if input_major:
+        span[0] = sizes[0] * lds[1]
     woff = np.zeros(L, dtype=np.int64)
     boff = np.zeros(L, dtype=np.int64)
     for i in range(1, L):
-        woff[i] = woff[i - 1] + sizes[i] * lds[i - 1]
+        woff[i] = woff[i - 1] + span[i - 1]
         boff[i] = boff[i - 1] + sizes[i]
     K = len(networks)
-    wsize = int(np.sum(sizes[1:] * lds[:-1]))
+    wsize = int(np.sum(span))
     bsize = int(-(-int(np.sum(sizes[1:])) // pad) * pad)
     slots = max(len(opt.slots) for opt in optimizers)
     W = aligned_zeros((K, wsize), dt)
@@ -147,6 +162,7 @@ def build_plan(networks, loss, optimizers, dtype, flush=0.0):
     Sb = aligned_zeros((K, max(slots, 1), bsize if slots else 1), dt)
     plan = Plan(
         sizes=sizes, lds=lds, woff=woff, boff=boff, W=W, b=b, SW=SW, Sb=Sb, slots=slots,
+        input_major=input_major, inputs=inputs,
         loss=LOSS_CODES[loss], mean=optimizers[0].reduction == "mean", tiny=float(flush),
         **member_fields(networks, optimizers),
     )

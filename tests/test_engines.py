@@ -23,10 +23,13 @@ def names(be):
 
 def test_each_backend_lists_its_engines_the_per_batch_loop_last():
     assert names(fb.get_backend("numpy")) == ["numpy-per-batch"]
-    assert names(fb.get_backend("numba")) == ["numba-members-1t", "numba-fused-2t", "numba-fused-1t",
+    assert names(fb.get_backend("numba")) == ["numba-sparse-members-1t", "numba-sparse-2t", "numba-sparse-1t",
+                                              "numba-members-1t", "numba-fused-2t", "numba-fused-1t",
                                               "numba-per-batch"]
-    assert names(fb.get_backend("numba", threads=3))[:3] == ["numba-members-1t", "numba-members-2t",
-                                                             "numba-members-3t"]
+    three = names(fb.get_backend("numba", threads=3))
+    for kind in ("sparse-members", "members"):
+        k = three.index(f"numba-{kind}-1t")
+        assert three[k:k + 3] == [f"numba-{kind}-{n}t" for n in (1, 2, 3)]
     from fastbp.kernels.cupy_backend import CupyBackend
 
     gpu = object.__new__(CupyBackend)  # no GPU here: the list and covers() need none
@@ -37,6 +40,7 @@ def test_each_backend_lists_its_engines_the_per_batch_loop_last():
         assert [e.covers(None) for e in be.engines()][-1] and not any(e.covers(None) for e in be.engines()[:-1])
 
 
+@pytest.mark.parametrize("sparse", [False, True])
 @pytest.mark.parametrize("threads,members,sizes,expected", [
     (1, 1, [12, 5, 3], "numba-fused-1t"),
     (2, 1, [12, 5, 3], "numba-fused-2t" if TWO_THREADS_SUPPORTED else "numba-fused-1t"),
@@ -45,8 +49,10 @@ def test_each_backend_lists_its_engines_the_per_batch_loop_last():
     (2, 3, [12, 5, 3], "numba-members-2t"),
     (4, 3, [12, 5, 3], "numba-members-3t"),  # a worker per member, no more
 ])
-def test_the_engine_that_covers_the_plan_runs_and_history_names_it(threads, members, sizes, expected):
-    be = fb.get_backend("numba", threads=threads)
+def test_the_engine_that_covers_the_plan_runs_and_history_names_it(threads, members, sizes, expected, sparse):
+    be = fb.get_backend("numba", threads=threads, sparse=sparse)
+    if sparse:
+        expected = expected.replace("fused-", "sparse-").replace("members-", "sparse-members-")
     if members == 1:
         h = fb.Network.from_sizes(sizes, backend=be, seed=0).fit(X, y, epochs=1)
     else:

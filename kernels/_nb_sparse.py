@@ -1,0 +1,146 @@
+"""The fused epoch with a sparse first layer (``train_epoch_sparse``, one worker of one or two):
+the first layer's forward product and weight gradient run over each sample's nonzero inputs only
+(``kernels/sparse.py``'s rows: indices and values per sample, made once per fit), the layers above
+as in the dense epoch (``_nb_blocked.py``), the optimiser's rule of ``_nb_optim.py`` around them.
+
+Layout: the first layer's weights INPUT-MAJOR (row i holds the weights from input i to every
+unit, padded to 128 bytes), so that each nonzero input is one contiguous multiply-add over the
+units (``_rows_dot``), and the update adds into the rows of the batch's nonzeros only
+(``_rows_axpy``). The layers above keep the dense epoch's transposed layout (plan.py).
+
+Two workers split the first layer by INPUTS: worker t owns the weight rows of inputs [0, split)
+(t = 0) or [split, n_in) (t = 1), ``split`` chosen per fit so that each holds half the nonzeros.
+Per batch: both compute their partial forward sums; barrier; worker 0 adds them up (plus the bias)
+and runs the layers above, the output deltas, the deltas of the first layer and the updates of
+everything but the first layer's weights; barrier; each updates its own rows (and their optimiser
+state: whole flat ranges, so the rules of ``_nb_optim.py`` apply as they are).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._nb_blocked import backprop_units, forward_units, update_layer_units
+from ._nb_common import JIT
+from ._nb_epoch import AHEAD, _barrier, gather_rows, prefetch_rows, zeros_aligned
+from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
+from ._nb_math import activate_full, output_deltas
+from ._nb_optim import begin, finish, gradient_slot
+
+
+@njit(**JIT)
+def prefetch_sample(indptr, indices, values, r):
+    """Start loading sample r's nonzeros (indices and values) into the cache."""
+    p0, p1 = indptr[r], indptr[r + 1]
+    if p1 > p0:
+        for p in range(p0, p1, max(1, 64 // indices.itemsize)):
+            _prefetch(indices, p)
+        _prefetch(indices, p1 - 1)
+        for p in range(p0, p1, max(1, 64 // values.itemsize)):
+            _prefetch(values, p)
+        _prefetch(values, p1 - 1)
+
+
+@njit(**JIT)
+def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, bs, W, b, SW, Sb, woff, boff,
+                       sizes, lds, acts, slopes, frozen_w, frozen_b, loss, opt, hp, mean, tiny, Z, A, D, P,
+                       flags, losses, stop):
+    """Worker t of nw (1 or 2) of one epoch over the samples ``order`` (see the module doc).
+    ``Z``, ``A``, ``D`` (L x bs x width) and ``P`` (nw x bs x lds[1]: each worker's partial
+    first-layer sums) are shared by the workers; the summed loss goes to ``losses[0]``.
+    ``stop[0] != 0`` ends the epoch early (polled before each batch and in the barriers)."""
+    T = W.dtype.type
+    L = acts.shape[0]
+    n = order.shape[0]
+    H = sizes[1]
+    ld = lds[1]  # the input-major rows' length: the first layer's units, padded
+    lanes = 128 // W.itemsize
+    w0 = woff[0]
+    rlo, rhi = (0, sizes[0]) if nw == 1 else ((0, split) if t == 0 else (split, sizes[0]))
+    lo_p = np.zeros(bs, np.int64)  # this worker's nonzeros of each sample of the batch
+    hi_p = np.zeros(bs, np.int64)
+    yb = zeros_aligned((bs, D.shape[2]), W)
+    zs0 = T(scale)
+    one = T(1)
+    slot = gradient_slot(opt, hp)
+    G = W if slot < 0 else SW[slot]  # where the first layer's weight gradient goes
+    total = 0.0
+    nb = (n + bs - 1) // bs
+    for k in range(nb):
+        if _load_acquire(stop, 0) != 0:
+            return
+        start = k * bs
+        m = min(bs, n - start)
+        red = 1.0 / m if mean else 1.0
+        for s in range(m):  # this worker's share of the first layer's forward sums
+            if start + s + AHEAD < n:
+                prefetch_sample(indptr, indices, values, order[start + s + AHEAD])
+            r = order[start + s]
+            p0, p1 = indptr[r], indptr[r + 1]
+            if nw > 1:
+                q = p0 + np.searchsorted(indices[p0:p1], split)
+                p0, p1 = (p0, q) if t == 0 else (q, p1)
+            lo_p[s], hi_p[s] = p0, p1
+            for j in range(0, ld, lanes):
+                _rows_dot(W, indices, values, p0, p1, w0 + j, ld, P[t, s], j)
+        if nw > 1 and not _barrier(flags, t, 2 * k + 1, stop):
+            return
+        if t == 0:
+            gather_rows(Y, order, start, m, 0, m, yb)
+            prefetch_rows(Y, order, start + m, 0, min(bs, n - start - m))
+            b0 = b[boff[0]:boff[0] + H]
+            for s in range(m):
+                z = Z[0, s]
+                for j in range(H):
+                    v = P[0, s, j]
+                    if nw > 1:
+                        v += P[1, s, j]
+                    z[j] = v * zs0 + b0[j]
+            activate_full(Z[0], A[0], m, H, acts[0], T(slopes[0]))
+            for l in range(1, L):
+                forward_units(A[l - 1], m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
+                              sizes[l + 1], one, Z[l])
+                activate_full(Z[l], A[l], m, sizes[l + 1], acts[l], T(slopes[l]))
+            out = L - 1
+            total += output_deltas(Z[out], A[out], yb, D[out], m, sizes[L], acts[out], T(slopes[out]), loss,
+                                   T(tiny))
+            for l in range(L - 1, 0, -1):
+                backprop_units(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
+                               D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
+                update_layer_units(A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, sizes[l + 1],
+                                   1.0, opt, hp, red, k, frozen_w[l], frozen_b[l])
+            # the first layer's biases (its weights below): the rule's bias part only
+            update_layer_units(A[0], m, ld, W, SW, w0, b, Sb, boff[0], D[0], 0, H, 1.0, opt, hp, red, k,
+                               True, frozen_b[0])
+        if nw > 1 and not _barrier(flags, t, 2 * k + 2, stop):
+            return
+        if not frozen_w[0]:  # this worker's rows of the first layer's weights
+            lo_i, hi_i = w0 + rlo * ld, w0 + rhi * ld
+            cs = T(begin(opt, hp, W, SW, lo_i, hi_i, True, red) * red * scale)
+            for s in range(m):
+                for j in range(0, ld, lanes):
+                    _rows_axpy(G, indices, values, lo_p[s], hi_p[s], w0 + j, ld, cs, D[0, s], j)
+            finish(opt, hp, W, SW, lo_i, hi_i, True, red, k)
+    if t == 0:
+        losses[0] = total
+
+
+@njit(**JIT)
+def train_sparse_1t(indptr, indices, values, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, acts,
+                    slopes, frozen_w, frozen_b, loss, opt, hp, mean, tiny, stop):
+    """The sparse epoch on one thread (``train_epoch_sparse`` with nw = 1, its buffers made here);
+    returns the summed loss."""
+    L = acts.shape[0]
+    maxw = 1
+    for l in range(1, L + 1):
+        maxw = max(maxw, lds[l])
+    Z = zeros_aligned((L, bs, maxw), W)
+    A = zeros_aligned((L, bs, maxw), W)
+    D = zeros_aligned((L, bs, maxw), W)
+    P = zeros_aligned((1, bs, lds[1]), W)
+    flags = np.zeros(32, np.int64)
+    losses = np.zeros(2)
+    train_epoch_sparse(0, 1, indptr, indices, values, sizes[0], scale, Y, order, bs, W, b, SW, Sb, woff, boff,
+                       sizes, lds, acts, slopes, frozen_w, frozen_b, loss, opt, hp, mean, tiny, Z, A, D, P, flags,
+                       losses, stop)
+    return losses[0]
