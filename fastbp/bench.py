@@ -5,12 +5,15 @@
     fastbp bench --dataset digits --engines numpy,numba --json bench.json --plot bench.png
     fastbp bench --compare bench.json                   # ratios to a baseline; exit 1 if slower
     fastbp bench --dataset mnist-test --batch-size 100
+    fastbp bench --dataset mnist-test --engines sparse   # the sparse first layer against the dense one
     fastbp bench --ensemble 16                          # adds the ensemble rows (16 networks at once)
     fastbp bench --ensemble 16 --engines ensemble       # only the ensemble rows
     python scripts/bench.py ...                         # the same, from the repository (and --gpu)
 
-``--engines`` takes names or families: ``numpy`` (numpy-f32, numpy-f64), ``numba`` (every numba
-row), ``torch``, ``ensemble``; ``all`` (the default) is every single-network row. ``--json PATH``
+``--engines`` takes names or families: ``numpy`` (numpy-f32, numpy-f64), ``numba`` (numba-f32-t1,
+..., numba-f64-t2: numba's default, sparse="auto"), ``sparse`` (numba-f32-t1-dense,
+numba-f32-t1-sparse and the two-thread pair: the first layer dense or sparse, forced), ``torch``,
+``ensemble``; ``all`` (the default) is every single-network row. The notes name the engine that ran. ``--json PATH``
 writes ``{"machine", "date", "config", "args", "results"}``, each result with ``engine``,
 ``label``, ``seconds`` (per epoch), ``seconds_per_epoch`` (their median), ``samples_per_second``,
 ``accuracy`` and notes. ``--plot PATH`` draws samples per second per engine (log scale; the
@@ -53,8 +56,9 @@ import time
 
 import numpy as np
 
+SPARSE_ENGINES = ("numba-f32-t1-dense", "numba-f32-t1-sparse", "numba-f32-t2-dense", "numba-f32-t2-sparse")
 ENGINES = ("numpy-f32", "numpy-f64", "numba-f32-t1", "numba-f32-t2", "numba-f64-t1", "numba-f64-t2",
-           "torch-manual", "torch-autograd", "sklearn")
+           *SPARSE_ENGINES, "torch-manual", "torch-autograd", "sklearn")
 ENSEMBLE_ENGINES = ("ensemble-f32-t1", "ensemble-f32-t2", "sequential-f32-t1", "torch-func-ensemble",
                     "torch-sequential")
 ENSEMBLE_REF = "sequential-f32-t1"  # the ensemble rows' ratio column is relative to this one
@@ -89,14 +93,18 @@ def run_fastbp(engine, data, args):
     import fastbp as fb
 
     X, y, Xt, yt = data
-    kind, dtype = engine.split("-")[0], {"f32": "float32", "f64": "float64"}[engine.split("-")[1]]
-    options = {"threads": int(engine.split("-t")[1])} if kind == "numba" else {}
+    parts = engine.split("-")  # numba-f32-t1[-dense|-sparse]: numba's sparse="auto" without a suffix
+    kind, dtype = parts[0], {"f32": "float32", "f64": "float64"}[parts[1]]
+    options = {}
+    if kind == "numba":
+        options = {"threads": threads_of(engine), "sparse": {"dense": False, "sparse": True}.get(parts[-1], "auto")}
     backend = fb.get_backend(kind, dtype, **options)
     net = fb.Network.from_sizes([X.shape[1], *SIZES[1:-1], int(y.max()) + 1], backend=backend, seed=0)
     h = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     extra = {"compile_s": h["compile_seconds"]}
     if kind == "numba":
         extra["cpu"] = backend.info()["cpu_name"]
+        extra["fastbp_engine"] = [h["engine"]]
     return h["seconds"], net.evaluate(Xt, yt)["accuracy"], extra
 
 
@@ -332,7 +340,7 @@ def machine():
 
 DATASETS = ("fashion-mnist", "mnist", "mnist-test", "digits")
 FAMILIES = {"numpy": ("numpy-f32", "numpy-f64"),
-            "numba": ("numba-f32-t1", "numba-f32-t2", "numba-f64-t1", "numba-f64-t2"),
+            "numba": ("numba-f32-t1", "numba-f32-t2", "numba-f64-t1", "numba-f64-t2"), "sparse": SPARSE_ENGINES,
             "torch": ("torch-manual", "torch-autograd"), "ensemble": ENSEMBLE_ENGINES}
 CONFIG_KEYS = ("dataset", "batch_size", "lr", "sklearn_lr", "blas_threads", "ensemble")  # what a comparison needs equal
 
@@ -444,7 +452,7 @@ def _main(argv):
     baseline = _load_baseline(args.compare, config) if args.compare else None
     missing = [e for e in wanted if not available(e)]
     engines = [e for e in wanted if e not in missing
-               and not (e.startswith(("numba", "ensemble")) and int(e[-1]) not in threads)]
+               and not (e.startswith(("numba", "ensemble")) and threads_of(e) not in threads)]
 
     model, cores, versions = machine()
     date = datetime.datetime.now().strftime('%Y-%m-%d %H:%M')
@@ -493,7 +501,7 @@ def _main(argv):
             notes.append(f"accuracy min {min(accs):.4f} max {max(accs):.4f}")
         if "compile_s" in r:
             notes.append(f"compile {r['compile_s']:.2f} s")
-        if "fastbp_engine" in r and ensemble:
+        if "fastbp_engine" in r:
             notes.append("engine " + "/".join(r["fastbp_engine"]))
         if r["engine"] == "sklearn":
             notes.append(f"log-loss, lr {r['lr']}")
@@ -551,9 +559,16 @@ def label(engine, members=None):
              "torch-func-ensemble": f"PyTorch CPU torch.func ensemble of {members} (vmap, grad)",
              "torch-sequential": f"PyTorch CPU {members} hand-written runs one after another"}
     if engine.startswith("numba"):
-        _, f, t = engine.split("-")
-        return f"fastbp numba float{f[1:]}, {t[1:]} thread{'s' if t != 't1' else ''}"
+        parts = engine.split("-")
+        layer = f", {parts[3]} first layer" if len(parts) > 3 else ""
+        t = threads_of(engine)
+        return f"fastbp numba float{parts[1][1:]}, {t} thread{'s' if t != 1 else ''}{layer}"
     return names[engine]
+
+
+def threads_of(engine):
+    """The thread count in a numba or ensemble engine's name (numba-f32-t2-sparse: 2)."""
+    return int(next(p for p in engine.split("-") if p[0] == "t" and p[1:].isdigit())[1:])
 
 
 if __name__ == "__main__":

@@ -108,3 +108,17 @@ def test_an_ensembles_history_is_json_and_a_plot_with_a_line_per_member(tmp_path
     assert data["diverged"] == {"1": 1} and data["loss"][1][1] is None  # NaN as null: standard JSON
     h.plot(tmp_path / "e.png")
     assert image.imread(tmp_path / "e.png").shape[:2] == (360, 900)
+
+
+def test_the_sparse_family_runs_the_first_layer_dense_and_sparse_and_names_the_engine(tmp_path):
+    from fastbp import bench as B
+
+    assert [B.threads_of(e) for e in B.SPARSE_ENGINES] == [1, 1, 2, 2]
+    assert B.label("numba-f32-t2-sparse") == "fastbp numba float32, 2 threads, sparse first layer"
+    dry = bench("--engines", "sparse", "--threads", "1", "--dry-run", cwd=tmp_path)
+    assert dry.returncode == 0 and "would run: numba-f32-t1-dense, numba-f32-t1-sparse" in dry.stdout
+    run = bench("--engines", "numba-f32-t1-dense,numba-f32-t1-sparse", "--json", "s.json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rows = json.loads((tmp_path / "s.json").read_text())["results"]
+    assert [r["fastbp_engine"] for r in rows] == [["numba-fused-1t"], ["numba-sparse-1t"]]
+    assert "engine numba-sparse-1t" in run.stdout
