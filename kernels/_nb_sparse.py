@@ -10,10 +10,12 @@ units (``_rows_dot``), and the update adds into the rows of the batch's nonzeros
 
 Two workers split the first layer by INPUTS: worker t owns the weight rows of inputs [0, split)
 (t = 0) or [split, n_in) (t = 1), ``split`` chosen per fit so that each holds half the nonzeros.
-Per batch: both compute their partial forward sums; barrier; worker 0 adds them up (plus the bias)
-and runs the layers above, the output deltas, the deltas of the first layer and the updates of
-everything but the first layer's weights; barrier; each updates its own rows (and their optimiser
-state: whole flat ranges, so the rules of ``_nb_optim.py`` apply as they are).
+Per batch: both compute their partial forward sums for every sample; barrier; each takes half of
+the batch's samples through the rest (adds up the partial sums and the bias, the layers above,
+the output deltas, the deltas back to the first layer); barrier; worker 0 updates the layers above
+and the first layer's biases, and each worker its own rows of the first layer's weights (and
+their optimiser state: whole flat ranges, so the rules of ``_nb_optim.py`` apply as they are).
+Between barriers no array is written by one worker and read or written by the other.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
                        flags, losses, stop):
     """Worker t of nw (1 or 2) of one epoch over the samples ``order`` (see the module doc).
     ``Z``, ``A``, ``D`` (L x bs x width) and ``P`` (nw x bs x lds[1]: each worker's partial
-    first-layer sums) are shared by the workers; the summed loss goes to ``losses[0]``.
+    first-layer sums) are shared by the workers; worker t's summed loss goes to ``losses[t]``.
     ``stop[0] != 0`` ends the epoch early (polled before each batch and in the barriers)."""
     T = W.dtype.type
     L = acts.shape[0]
@@ -85,35 +87,40 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
                 _rows_dot(W, indices, values, p0, p1, w0 + j, ld, P[t, s], j)
         if nw > 1 and not _barrier(flags, t, 2 * k + 1, stop):
             return
-        if t == 0:
-            gather_rows(Y, order, start, m, 0, m, yb)
-            prefetch_rows(Y, order, start + m, 0, min(bs, n - start - m))
+        # this worker's samples s0:s1 through the layers above and back to the first layer's deltas
+        half = m // 2
+        s0, s1 = (0, m) if nw == 1 else ((0, half) if t == 0 else (half, m))
+        ms = s1 - s0
+        if ms > 0:
+            gather_rows(Y, order, start, m, s0, s1, yb)
+            prefetch_rows(Y, order, start + m, s0, min(s1, n - start - m))
             b0 = b[boff[0]:boff[0] + H]
-            for s in range(m):
+            for s in range(s0, s1):
                 z = Z[0, s]
                 for j in range(H):
                     v = P[0, s, j]
                     if nw > 1:
                         v += P[1, s, j]
                     z[j] = v * zs0 + b0[j]
-            activate_full(Z[0], A[0], m, H, acts[0], T(slopes[0]))
+            activate_full(Z[0, s0:s1], A[0, s0:s1], ms, H, acts[0], T(slopes[0]))
             for l in range(1, L):
-                forward_units(A[l - 1], m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
-                              sizes[l + 1], one, Z[l])
-                activate_full(Z[l], A[l], m, sizes[l + 1], acts[l], T(slopes[l]))
+                forward_units(A[l - 1, s0:s1], ms, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
+                              sizes[l + 1], one, Z[l, s0:s1])
+                activate_full(Z[l, s0:s1], A[l, s0:s1], ms, sizes[l + 1], acts[l], T(slopes[l]))
             out = L - 1
-            total += output_deltas(Z[out], A[out], yb, D[out], m, sizes[L], acts[out], T(slopes[out]), loss,
-                                   T(tiny))
+            total += output_deltas(Z[out, s0:s1], A[out, s0:s1], yb[s0:s1], D[out, s0:s1], ms, sizes[L], acts[out],
+                                   T(slopes[out]), loss, T(tiny))
             for l in range(L - 1, 0, -1):
-                backprop_units(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
-                               D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
-                update_layer_units(A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, sizes[l + 1],
-                                   1.0, opt, hp, red, k, frozen_w[l], frozen_b[l])
-            # the first layer's biases (its weights below): the rule's bias part only
-            update_layer_units(A[0], m, ld, W, SW, w0, b, Sb, boff[0], D[0], 0, H, 1.0, opt, hp, red, k,
-                               True, frozen_b[0])
+                backprop_units(D[l, s0:s1], ms, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1, s0:s1],
+                               A[l - 1, s0:s1], D[l - 1, s0:s1], acts[l - 1], T(slopes[l - 1]), T(tiny))
         if nw > 1 and not _barrier(flags, t, 2 * k + 2, stop):
             return
+        if t == 0:  # the layers above and the first layer's biases, from every sample's deltas
+            for l in range(L - 1, 0, -1):
+                update_layer_units(A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, sizes[l + 1],
+                                   1.0, opt, hp, red, k, frozen_w[l], frozen_b[l])
+            update_layer_units(A[0], m, ld, W, SW, w0, b, Sb, boff[0], D[0], 0, H, 1.0, opt, hp, red, k,
+                               True, frozen_b[0])  # (the rule's bias part only: the weights come next)
         if not frozen_w[0]:  # this worker's rows of the first layer's weights
             lo_i, hi_i = w0 + rlo * ld, w0 + rhi * ld
             cs = T(begin(opt, hp, W, SW, lo_i, hi_i, True, red) * red * scale)
@@ -121,8 +128,7 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
                 for j in range(0, ld, lanes):
                     _rows_axpy(G, indices, values, lo_p[s], hi_p[s], w0 + j, ld, cs, D[0, s], j)
             finish(opt, hp, W, SW, lo_i, hi_i, True, red, k)
-    if t == 0:
-        losses[0] = total
+    losses[t] = total
 
 
 @njit(**JIT)

@@ -292,7 +292,7 @@ class NumbaBackend(NumpyBackend):
                 args = (*data, *common, flags, losses, stop)
                 work = [lambda t=t: KF.train_epoch_2t(t, *args) for t in (0, 1)]
             run_workers(work, stop, patience)
-            totals[0] = losses[0]
+            totals[0] = losses[0] + (losses[1] if p.input_major else 0.0)  # the sparse workers share the samples
             return totals
         args = (*data, scale, Y, orders, bs, p.W, p.b, p.SW, p.Sb, *shared, p.frozen_w, p.frozen_b, p.loss, p.opt,
                 p.hp, p.mean, p.tiny, stop, totals)
