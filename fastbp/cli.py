@@ -120,6 +120,9 @@ def build_parser():
     train.add_argument("--dtype", default="float32", choices=("float32", "float64"))
     train.add_argument("--threads", type=int, default=None, choices=(1, 2),
                        help="numba backend: 1 (default) or 2 worker threads for the fused epoch")
+    train.add_argument("--sparse", default=None, choices=("auto", "on", "off"),
+                       help="numba backend: the first layer over each sample's nonzero inputs only (on), "
+                            "dense (off), or by the data's density (auto, the default)")
     train.add_argument("--seed", type=_seed, default=0)
     train.add_argument("--no-download", action="store_true", help="never try to download data")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -183,6 +186,11 @@ def train(args, out=print):
             raise ValueError(f"--threads: applies to the numba backend, but --backend {args.backend} "
                              f"is {fb.kernels.resolve(args.backend)!r} here")
         options["threads"] = args.threads
+    if args.sparse is not None:
+        if fb.kernels.resolve(args.backend) != "numba":
+            raise ValueError(f"--sparse: applies to the numba backend, but --backend {args.backend} "
+                             f"is {fb.kernels.resolve(args.backend)!r} here")
+        options["sparse"] = {"auto": "auto", "on": True, "off": False}[args.sparse]
     backend = fb.kernels.get_backend(args.backend, args.dtype, **options)
 
     data = _choose_dataset(args, out)

@@ -76,6 +76,18 @@ def test_threads_option_trains_on_two_numba_workers(capsys):
     assert float(out.splitlines()[-1].split("test accuracy ")[1].split(",")[0]) > 0.8
 
 
+@pytest.mark.parametrize("sparse,engine", [("on", "numba-sparse-1t"), ("off", "numba-fused-1t")])
+def test_sparse_option_picks_the_first_layers_engine(capsys, sparse, engine):
+    pytest.importorskip("numba")
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--backend", "numba", "--sparse", sparse,
+                         "--epochs", "1", "--no-progress")
+    assert code == 0, err
+    assert f"engine {engine}" in out.splitlines()[-1]
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--backend", "numpy", "--sparse", sparse,
+                         "--epochs", "1", "--no-progress")
+    assert code == 2 and "--sparse: applies to the numba backend" in err
+
+
 def test_idx_folder_dataset(capsys, tmp_path):
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 60), ("t10k", 20)):
