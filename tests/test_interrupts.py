@@ -21,6 +21,8 @@ PRELUDE = textwrap.dedent("""
     def make_backend(name, threads):
         if name == "numba":
             return fb.kernels.get_backend("numba", threads=threads)
+        if name == "numba-sparse":  # the sparse first layer's engines
+            return fb.kernels.get_backend("numba", threads=threads, sparse=True)
         return fb.kernels.get_backend(name)
 
     def fastbp_threads():
@@ -105,7 +107,8 @@ def _finish(proc, timeout=120):
 
 
 @pytest.mark.parametrize("backend,threads,members", [("numpy", 1, 1), ("numba", 1, 1), ("numba", 2, 1),
-                                                     ("numpy", 1, 3), ("numba", 2, 3)])
+                                                     ("numpy", 1, 3), ("numba", 2, 3), ("numba-sparse", 1, 1),
+                                                     ("numba-sparse", 2, 1), ("numba-sparse", 2, 3)])
 def test_ctrl_c_inside_a_long_epoch_is_answered_at_once_and_undoes_the_epoch(tmp_path, backend, threads, members):
     proc = _start(tmp_path, LONG_EPOCH, backend, threads, members)
     time.sleep(0.5)  # inside the epoch (it takes several seconds)
