@@ -204,13 +204,14 @@ class NumbaBackend(NumpyBackend):
         return all(layer.activation.name in KC.ACT_CODES and isinstance(p, np.ndarray) and p.dtype == self.dtype
                    for layer in layers for p in (layer.W, layer.b))
 
-    def make_plan(self, networks, loss, optimizers, X, Y, batch_size=None):
+    def make_plan(self, networks, loss, optimizers, X, Y, batch_size=None, sparse=None):
         """The training plan of ``networks`` (one list of layers per member, all of one shape),
         or None when the fused engines do not cover them. With a sparse first layer (see
-        ``sparse``) it holds the nonzeros of X, made here: once per fit."""
+        ``sparse``; the argument, when given, overrides the backend's choice) it holds the
+        nonzeros of X, made here: once per fit."""
         if not all(self.covers(layers, loss, X, Y) for layers in networks):
             return None
-        if self.use_sparse(X):
+        if self.use_sparse(X) if sparse is None else sparse:
             inputs = SparseRows.of(X, self.dtype)
         elif is_sparse(X):  # the dense engines read a dense copy
             inputs = np.ascontiguousarray(X.toarray(), dtype=np.uint8 if X.dtype == np.uint8 else self.dtype)
@@ -246,7 +247,11 @@ class NumbaBackend(NumpyBackend):
         return (self.threads >= 2 and TWO_THREADS_SUPPORTED and plan.n_layers >= 2 and plan.sizes[1] >= 2)
 
     def train_epoch(self, layers, loss, X, scale, Y, order, batch_size, opt):
-        plan = self.make_plan([layers], loss, [opt], X, Y)
+        """One epoch outside a fit (``Network.run_epoch``, the book's compat loop): a plan per
+        call, so the first layer is sparse only for scipy.sparse X or ``sparse=True`` (which then
+        collects X's nonzeros on every call); "auto" does not scan dense X each epoch."""
+        sparse = self.sparse is True or (self.sparse == "auto" and is_sparse(X))
+        plan = self.make_plan([layers], loss, [opt], X, Y, sparse=sparse)
         if plan is None:
             return None
         totals = self.train_plan(plan, X, scale, Y, np.ascontiguousarray(order, dtype=np.int64)[None, :],
@@ -307,7 +312,8 @@ class NumbaBackend(NumpyBackend):
         Interrupted (Ctrl-C) during a first compile, it returns at once; the compile, which
         cannot be stopped, finishes on its worker thread and is cached for the next call."""
         t0 = time.perf_counter()
-        plan = self.make_plan([layers], loss, [opt], X, Y)
+        sparse = self.sparse is True or (self.sparse == "auto" and is_sparse(X))  # as train_epoch chooses
+        plan = self.make_plan([layers], loss, [opt], X, Y, sparse=sparse)
         if plan is not None:
             self.warmup_plan(plan, X, Y, batch_size)
         return time.perf_counter() - t0

@@ -260,3 +260,25 @@ def test_the_sklearn_estimators_train_sparse_input_with_the_sparse_engine(no_den
         ref = MLPClassifier(solver=solver, **kw).fit(X, y) if solver != "adam" else dense
         np.testing.assert_allclose(est.coefs_[0], ref.coefs_[0], rtol=1e-8, atol=1e-11)
         np.testing.assert_allclose(est.predict_proba(sp.csr_matrix(X)), ref.predict_proba(X), rtol=1e-8, atol=1e-11)
+
+
+def test_epochs_outside_a_fit_do_not_scan_the_data_each_time_under_auto(monkeypatch):
+    """Network.run_epoch (the book's compat loop) makes a plan per call: "auto" keeps dense X dense
+    there (no nonzeros collected per epoch); sparse=True trains sparsely, as the dense engine does."""
+    from fastbp.kernels import numba_backend
+
+    X, y = random_sparse()
+    Y = np.eye(3)[y]
+    calls = []
+    real = SparseRows.of
+    monkeypatch.setattr(numba_backend.SparseRows, "of", classmethod(lambda cls, *a: calls.append(1) or real(*a)))
+    params = []
+    for sparse in ("auto", True):
+        be = fb.get_backend("numba", dtype="float64", sparse=sparse)
+        net = fb.Network.from_sizes([40, 9, 3], backend=be, seed=0)
+        opt = fb.SGD(0.5)
+        for epoch in range(2):
+            net.run_epoch(be.prepare_data(X), 1 / 255, be.asarray(Y), np.arange(len(X)), 10, opt)
+        params.append(net.get_params())
+        assert len(calls) == (0 if sparse == "auto" else 2)
+    assert_same([params[0]], [params[1]], "float64")
