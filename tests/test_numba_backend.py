@@ -213,8 +213,8 @@ def test_unsupported_configuration_falls_back_to_per_batch_kernels(monkeypatch):
     calls = []
     original = NumbaBackend.make_plan
 
-    def no_plan(self, *args):
-        calls.append(original(self, *args) is not None)  # it would have been covered
+    def no_plan(self, *args, **kwargs):
+        calls.append(original(self, *args, **kwargs) is not None)  # it would have been covered
         return None
 
     monkeypatch.setattr(NumbaBackend, "make_plan", no_plan)
