@@ -237,6 +237,10 @@ def info(out=print):
     for name in kernels.REGISTRY:
         out(f"backend {name:6s}: {'available' if kernels.available(name) else 'not available'}")
     out(f"backend 'auto' resolves to: {kernels.resolve('auto')}")
+    if kernels.available("numba"):
+        cache = kernels.backend_class("numba").info()
+        out(f"numba kernel cache: {cache['cache_dir']} ({cache['cache_files']} files, "
+            f"{cache['cache_bytes'] / 1e6:.1f} MB)")
 
 
 def main(argv=None):

@@ -143,7 +143,7 @@ class NumbaBackend(NumpyBackend):
             "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
             "NUMBA_CPU_FEATURES": os.environ.get("NUMBA_CPU_FEATURES"),
             "two_threads_supported": TWO_THREADS_SUPPORTED,
-            "cache_dir": os.environ.get("NUMBA_CACHE_DIR") or os.path.join(os.path.dirname(KC.__file__), "__pycache__"),
+            **kernel_cache(),
         }
 
     # --- per-batch kernels (NumPy's products, compiled elementwise work) ---------------------
@@ -326,6 +326,21 @@ class NumbaBackend(NumpyBackend):
         orders = np.tile(np.arange(n, dtype=np.int64), (plan.n_members, 1))
         self.train_plan(plan.copy(), X, scale, Y, orders, min(batch_size, n), patience=_COMPILE_PATIENCE)
         return time.perf_counter() - t0
+
+
+def kernel_cache():
+    """Where the compiled kernels are cached on disk and how much is there: ``cache_dir`` (the
+    folder Numba's locator chose for them: the kernels' ``__pycache__``, under ``NUMBA_CACHE_DIR``
+    when set, or the user-wide cache when the install folder is not writable), ``cache_files`` and
+    ``cache_bytes`` (the kernels' index and data files there)."""
+    folder = KF.train_epoch._cache._impl.locator.get_cache_path()
+    names = {os.path.splitext(f)[0] for f in os.listdir(KC.KERNELS_DIR) if f.endswith(".py")}
+    files = []
+    if os.path.isdir(folder):
+        files = [os.path.join(folder, f) for f in os.listdir(folder)
+                 if f.endswith((".nbi", ".nbc")) and f.split(".", 1)[0] in names]
+    return {"cache_dir": folder, "cache_files": len(files),
+            "cache_bytes": sum(os.path.getsize(f) for f in files if os.path.exists(f))}
 
 
 def run_workers(targets, stop, patience=None):

@@ -1,0 +1,90 @@
+"""The numba kernels' on-disk cache: where it is and how big (``fastbp info``), processes that
+start together on one empty cache (Dask workers do; numba#4807 reports crashes there), and an
+install folder that cannot be written (the cache goes to the user-wide folder instead). The
+children train through the per-batch kernels (``fused=False``): a small compile, the same cache."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import fastbp as fb  # noqa: E402
+from fastbp.kernels import _nb_common as C  # noqa: E402
+
+CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import fastbp as fb
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 60)
+    net = fb.Network.from_sizes([12, 5, 3], backend=fb.get_backend("numba", fused=False), seed=0)
+    net.fit(X, y, epochs=3, momentum=0.5)
+    info = fb.get_backend("numba").info()
+    print(json.dumps({"W": net.get_params()[0]["W"].tolist(), "fastbp": fb.__file__,
+                      "cache_dir": info["cache_dir"], "cache_files": info["cache_files"]}))
+""")
+
+
+def reference_weights():
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 60)
+    net = fb.Network.from_sizes([12, 5, 3], backend="numpy", seed=0)
+    net.fit(X, y, epochs=3, momentum=0.5)
+    return net.get_params()[0]["W"]
+
+
+def child(tmp_path, env_update, cwd=None):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(env_update)
+    return subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=cwd or tmp_path)
+
+
+def result(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_info_says_where_the_kernel_cache_is_and_how_big():
+    net = fb.Network.from_sizes([12, 5, 3], backend=fb.get_backend("numba", fused=False), seed=0)
+    net.fit(np.random.default_rng(0).random((20, 12)), np.arange(20) % 3)  # something compiled or loaded
+    info = fb.get_backend("numba").info()
+    assert os.path.isdir(info["cache_dir"]) and info["cache_files"] > 0 and info["cache_bytes"] > 0
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        assert info["cache_dir"].startswith(C.KERNELS_DIR)
+    out = subprocess.run([sys.executable, "-m", "fastbp", "info"], capture_output=True, text=True, timeout=120)
+    assert f"numba kernel cache: {info['cache_dir']} (" in out.stdout
+
+
+def test_four_processes_starting_together_on_one_empty_cache_all_succeed(tmp_path):
+    cache = tmp_path / "cache"
+    procs = [child(tmp_path, {"NUMBA_CACHE_DIR": str(cache)}) for _ in range(4)]
+    results = [result(p) for p in procs]
+    ref = reference_weights()
+    for r in results:
+        np.testing.assert_allclose(np.array(r["W"]), ref, rtol=2e-4, atol=2e-5)
+        assert r["cache_dir"].startswith(str(cache)) and r["cache_files"] > 0
+    again = result(child(tmp_path, {"NUMBA_CACHE_DIR": str(cache)}))  # loads what the four wrote
+    assert again["W"] == results[0]["W"]
+
+
+def test_an_install_folder_that_cannot_be_written_caches_in_the_user_folder(tmp_path):
+    package = tmp_path / "site" / "fastbp"
+    here = os.path.dirname(fb.__file__)
+    shutil.copytree(here, package, ignore=shutil.ignore_patterns("__pycache__", "kernels"))
+    shutil.copytree(C.KERNELS_DIR, package / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
+    (package / "kernels" / "__pycache__").write_text("a file where the cache folder would go")  # unwritable
+    user = tmp_path / "user-cache"
+    r = result(child(tmp_path, {"PYTHONPATH": str(tmp_path / "site"), "XDG_CACHE_HOME": str(user)}))
+    assert r["fastbp"].startswith(str(package))
+    np.testing.assert_allclose(np.array(r["W"]), reference_weights(), rtol=2e-4, atol=2e-5)
+    assert r["cache_dir"].startswith(str(user)) and r["cache_files"] > 0
