@@ -87,12 +87,14 @@ class Run:
     def active(self):
         return [k for k in range(len(self.members)) if k not in self.diverged]
 
-    def epoch(self, number):
+    def epoch(self, number, orders=None):
         """Train the active members one epoch; returns (summed losses per member, NaN for those
-        not trained, the members that diverged in this epoch)."""
+        not trained, the members that diverged in this epoch). ``orders``: member -> its sample
+        order for this epoch (default: drawn from its generator, or 0..n-1 without shuffling)."""
         active = self.active()
-        orders = {k: self.members[k].rng.permutation(self.n) if self.shuffle else np.arange(self.n)
-                  for k in active}
+        if orders is None:
+            orders = {k: self.members[k].rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+                      for k in active}
         if self.plan is not None:
             return self._plan_epoch(active, orders, number)
         totals = np.full(len(self.members), np.nan)

@@ -289,6 +289,7 @@ class BookNetwork:
         """The book's SGD loop on the fast backend, for ``train = (X, labels)`` from ``_as_arrays``:
         per epoch ``random.shuffle`` of the order, then mini-batches of ``mini_batch_size`` in that
         order; ``after_epoch(j)`` returning True stops."""
+        from .. import training
         from .._validation import check_positive_int
         from ..optim import SGD
 
@@ -299,15 +300,20 @@ class BookNetwork:
         n = X.shape[0]
         m = min(m, n)
         net = self._push()
-        be = net.backend
-        data, targets = be.prepare_data(X), be.asarray(one_hot(labels, self.sizes[-1]))
-        be.warmup(net.layers, net.loss, data, targets, m, opt)
+        # one training plan for the whole call, as Network.fit makes (the sparse first layer on
+        # MNIST's mostly-zero digits, the members' epochs undone on Ctrl-C or divergence)
+        run = training.Run([net], [opt], X, 1.0, one_hot(labels, self.sizes[-1]), m, shuffle=True)
+        run.warmup()
         order = list(range(n))  # the book shuffles its list in place, epoch after epoch
-        for j in range(epochs):
-            random.shuffle(order)
-            net.run_epoch(data, 1.0, targets, np.array(order, dtype=np.int64), m, opt)
-            if after_epoch is not None:
-                self._pull()
-                if after_epoch(j):
-                    break
+        try:
+            for j in range(epochs):
+                random.shuffle(order)
+                run.epoch(j + 1, {0: np.array(order, dtype=np.int64)})
+                if after_epoch is not None:
+                    run.sync()
+                    self._pull()
+                    if after_epoch(j):
+                        break
+        finally:
+            run.sync()
         self._pull()
