@@ -106,6 +106,34 @@ def test_network_sgd_equals_book_per_example(backend, capsys):
     assert net.evaluate(test) == correct
 
 
+@pytest.mark.skipif("numba" not in BACKENDS, reason="the numba backend")
+def test_sgd_makes_one_plan_per_call_sparse_on_mostly_zero_digits(monkeypatch):
+    """The book's loop trains through one training plan per SGD call, as Network.fit does: on
+    mostly-zero inputs (like MNIST's digits) that is the sparse first layer, with the book's numbers."""
+    from fastbp.kernels.numba_backend import NumbaBackend
+
+    train, _ = book_data(n=40, sizes=[30, 5, 3])
+    train = [(x * (x > 0.8), y) for x, y in train]  # 20% nonzero
+    plans = []
+    original = NumbaBackend.make_plan
+
+    def spy(self, *args, **kwargs):
+        plan = original(self, *args, **kwargs)
+        plans.append(plan.input_major)
+        return plan
+
+    monkeypatch.setattr(NumbaBackend, "make_plan", spy)
+    np.random.seed(3)
+    net = network.Network([30, 5, 3], backend="numba", dtype="float64")
+    ref = Book(net.weights, net.biases)
+    random.seed(7)
+    net.SGD(train, 3, 4, 3.0)
+    random.seed(7)
+    ref.SGD(train, 3, 4, 3.0)
+    assert plans == [True]
+    assert_same_params(net, ref, rtol=1e-9)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cost", [network2.CrossEntropyCost, network2.QuadraticCost])
 def test_network2_sgd_with_l2_equals_book_per_example(backend, cost, capsys):
