@@ -88,3 +88,45 @@ def test_an_install_folder_that_cannot_be_written_caches_in_the_user_folder(tmp_
     assert r["fastbp"].startswith(str(package))
     np.testing.assert_allclose(np.array(r["W"]), reference_weights(), rtol=2e-4, atol=2e-5)
     assert r["cache_dir"].startswith(str(user)) and r["cache_files"] > 0
+
+
+EDITED = textwrap.dedent("""
+    import json
+    import numpy as np
+    import fastbp as fb
+    a = np.array([[1.0, 0.5]], np.float64)  # a saturated output: the loss is the clip's
+    y = np.array([[0.0, 1.0]], np.float64)
+    print(json.dumps({"numba": fb.get_backend("numba", "float64").loss(a, y, "binary_cross_entropy"),
+                      "numpy": fb.get_backend("numpy", "float64").loss(a, y, "binary_cross_entropy"),
+                      "fastbp": fb.__file__}))
+""")
+
+
+def test_an_edit_of_a_constant_in_a_helper_module_reaches_the_cached_kernels(tmp_path):
+    """numba#1833: a kernel's cache entry is keyed on its own file only, so an edit of a constant in
+    another module it reads (here ops.py's cross-entropy clip, read by _nb_math.py through
+    _nb_common.py) would leave the old machine code in use. Checked on a copied package: the
+    cached kernel follows the edit."""
+    package = tmp_path / "site" / "fastbp"
+    shutil.copytree(os.path.dirname(fb.__file__), package, ignore=shutil.ignore_patterns("__pycache__", "kernels"))
+    shutil.copytree(C.KERNELS_DIR, package / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env.update(PYTHONPATH=str(tmp_path / "site"), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+
+    def losses():
+        out = subprocess.run([sys.executable, "-c", EDITED], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=300)
+        assert out.returncode == 0, out.stderr
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        assert r["fastbp"].startswith(str(package))
+        return r["numba"], r["numpy"]
+
+    before = losses()
+    assert before[0] == pytest.approx(before[1], rel=1e-12)
+    ops = package / "kernels" / "ops.py"
+    text = ops.read_text()
+    assert '"float64": 1e-12}' in text
+    ops.write_text(text.replace('"float64": 1e-12}', '"float64": 1e-6}'))
+    after = losses()
+    assert after[1] != pytest.approx(before[1], rel=1e-3)  # the edit changes the loss
+    assert after[0] == pytest.approx(after[1], rel=1e-12)  # and the cached kernel follows it
