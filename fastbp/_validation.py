@@ -87,15 +87,19 @@ def check_inputs(X, n_features, name="X"):
     """Inputs as a 2-D array with ``n_features`` columns: uint8 stays uint8 (scaled later by 1/255),
     other numeric data must be finite. scipy.sparse inputs stay sparse (as CSR, the format the
     engines read; other formats are converted). Returns ``(X, scale)``."""
-    if is_sparse(X):
-        return _check_sparse_inputs(X, n_features, name)
-    X = _as_numpy(X, name)
-    if not hasattr(X, "ndim") or X.ndim != 2:
-        if getattr(X, "ndim", 0) == 3 and X.shape[1] * X.shape[2] == n_features:
-            X = X.reshape(X.shape[0], -1)  # images (n, h, w) flattened
-        else:
-            raise ValueError(f"{name}: expected a 2-D array (n_samples, {n_features}), got shape "
-                             f"{getattr(X, 'shape', None)}")
+    sparse = is_sparse(X)
+    if sparse:
+        if len(X.shape) != 2:
+            raise ValueError(f"{name}: expected a 2-D sparse matrix (n_samples, {n_features}), got shape {X.shape}")
+        X = X.tocsr()
+    else:
+        X = _as_numpy(X, name)
+        if not hasattr(X, "ndim") or X.ndim != 2:
+            if getattr(X, "ndim", 0) == 3 and X.shape[1] * X.shape[2] == n_features:
+                X = X.reshape(X.shape[0], -1)  # images (n, h, w) flattened
+            else:
+                raise ValueError(f"{name}: expected a 2-D array (n_samples, {n_features}), got shape "
+                                 f"{getattr(X, 'shape', None)}")
     if X.shape[1] != n_features:
         raise ValueError(f"{name}: expected {n_features} features per sample (the network's input "
                          f"size), got {X.shape[1]}")
@@ -103,25 +107,9 @@ def check_inputs(X, n_features, name="X"):
         raise ValueError(f"{name}: expected at least one sample, got 0")
     if X.dtype == np.uint8:
         return X, 1.0 / 255.0
-    _check_numeric(X, name)
-    if not bool((abs(X) < np.inf).all()):  # also catches NaN, on NumPy and CuPy alike
-        raise ValueError(f"{name}: contains NaN or infinite values")
-    return X, 1.0
-
-
-def _check_sparse_inputs(X, n_features, name):
-    if len(X.shape) != 2:
-        raise ValueError(f"{name}: expected a 2-D sparse matrix (n_samples, {n_features}), got shape {X.shape}")
-    if X.shape[1] != n_features:
-        raise ValueError(f"{name}: expected {n_features} features per sample (the network's input "
-                         f"size), got {X.shape[1]}")
-    if X.shape[0] == 0:
-        raise ValueError(f"{name}: expected at least one sample, got 0")
-    X = X.tocsr()
-    _check_numeric(X.data, name)
-    if X.dtype == np.uint8:
-        return X, 1.0 / 255.0
-    if not bool(np.isfinite(X.data).all()):
+    values = X.data if sparse else X  # a sparse matrix's stored values
+    _check_numeric(values, name)
+    if not bool((abs(values) < np.inf).all()):  # also catches NaN, on NumPy and CuPy alike
         raise ValueError(f"{name}: contains NaN or infinite values")
     return X, 1.0
 

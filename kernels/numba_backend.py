@@ -219,10 +219,11 @@ class NumbaBackend(NumpyBackend):
             inputs = None
         return build_plan(networks, loss, optimizers, self.dtype, _FLUSH[self.dtype], inputs)
 
-    def use_sparse(self, X):
-        """Whether a fit on X trains with the sparse first layer."""
+    def use_sparse(self, X, scan=True):
+        """Whether a fit on X trains with the sparse first layer. ``scan=False`` (an epoch outside a
+        fit, a plan per call): "auto" does not measure dense X's density, and keeps it dense."""
         if self.sparse == "auto":
-            return is_sparse(X) or isinstance(X, SparseRows) or density(X) <= SPARSE_DENSITY
+            return is_sparse(X) or (scan and density(X) <= SPARSE_DENSITY)
         return self.sparse
 
     def engines(self):
@@ -250,8 +251,7 @@ class NumbaBackend(NumpyBackend):
         """One epoch outside a fit (``Network.run_epoch``, the book's compat loop): a plan per
         call, so the first layer is sparse only for scipy.sparse X or ``sparse=True`` (which then
         collects X's nonzeros on every call); "auto" does not scan dense X each epoch."""
-        sparse = self.sparse is True or (self.sparse == "auto" and is_sparse(X))
-        plan = self.make_plan([layers], loss, [opt], X, Y, sparse=sparse)
+        plan = self.make_plan([layers], loss, [opt], X, Y, sparse=self.use_sparse(X, scan=False))
         if plan is None:
             return None
         totals = self.train_plan(plan, X, scale, Y, np.ascontiguousarray(order, dtype=np.int64)[None, :],
@@ -312,8 +312,7 @@ class NumbaBackend(NumpyBackend):
         Interrupted (Ctrl-C) during a first compile, it returns at once; the compile, which
         cannot be stopped, finishes on its worker thread and is cached for the next call."""
         t0 = time.perf_counter()
-        sparse = self.sparse is True or (self.sparse == "auto" and is_sparse(X))  # as train_epoch chooses
-        plan = self.make_plan([layers], loss, [opt], X, Y, sparse=sparse)
+        plan = self.make_plan([layers], loss, [opt], X, Y, sparse=self.use_sparse(X, scan=False))  # as train_epoch
         if plan is not None:
             self.warmup_plan(plan, X, Y, batch_size)
         return time.perf_counter() - t0

@@ -24,8 +24,6 @@ def is_sparse(X):
 
 def density(X):
     """The fraction of nonzero entries of a dense array or a scipy.sparse matrix."""
-    if isinstance(X, SparseRows):
-        return X.density
     if is_sparse(X):
         return X.count_nonzero() / max(1, X.shape[0] * X.shape[1])
     return np.count_nonzero(X) / max(1, X.size)
