@@ -17,7 +17,7 @@ from numba import njit
 from ._nb_common import JIT
 from ._nb_intrinsics import _rows_dot
 from ._nb_math import dact
-from ._nb_optim import begin, finish, gradient_slot
+from ._nb_optim import begin, decay_of, finish, gradient_slot
 
 CHUNK = 40  # samples per pass of the blocked kernels: 40 rows of 784 floats stay in L2
 
@@ -278,21 +278,22 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
     slot = gradient_slot(opt, hp)
     if not frozen_w:
         lo_i, hi_i = wo + lo * ld, wo + hi * ld
-        cs = T(begin(opt, hp, W, SW, lo_i, hi_i, True, scale) * scale * zs)
+        wd = decay_of(hp, scale)
+        cs = T(begin(opt, hp, W, SW, lo_i, hi_i, wd) * scale * zs)
         if slot < 0:
             accumulate_units(x, m, ld, W, wo, D, lo, hi, cs)
         else:
             accumulate_units(x, m, ld, SW[slot], wo, D, lo, hi, cs)
-        finish(opt, hp, W, SW, lo_i, hi_i, True, scale, k)
+        finish(opt, hp, W, SW, lo_i, hi_i, wd, k)
     if not frozen_b:
-        cs = T(begin(opt, hp, b, Sb, bo + lo, bo + hi, False, scale) * scale)
+        cs = T(begin(opt, hp, b, Sb, bo + lo, bo + hi, 0.0) * scale)
         G = b if slot < 0 else Sb[slot]
         for j in range(lo, hi):
             g = D[0, j] - D[0, j]
             for s in range(m):
                 g += D[s, j]
             G[bo + j] += cs * g
-        finish(opt, hp, b, Sb, bo + lo, bo + hi, False, scale, k)
+        finish(opt, hp, b, Sb, bo + lo, bo + hi, 0.0, k)
 
 
 @njit(**JIT)

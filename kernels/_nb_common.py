@@ -14,8 +14,11 @@ names the kernels branch on. The kernels, one module per job:
   the weights they work on;
 - ``_nb_epoch.py``: the fused epochs (``train_epoch``; ``train_epoch_2t`` with its barrier) and the
   gather/prefetch of batches into aligned buffers;
-- ``_nb_batch.py``: the per-batch kernels of the generic path;
-- ``_numba_ensemble.py``: the epoch of the members of a plan with a model axis.
+- ``_nb_sparse.py``: the fused epoch with a sparse first layer;
+- ``_nb_batch.py``: the per-batch kernels of the generic path.
+
+(An ensemble's members are trained by these epochs, one call per member from Python: a compiled
+loop over the members would link, optimise and compile every kernel below it once more.)
 
 Arithmetic stays in the network's dtype (float32 or float64) with fastmath minus nnan/ninf
 (LLVM may reassociate sums, which lets reductions vectorise; NaN/inf still propagate so a
@@ -26,7 +29,7 @@ function's cache on its own source file only, while a caller's compiled code con
 from the other modules: after an edit of ``_nb_optim.py`` alone (a ``git pull``, say), the fused
 epochs of ``_nb_epoch.py`` would load their old machine code, silently. So the kernels' cache
 entries are keyed on ``KERNELS_STAMP`` too, a hash of every source the kernels are compiled from
-(the ``_nb_*.py`` modules, ``_numba_ensemble.py``, ``ops.py``): any edit recompiles them all.
+(the ``_nb_*.py`` modules and ``ops.py``): any edit recompiles them all.
 """
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ def kernels_stamp(directory=KERNELS_DIR):
     """A hash of the contents of every source the compiled kernels are built from."""
     h = hashlib.sha256()
     for name in sorted(os.listdir(directory)):
-        if (name.startswith("_nb_") or name == "_numba_ensemble.py" or name == "ops.py") and name.endswith(".py"):
+        if (name.startswith("_nb_") or name == "ops.py") and name.endswith(".py"):
             with open(os.path.join(directory, name), "rb") as f:
                 h.update(name.encode() + b"\0" + f.read() + b"\0")
     return h.hexdigest()

@@ -56,16 +56,14 @@ def prefetch_rows(X, order, start, lo, hi):
 
 
 @njit(**JIT)
-def zeros_aligned(shape, like):
-    """Zeros of ``like``'s dtype whose data starts on a 128-byte boundary (Numba's own arrays are
-    32-byte aligned, so half of the 64-byte vector loads of each row would split cache lines)."""
-    size = 1
-    for k in shape:
-        size *= k
+def zeros_aligned(size, like):
+    """``size`` zeros of ``like``'s dtype whose data starts on a 128-byte boundary (Numba's own
+    arrays are 32-byte aligned, so half of the 64-byte vector loads of each row would split cache
+    lines); the caller reshapes them (one compiled function for every shape)."""
     extra = 128 // like.itemsize
     buf = np.zeros(size + extra, like.dtype)
     off = ((128 - buf.ctypes.data % 128) % 128) // like.itemsize
-    return buf[off:off + size].reshape(shape)
+    return buf[off:off + size]
 
 
 
@@ -85,11 +83,11 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
     maxw = 1
     for l in range(1, L + 1):
         maxw = max(maxw, lds[l])
-    xb = zeros_aligned((bs, lds[0]), W)
-    yb = zeros_aligned((bs, maxw), W)  # targets padded like the rows of A (see output_delta_flat)
-    Z = zeros_aligned((L, bs, maxw), W)
-    A = zeros_aligned((L, bs, maxw), W)
-    D = zeros_aligned((L, bs, maxw), W)
+    xb = zeros_aligned(bs * lds[0], W).reshape((bs, lds[0]))
+    yb = zeros_aligned(bs * maxw, W).reshape((bs, maxw))  # targets padded like the rows of A (see output_delta_flat)
+    Z = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
+    A = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
+    D = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
     zs0 = T(scale)
     one = T(1)
     total = 0.0
@@ -164,8 +162,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
     h = (H // 2 + 15) // 16 * 16 if H >= 32 else (H // 2 + 3) // 4 * 4 if H >= 8 else (H + 1) // 2
     h = min(h, H)
     lo, hi = (h, H) if t == 0 else (0, h)
-    xw = zeros_aligned((2, bs, lds[0]), W)  # private: LLVM knows it aliases nothing
-    yb = zeros_aligned((bs, D.shape[2]), W)  # padded like the rows of A
+    xw = zeros_aligned(2 * bs * lds[0], W).reshape((2, bs, lds[0]))  # private: LLVM knows it aliases nothing
+    yb = zeros_aligned(bs * D.shape[2], W).reshape((bs, D.shape[2]))  # padded like the rows of A
     zs0 = T(scale)
     one = T(1)
     total = 0.0

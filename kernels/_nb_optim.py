@@ -2,10 +2,10 @@
 epochs (around the blocked weight gradient of ``_nb_blocked.update_layer_units``) and the
 per-batch path (``update``). A rule is three parts around the batch gradient g:
 
-    slot = gradient_slot(opt, hp)                     # where g goes: -1 the parameter, s >= 0 state slot s
-    c = begin(opt, hp, P, S, lo, hi, decayed, scale)  # prepares P[lo:hi] and its state; g's coefficient
-    (P or S[slot])[lo:hi] += c * scale * g            # the caller adds the gradient
-    finish(opt, hp, P, S, lo, hi, decayed, scale, k)  # completes the step (k: the batch's index in the epoch)
+    slot = gradient_slot(opt, hp)            # where g goes: -1 the parameter, s >= 0 state slot s
+    c = begin(opt, hp, P, S, lo, hi, wd)     # prepares P[lo:hi] and its state; g's coefficient
+    (P or S[slot])[lo:hi] += c * scale * g   # the caller adds the gradient
+    finish(opt, hp, P, S, lo, hi, wd, k)     # completes the step (k: the batch's index in the epoch)
 
 so a fused engine adds its gradient straight into the array the rule names (the weights for
 plain SGD, the velocity under classical momentum, the gradient buffer for Adam and Nesterov's
@@ -13,7 +13,8 @@ momentum, whose rules need g itself) and never allocates; the caller picks the a
 array is returned: each call site stays specialised, as LLVM compiles it best). ``P`` is a flat
 parameter buffer, ``S`` its state (one row per slot of ``ops.OPTIMIZER_TABLE``, same length as P;
 a 1 x 1 dummy when the optimiser keeps none), ``hp`` the float64 hyperparameter vector
-(``ops.HYPERPARAMETERS``), ``decayed`` whether weight decay applies (weights, not biases).
+(``ops.HYPERPARAMETERS``), ``wd`` the L2 coefficient of this update (``decay_of`` for weights, 0
+for biases: a number, not a flag, so that each rule compiles once for both).
 
 The maths (``fastbp/optim.py``; NumpyBackend.update is the reference): g the mean gradient plus
 (weight_decay + l2 * scale) * p; SGD p -= lr*g; momentum v = mu*v - lr*g, p += v (Nesterov: p += mu*v - lr*g);
@@ -45,13 +46,13 @@ def gradient_slot(opt, hp):
 
 
 @njit(**JIT)
-def decay_of(hp, decayed, scale):
-    """The L2 coefficient of this update: weight_decay + l2 * scale on weights, 0 on biases."""
-    return hp[HP_WEIGHT_DECAY] + hp[HP_L2] * scale if decayed else 0.0
+def decay_of(hp, scale):
+    """The L2 coefficient of an update of weights: weight_decay + l2 * scale (biases: 0)."""
+    return hp[HP_WEIGHT_DECAY] + hp[HP_L2] * scale
 
 
 @njit(**JIT)
-def begin(opt, hp, P, S, lo, hi, decayed, scale):
+def begin(opt, hp, P, S, lo, hi, wd):
     """The first part of a step of P[lo:hi]; returns the coefficient c of the gradient."""
     T = P.dtype.type
     if _needs_gradient(opt, hp):  # the gradient itself, into its buffer
@@ -60,7 +61,7 @@ def begin(opt, hp, P, S, lo, hi, decayed, scale):
             G[i] = T(0)
         return 1.0
     lr = hp[HP_LR]
-    decay = lr * decay_of(hp, decayed, scale)
+    decay = lr * wd
     if hp[HP_MOMENTUM] > 0:
         V = S[0]
         mu, d = T(hp[HP_MOMENTUM]), T(decay)
@@ -74,11 +75,11 @@ def begin(opt, hp, P, S, lo, hi, decayed, scale):
 
 
 @njit(**JIT)
-def finish(opt, hp, P, S, lo, hi, decayed, scale, k):
+def finish(opt, hp, P, S, lo, hi, wd, k):
     """The last part of the step begun by ``begin`` (the gradient has been added); ``k``: the
     index of this update after the optimiser's ``step`` count (0 for the first)."""
     T = P.dtype.type
-    wd = T(decay_of(hp, decayed, scale))
+    wd = T(wd)
     if opt == OPT_ADAM:
         t = hp[HP_STEP] + k + 1
         b1, b2 = hp[HP_BETA1], hp[HP_BETA2]
@@ -112,7 +113,8 @@ def update(opt, hp, P, S, g, scale, decayed):
     T = P.dtype.type
     n = P.shape[0]
     slot = gradient_slot(opt, hp)
-    cs = T(begin(opt, hp, P, S, 0, n, decayed, scale) * scale)
+    wd = decay_of(hp, scale) if decayed else 0.0
+    cs = T(begin(opt, hp, P, S, 0, n, wd) * scale)
     if slot < 0:
         for i in range(n):
             P[i] += cs * g[i]
@@ -120,4 +122,4 @@ def update(opt, hp, P, S, g, scale, decayed):
         G = S[slot]
         for i in range(n):
             G[i] += cs * g[i]
-    finish(opt, hp, P, S, 0, n, decayed, scale, 0)
+    finish(opt, hp, P, S, 0, n, wd, 0)

@@ -27,7 +27,7 @@ from ._nb_common import JIT
 from ._nb_epoch import AHEAD, _barrier, gather_rows, prefetch_rows, zeros_aligned
 from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
 from ._nb_math import activate_full, output_deltas
-from ._nb_optim import begin, finish, gradient_slot
+from ._nb_optim import begin, decay_of, finish, gradient_slot
 
 
 @njit(**JIT)
@@ -61,7 +61,7 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
     rlo, rhi = (0, sizes[0]) if nw == 1 else ((0, split) if t == 0 else (split, sizes[0]))
     lo_p = np.zeros(bs, np.int64)  # this worker's nonzeros of each sample of the batch
     hi_p = np.zeros(bs, np.int64)
-    yb = zeros_aligned((bs, D.shape[2]), W)
+    yb = zeros_aligned(bs * D.shape[2], W).reshape((bs, D.shape[2]))
     zs0 = T(scale)
     one = T(1)
     slot = gradient_slot(opt, hp)
@@ -123,11 +123,12 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
                                True, frozen_b[0])  # (the rule's bias part only: the weights come next)
         if not frozen_w[0]:  # this worker's rows of the first layer's weights
             lo_i, hi_i = w0 + rlo * ld, w0 + rhi * ld
-            cs = T(begin(opt, hp, W, SW, lo_i, hi_i, True, red) * red * scale)
+            wd = decay_of(hp, red)
+            cs = T(begin(opt, hp, W, SW, lo_i, hi_i, wd) * red * scale)
             for s in range(m):
                 for j in range(0, ld, lanes):
                     _rows_axpy(G, indices, values, lo_p[s], hi_p[s], w0 + j, ld, cs, D[0, s], j)
-            finish(opt, hp, W, SW, lo_i, hi_i, True, red, k)
+            finish(opt, hp, W, SW, lo_i, hi_i, wd, k)
     losses[t] = total
 
 
@@ -140,10 +141,10 @@ def train_sparse_1t(indptr, indices, values, scale, Y, order, bs, W, b, SW, Sb, 
     maxw = 1
     for l in range(1, L + 1):
         maxw = max(maxw, lds[l])
-    Z = zeros_aligned((L, bs, maxw), W)
-    A = zeros_aligned((L, bs, maxw), W)
-    D = zeros_aligned((L, bs, maxw), W)
-    P = zeros_aligned((1, bs, lds[1]), W)
+    Z = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
+    A = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
+    D = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
+    P = zeros_aligned(bs * lds[1], W).reshape((1, bs, lds[1]))
     flags = np.zeros(32, np.int64)
     losses = np.zeros(2)
     train_epoch_sparse(0, 1, indptr, indices, values, sizes[0], scale, Y, order, bs, W, b, SW, Sb, woff, boff,

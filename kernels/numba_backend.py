@@ -63,7 +63,6 @@ from . import _nb_common as KC  # noqa: E402  (the op codes the kernels take)
 from . import _nb_epoch as KF  # noqa: E402  (the fused epochs)
 from . import _nb_optim as KO  # noqa: E402  (the optimisers' update rules)
 from . import _nb_sparse as KS  # noqa: E402  (the fused epoch with a sparse first layer)
-from . import _numba_ensemble as KE  # noqa: E402  (the members' epochs)
 from .plan import aligned_zeros as _aligned_zeros  # noqa: E402
 from .plan import build_plan  # noqa: E402
 from .sparse import SparseRows, density, is_sparse  # noqa: E402
@@ -299,11 +298,17 @@ class NumbaBackend(NumpyBackend):
             run_workers(work, stop, patience)
             totals[0] = losses[0] + (losses[1] if p.input_major else 0.0)  # the sparse workers share the samples
             return totals
-        args = (*data, scale, Y, orders, bs, p.W, p.b, p.SW, p.Sb, *shared, p.frozen_w, p.frozen_b, p.loss, p.opt,
-                p.hp, p.mean, p.tiny, stop, totals)
-        kernel = KE.train_members_sparse if p.input_major else KE.train_members
+        kernel = KS.train_sparse_1t if p.input_major else KF.train_epoch
+
+        def train(ks):  # one worker: whole members, one compiled epoch each (a call per member and epoch)
+            for k in ks:
+                if stop[0] != 0:
+                    return
+                totals[k] = kernel(*data, scale, Y, orders[k], bs, p.W[k], p.b[k], p.SW[k], p.Sb[k], *shared,
+                                   p.frozen_w[k], p.frozen_b[k], p.loss, p.opt, p.hp[k], p.mean, p.tiny, stop)
+
         n = max(1, min(self.threads, members.size))
-        run_workers([lambda ks=members[t::n]: kernel(ks, *args) for t in range(n)], stop, patience)
+        run_workers([lambda ks=members[t::n]: train(ks) for t in range(n)], stop, patience)
         return totals
 
     def warmup(self, layers, loss, X, Y, batch_size, opt):

@@ -291,7 +291,7 @@ def test_the_kernel_cache_is_keyed_on_every_kernel_source(tmp_path):
     module (a git pull) must recompile every kernel, not leave the callers' old code in use."""
     import shutil
 
-    from fastbp.kernels import _nb_common as C, _nb_epoch as F, _numba_ensemble as E
+    from fastbp.kernels import _nb_common as C, _nb_epoch as F, _nb_sparse as S
 
     copy = tmp_path / "kernels"
     shutil.copytree(C.KERNELS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
@@ -300,6 +300,6 @@ def test_the_kernel_cache_is_keyed_on_every_kernel_source(tmp_path):
     assert C.kernels_stamp(str(copy)) == C.KERNELS_STAMP
     (copy / "_nb_optim.py").write_text((copy / "_nb_optim.py").read_text() + "\n# an edit of a callee\n")
     assert C.kernels_stamp(str(copy)) != C.KERNELS_STAMP
-    for dispatcher in (E.train_members, F.train_epoch):  # the callers' cache entries carry the stamp
+    for dispatcher in (S.train_sparse_1t, F.train_epoch):  # the callers' cache entries carry the stamp
         locator = dispatcher._cache._impl.locator
         assert isinstance(locator, C._KernelsStamp) and locator.get_source_stamp()[1] == C.KERNELS_STAMP

@@ -1,0 +1,112 @@
+"""Cold start of the numba backend: the seconds each configuration a user meets spends compiling
+when first used (an empty kernel cache at the start, then each step in a new process on the same
+cache, so a step pays only for what is new to it), and the seconds a new process then spends
+loading the default configuration's kernels from the cache.
+
+    python scripts/bench_compile.py                         # this checkout, about two minutes
+    python scripts/bench_compile.py --repo /tmp/base --repo .   # before/after, step by step in turn
+
+Each step runs one short ``fit`` (``history["compile_seconds"]``: the warmup that compiles or
+loads the kernels the fit needs) or the first ``predict``, and reports it with the process's
+wall time. Prints a Markdown table with the machine and date. With several ``--repo``, each
+checkout has its own cache and the checkouts take turns at each step, so that a shared machine's
+changing speed affects them alike (it varies by a fifth from one minute to the next).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, REPO)
+import numpy as np
+import fastbp as fb
+imported = time.perf_counter() - t0
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, (200, 64)).astype(np.uint8)
+if SPARSE:
+    X[rng.random(X.shape) < 0.85] = 0
+y = np.arange(200) % 10
+backend = fb.get_backend("numba", dtype=DTYPE, threads=THREADS)
+def net(seed=0):
+    return fb.Network.from_sizes([64, 30, 10], backend=backend, seed=seed)
+if KIND == "predict":
+    t = time.perf_counter(); net().predict(X); compile_s = time.perf_counter() - t
+elif KIND == "ensemble":
+    h = fb.Ensemble([net(k) for k in range(3)]).fit(X, y, epochs=1, batch_size=10, lr=0.5)
+    compile_s = h[0]["compile_seconds"] if isinstance(h, list) else h["compile_seconds"]
+else:
+    opt = fb.Adam(lr=0.001) if KIND == "adam" else None
+    h = net().fit(X, y, epochs=1, batch_size=10, lr=0.5, **({"optimizer": opt} if opt else {}))
+    compile_s = h["compile_seconds"]
+print(json.dumps({"compile": compile_s, "import": imported, "engine": None if KIND == "predict" else
+                  (h[0] if isinstance(h, list) else h)["engine"]}))
+"""
+
+# (label, kind, dtype, threads, sparse)
+STEPS = [
+    ("default: float32, one thread, SGD", "fit", "float32", 1, False),
+    ("first predict (a new network)", "predict", "float32", 1, False),
+    ("float64", "fit", "float64", 1, False),
+    ("two threads", "fit", "float32", 2, False),
+    ("ensemble of 3", "ensemble", "float32", 1, False),
+    ("sparse input, one thread", "fit", "float32", 1, True),
+    ("sparse input, two threads", "fit", "float32", 2, True),
+    ("Adam", "adam", "float32", 1, False),
+    ("load: the default again, new process", "fit", "float32", 1, False),
+]
+
+
+def run_step(repo, cache, kind, dtype, threads, sparse):
+    code = (f"REPO={repo!r}; KIND={kind!r}; DTYPE={dtype!r}; THREADS={threads}; SPARSE={sparse}\n" + CHILD)
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+    t = datetime.datetime.now()
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    wall = (datetime.datetime.now() - t).total_seconds()
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall": wall}
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repo", action="append", help="a checkout to measure (default: this one); repeatable")
+    args = ap.parse_args(argv)
+    repos = [os.path.abspath(r) for r in (args.repo or [HERE])]
+    import llvmlite.binding as llvm
+    import numba
+    print(f"{datetime.date.today()}, {cpu_model()} ({llvm.get_host_cpu_name()}), Python {platform.python_version()}, "
+          f"Numba {numba.__version__}, {os.cpu_count()} CPUs")
+    names = [os.path.basename(r.rstrip("/")) or r for r in repos]
+    print("\n| step (new process, same cache) | " + " | ".join(f"{n}: compile or load, s | {n}: process, s"
+                                                        for n in names) + " | engine |")
+    print("|---|" + "---:|---:|" * len(repos) + "---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        caches = [os.path.join(tmp, str(i)) for i in range(len(repos))]
+        for label, *step in STEPS:
+            results = [run_step(repo, cache, *step) for repo, cache in zip(repos, caches)]
+            cells = " | ".join(f"{r['compile']:.2f} | {r['wall']:.1f}" for r in results)
+            print(f"| {label} | {cells} | {results[-1]['engine'] or '-'} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
