@@ -80,7 +80,12 @@ KERNELS_STAMP = kernels_stamp()
 
 class _KernelsStamp:
     """A cache locator mixin for this folder's kernels: Numba's stamp of the function's own file,
-    and KERNELS_STAMP. Other functions (a user's own) are left to Numba's locators."""
+    and KERNELS_STAMP; and a folder of its own per KERNELS_STAMP (``fastbp-<stamp>`` inside Numba's
+    cache folder), so that two versions of the kernels never share an index file. (Numba unpickles
+    an index before it compares stamps: an index written by another version, whose signatures name
+    a module this version no longer has, made every fit fail with ModuleNotFoundError.) Switching
+    back to a version finds its cache still there; each folder holds a few MB. Other functions (a
+    user's own) are left to Numba's locators."""
 
     @classmethod
     def from_function(cls, py_func, py_file):
@@ -90,6 +95,9 @@ class _KernelsStamp:
 
     def get_source_stamp(self):
         return super().get_source_stamp(), KERNELS_STAMP
+
+    def get_cache_path(self):
+        return os.path.join(super().get_cache_path(), "fastbp-" + KERNELS_STAMP[:16])
 
 
 def _install_locators():

@@ -98,7 +98,7 @@ EDITED = textwrap.dedent("""
     y = np.array([[0.0, 1.0]], np.float64)
     print(json.dumps({"numba": fb.get_backend("numba", "float64").loss(a, y, "binary_cross_entropy"),
                       "numpy": fb.get_backend("numpy", "float64").loss(a, y, "binary_cross_entropy"),
-                      "fastbp": fb.__file__}))
+                      "cache_dir": fb.get_backend("numba").info()["cache_dir"], "fastbp": fb.__file__}))
 """)
 
 
@@ -106,7 +106,10 @@ def test_an_edit_of_a_constant_in_a_helper_module_reaches_the_cached_kernels(tmp
     """numba#1833: a kernel's cache entry is keyed on its own file only, so an edit of a constant in
     another module it reads (here ops.py's cross-entropy clip, read by _nb_math.py through
     _nb_common.py) would leave the old machine code in use. Checked on a copied package: the
-    cached kernel follows the edit."""
+    cached kernel follows the edit. And each version of the kernel sources caches in a folder of
+    its own, the other version's left as it was: Numba unpickles an index file before it checks
+    its stamp, so one written by another version (whose types name a module this one lacks)
+    made every fit fail."""
     package = tmp_path / "site" / "fastbp"
     shutil.copytree(os.path.dirname(fb.__file__), package, ignore=shutil.ignore_patterns("__pycache__", "kernels"))
     shutil.copytree(C.KERNELS_DIR, package / "kernels", ignore=shutil.ignore_patterns("__pycache__"))
@@ -119,7 +122,7 @@ def test_an_edit_of_a_constant_in_a_helper_module_reaches_the_cached_kernels(tmp
         assert out.returncode == 0, out.stderr
         r = json.loads(out.stdout.strip().splitlines()[-1])
         assert r["fastbp"].startswith(str(package))
-        return r["numba"], r["numpy"]
+        return r["numba"], r["numpy"], r["cache_dir"]
 
     before = losses()
     assert before[0] == pytest.approx(before[1], rel=1e-12)
@@ -130,3 +133,6 @@ def test_an_edit_of_a_constant_in_a_helper_module_reaches_the_cached_kernels(tmp
     after = losses()
     assert after[1] != pytest.approx(before[1], rel=1e-3)  # the edit changes the loss
     assert after[0] == pytest.approx(after[1], rel=1e-12)  # and the cached kernel follows it
+    assert after[2] != before[2] and all(os.listdir(d) for d in (before[2], after[2]))
+    ops.write_text(text)  # back to the first version: its folder again, the same results
+    assert losses() == before
