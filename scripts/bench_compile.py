@@ -5,12 +5,16 @@ loading the default configuration's kernels from the cache.
 
     python scripts/bench_compile.py                         # this checkout, about two minutes
     python scripts/bench_compile.py --repo /tmp/base --repo .   # before/after, step by step in turn
+    python scripts/bench_compile.py --breakdown                # where the default fit's seconds go
 
 Each step runs one short ``fit`` (``history["compile_seconds"]``: the warmup that compiles or
 loads the kernels the fit needs) or the first ``predict``, and reports it with the process's
 wall time. Prints a Markdown table with the machine and date. With several ``--repo``, each
 checkout has its own cache and the checkouts take turns at each step, so that a shared machine's
 changing speed affects them alike (it varies by a fifth from one minute to the next).
+``--breakdown``: instead, the default fit compiled in this process from an empty cache, with the
+seconds each compiled kernel took itself (Numba's compile events, minus those of the kernels it
+compiled on the way), most first.
 """
 from __future__ import annotations
 
@@ -87,10 +91,55 @@ def cpu_model():
     return platform.processor() or "?"
 
 
+BREAKDOWN = r"""
+import collections, os, sys, time
+sys.path.insert(0, REPO)
+import numpy as np
+from numba.core import event
+
+own, count, stack = collections.defaultdict(float), collections.Counter(), []
+
+
+class Listener(event.Listener):
+    def on_start(self, e):
+        stack.append([e.data["dispatcher"].py_func, time.perf_counter(), 0.0])
+
+    def on_end(self, e):
+        func, t0, inner = stack.pop()
+        seconds = time.perf_counter() - t0
+        name = f"{func.__module__.rsplit('.', 1)[-1]}.{func.__name__}"
+        own[name] += seconds - inner
+        count[name] += 1
+        if stack:
+            stack[-1][2] += seconds
+
+
+event.register("numba:compile", Listener())
+import fastbp as fb
+X = np.random.default_rng(0).integers(0, 256, (200, 64)).astype(np.uint8)
+t = time.perf_counter()
+fb.Network.from_sizes([64, 30, 10], backend=fb.get_backend("numba"), seed=0).fit(X, np.arange(200) % 10, epochs=1)
+print(f"default fit, first run: {time.perf_counter() - t:.2f} s; {sum(count.values())} compiled functions, "
+      f"{sum(own.values()):.2f} s compiling")
+print("| kernel | own seconds | versions |\n|---|---:|---:|")
+for name, seconds in sorted(own.items(), key=lambda kv: -kv[1]):
+    print(f"| {name} | {seconds:.2f} | {count[name]} |")
+"""
+
+
+def breakdown(repo):
+    with tempfile.TemporaryDirectory() as cache:
+        subprocess.run([sys.executable, "-c", f"REPO={repo!r}\n" + BREAKDOWN], check=True,
+                       env=dict(os.environ, NUMBA_CACHE_DIR=cache))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repo", action="append", help="a checkout to measure (default: this one); repeatable")
+    ap.add_argument("--breakdown", action="store_true", help="seconds per compiled kernel of the default fit")
     args = ap.parse_args(argv)
+    if args.breakdown:
+        return breakdown(os.path.abspath((args.repo or [HERE])[-1]))
     repos = [os.path.abspath(r) for r in (args.repo or [HERE])]
     import llvmlite.binding as llvm
     import numba
