@@ -80,17 +80,6 @@ def run_step(repo, cache, kind, dtype, threads, sparse):
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "wall": wall}
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
-
-
 BREAKDOWN = r"""
 import collections, os, sys, time
 sys.path.insert(0, REPO)
@@ -143,7 +132,10 @@ def main(argv=None):
     repos = [os.path.abspath(r) for r in (args.repo or [HERE])]
     import llvmlite.binding as llvm
     import numba
-    print(f"{datetime.date.today()}, {cpu_model()} ({llvm.get_host_cpu_name()}), Python {platform.python_version()}, "
+
+    sys.path.insert(0, HERE)
+    from fastbp.bench import machine  # (this checkout's: the machine line only)
+    print(f"{datetime.date.today()}, {machine()[0]} ({llvm.get_host_cpu_name()}), Python {platform.python_version()}, "
           f"Numba {numba.__version__}, {os.cpu_count()} CPUs")
     names = [os.path.basename(r.rstrip("/")) or r for r in repos]
     print("\n| step (new process, same cache) | " + " | ".join(f"{n}: compile or load, s | {n}: process, s"

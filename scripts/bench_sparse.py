@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 
 import numpy as np
@@ -27,17 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import fastbp as fb  # noqa: E402
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
+from fastbp.bench import machine  # noqa: E402
 
 
 def mnist_test(folder):
@@ -72,7 +61,7 @@ def main(argv=None):
     configs = [tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")]
     if args.sweep:
         return sweep([int(h) for h in args.sweep.split(",")], configs, args.rounds)
-    print(f"# fastbp sparse first layer, {datetime.datetime.now():%Y-%m-%d %H:%M}; {cpu_model()}, "
+    print(f"# fastbp sparse first layer, {datetime.datetime.now():%Y-%m-%d %H:%M}; {machine()[0]}, "
           f"{os.cpu_count()} cores; numba CPU {fb.get_backend('numba').info()['cpu_name']}")
     print(f"# command: python scripts/bench_sparse.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print("\n| data | threads | batch | dense s/epoch | sparse s/epoch | dense / sparse (median of rounds) | "
@@ -99,7 +88,7 @@ def main(argv=None):
 def sweep(hiddens, configs, rounds):
     d = fb.datasets.load_fashion_mnist(download=False)
     X0, y = d.X_train[:10000].reshape(10000, -1), d.y_train[:10000]
-    print(f"# density sweep, {datetime.datetime.now():%Y-%m-%d %H:%M}; {cpu_model()}; Fashion-MNIST 10k thinned")
+    print(f"# density sweep, {datetime.datetime.now():%Y-%m-%d %H:%M}; {machine()[0]}; Fashion-MNIST 10k thinned")
     print("\n| hidden | threads | batch | density | dense s/epoch | sparse s/epoch | dense / sparse |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for hidden in hiddens:
