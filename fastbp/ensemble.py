@@ -3,8 +3,9 @@
 Member i trained in the ensemble equals the lone ``Network`` with the same seed trained with the
 same arguments (same shuffles, same updates): the ensemble is a faster way to run them, not a
 different model. On the numba backend the members share one training plan (their parameters
-packed along a model axis) and ``threads`` workers each train whole members; elsewhere the
-members train one after another.
+packed along a model axis) and ``threads`` workers each train whole members; on the cupy
+backend the fused kernel trains every member in one launch per epoch, a thread block (an SM)
+each; elsewhere the members train one after another.
 """
 from __future__ import annotations
 

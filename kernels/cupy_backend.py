@@ -12,14 +12,18 @@ Two paths:
   optimiser's step) is one launch each of the kernels of ``batch_step.cu``, the same kernels the
   batched epoch launches: each piece of elementwise maths has one CUDA copy;
 - ``train_epoch``, the fused whole-epoch kernel (``fused_epoch.cu``) for two-layer networks at
-  small batch sizes: ONE launch per epoch, one thread block, both weight matrices resident in
-  shared memory (784x30 + 30x10 float32 is about 96 KB, above the default 48 KB limit, hence the
-  opt-in ``cudaFuncAttributeMaxDynamicSharedMemorySize``);
+  small batch sizes: ONE launch per epoch, one thread block per network, both weight matrices
+  resident in shared memory (784x30 + 30x10 float32 is about 96 KB, above the default 48 KB
+  limit, hence the opt-in ``cudaFuncAttributeMaxDynamicSharedMemorySize``). An ensemble's
+  members share the launch, a block each (engine ``cupy-fused-members``): block k reads member
+  k's row of a table of pointers (its parameters and optimiser state, left in its layers), its
+  sample order, hyperparameters and frozen bits, so K members fill K SMs;
 - ``train_epoch`` for what the fused kernel does not cover (deeper nets, batch sizes above
   ``FUSED_MAX_BATCH``, shapes whose shared memory does not fit): the batched epoch, cuBLAS
   products into buffers made once per epoch and one RawKernel launch (``batch_step.cu``) for
-  each step between them, the loss summed on the GPU. Networks with a softmax layer take the
-  generic per-batch path; ``fused=False`` forces it for everything. Never a wrong result.
+  each step between them, the loss summed on the GPU (an ensemble's members one after another).
+  Networks with a softmax layer take the generic per-batch path; ``fused=False`` forces it for
+  everything. Never a wrong result.
 
 The CUDA source is a text template: ``render_fused_epoch`` substitutes sizes and types, so the
 rendering can be checked (and compiled with nvcc) on a machine without a GPU. CuPy is imported
@@ -465,38 +469,44 @@ class CupyBackend(Backend):
             self._fused_kernels[key] = kernel
         return kernel
 
-    # --- the engines, on a training plan with K = 1 (kernels/plan.py's LayerPlan) ----------------
+    # --- the engines, on a training plan (kernels/plan.py's LayerPlan) --------------------------
     def make_plan(self, networks, loss, optimizers, X, Y, batch_size=None):
-        """The plan of one network (K = 1: several members on one GPU are a later issue) when
-        the fused kernel or the batched epoch covers it, else None (the per-batch loop). The
-        parameters stay in the layers, in their own layout."""
-        if len(networks) != 1:
-            return None
-        layers = networks[0]
+        """The plan of K >= 1 networks when the fused kernel covers every member (one launch per
+        epoch, a block per member) or the batched epoch covers every member (members one after
+        another), else None (the per-batch loop). The parameters stay in the layers, in their own
+        layout."""
         bs = X.shape[0] if batch_size is None else min(batch_size, X.shape[0])
-        config = self.fused_config(layers, loss, X, Y, bs)
-        if config is None and not self.batched_covers(layers, X, Y):
+        configs = [self.fused_config(layers, loss, X, Y, bs) for layers in networks]
+        config = configs[0] if all(c is not None and c == configs[0] for c in configs) else None
+        if config is None and not all(self.batched_covers(layers, X, Y) for layers in networks):
             return None
         return LayerPlan(networks, loss, optimizers, fused=config, batch_size=bs)
 
     def engines(self):
-        """``cupy-fused`` (the whole-epoch kernel, one block), ``cupy-batched`` (cuBLAS products
-        and batch_step.cu's kernels, buffers made once per epoch), ``cupy-per-batch``."""
-        return (Engine("cupy-fused", lambda plan: plan is not None and plan.fused is not None),
+        """``cupy-fused`` (the whole-epoch kernel, one block), ``cupy-fused-members`` (the same
+        kernel, an ensemble's members in one launch, a block each), ``cupy-batched`` (cuBLAS
+        products and batch_step.cu's kernels, buffers made once per epoch; members one after
+        another), ``cupy-per-batch``."""
+        return (Engine("cupy-fused", lambda plan: plan is not None and plan.fused is not None and plan.n_members == 1),
+                Engine("cupy-fused-members", lambda plan: plan is not None and plan.fused is not None),
                 Engine("cupy-batched", lambda plan: plan is not None and plan.fused is None),
                 *Backend.engines(self))
 
     def train_plan(self, plan, X, scale, Y, orders, batch_size, members=None):
-        """One epoch of the plan's network over ``X[orders[0]]``, with the plan's
-        hyperparameters; the summed loss per member."""
+        """One epoch of the plan's members (member k over ``X[orders[k]]``, with its
+        hyperparameters ``plan.hp[k]``); the summed loss per member (NaN for those not trained)."""
         totals = np.full(plan.n_members, np.nan)
-        if members is not None and 0 not in list(members):
+        members = list(range(plan.n_members)) if members is None else list(members)
+        if not members:
             return totals
-        layers, opt = plan.networks[0], plan.optimizers[0]
         if plan.fused is not None:
-            totals[0] = self._fused_epoch(plan.fused, layers, X, scale, Y, orders[0], opt, plan.hp[0])
-        else:
-            totals[0] = self._batched_epoch(layers, plan.loss, X, scale, Y, orders[0], batch_size, opt, plan.hp[0])
+            totals[members] = self._fused_epoch(plan.fused, [plan.networks[k] for k in members], X, scale, Y,
+                                                np.asarray(orders)[members], [plan.optimizers[k] for k in members],
+                                                plan.hp[members])
+            return totals
+        for k in members:
+            totals[k] = self._batched_epoch(plan.networks[k], plan.loss, X, scale, Y, orders[k], batch_size,
+                                            plan.optimizers[k], plan.hp[k])
         return totals
 
     def warmup_plan(self, plan, X, Y, batch_size):
@@ -508,31 +518,40 @@ class CupyBackend(Backend):
         config = self.fused_config(layers, loss, X, Y, min(batch_size, len(order)))
         if config is None:
             return self._batched_epoch(layers, loss, X, scale, Y, order, batch_size, opt)
-        return self._fused_epoch(config, layers, X, scale, Y, order, opt)
+        return float(self._fused_epoch(config, [layers], X, scale, Y, np.asarray(order)[None], [opt])[0])
 
-    def _fused_epoch(self, config, layers, X, scale, Y, order, opt, hp=None):
-        hp = opt.hyperparameters() if hp is None else hp
+    def _fused_epoch(self, config, networks, X, scale, Y, orders, optimizers, hps=None):
+        """One epoch of K networks (each a list of two layers covered by ``config``) in ONE launch
+        of the fused kernel, block k training member k over ``X[orders[k]]`` with optimiser
+        ``optimizers[k]`` and hyperparameters ``hps[k]`` (default: the optimisers' own). Per
+        member: a row of 8 pointers (its parameters and optimiser state), its frozen bits. Returns
+        the summed loss per member (one synchronisation)."""
+        hps = np.array([opt.hyperparameters() for opt in optimizers]) if hps is None else hps
         kernel = self._fused_kernel(config)
         shared = fused_epoch_shared_bytes(config["n_in"], config["n_hidden"], config["n_out"],
                                           config["batch_size"], self.dtype, self.threads, config["input_dtype"])
-        l0, l1 = layers
-
-        def state(layer, name):  # the optimiser's state; a dummy (never read) when it keeps none or frozen
-            s = None if name in layer.frozen else opt.state_of(layer, name)
-            return getattr(layer, name) if s is None else s
-
-        frozen = (("W" in l0.frozen) * 1 | ("b" in l0.frozen) * 2 | ("W" in l1.frozen) * 4
-                  | ("b" in l1.frozen) * 8)
-        order = cp.asarray(np.ascontiguousarray(order, dtype=np.int64))  # once per epoch
-        parts = cp.zeros(self.threads, dtype=cp.float64)
-        args = (X, Y, order, np.int32(order.shape[0]), np.float64(scale),
-                l0.W, l0.b, l1.W, l1.b,
-                state(l0, "W"), state(l0, "b"), state(l1, "W"), state(l1, "b"),
-                np.int32(opt.code), self._hyperparameters(hp),
-                np.int32(opt.reduction == "mean"), np.int32(frozen),
-                np.float64(l0.activation.slope), np.float64(l1.activation.slope), parts)
-        kernel((1,), (self.threads,), args, shared_mem=shared)
-        return float(parts.sum())  # the one synchronisation of the epoch
+        rows, frozen = [], []
+        for layers, opt in zip(networks, optimizers):
+            l0, l1 = layers
+            row = [p.data.ptr for p in (l0.W, l0.b, l1.W, l1.b)]
+            for layer, name in ((l0, "W"), (l0, "b"), (l1, "W"), (l1, "b")):
+                # the optimiser's state; the parameter itself (never read) when it keeps none or is frozen
+                s = None if name in layer.frozen else opt.state_of(layer, name)
+                row.append(getattr(layer, name).data.ptr if s is None else self._device(s, "state").data.ptr)
+            rows.append(row)
+            frozen.append(("W" in l0.frozen) * 1 | ("b" in l0.frozen) * 2 | ("W" in l1.frozen) * 4
+                          | ("b" in l1.frozen) * 8)
+        K = len(rows)
+        orders = cp.asarray(np.ascontiguousarray(orders, dtype=np.int64).reshape(K, -1))  # once per epoch
+        parts = cp.zeros((K, self.threads), dtype=cp.float64)
+        opt = optimizers[0]
+        args = (X, Y, orders, np.int32(orders.shape[1]), np.float64(scale),
+                cp.asarray(np.array(rows, dtype=np.uint64)), np.int32(opt.code),
+                cp.asarray(np.ascontiguousarray(hps, dtype=np.float64).reshape(K, -1)),
+                np.int32(opt.reduction == "mean"), cp.asarray(np.array(frozen, dtype=np.int32)),
+                np.float64(networks[0][0].activation.slope), np.float64(networks[0][1].activation.slope), parts)
+        kernel((K,), (self.threads,), args, shared_mem=shared)
+        return cp.asnumpy(parts.sum(axis=1))  # the one synchronisation of the epoch
 
     # --- the batched epoch: cuBLAS products, one launch for each step between them ----------------
     def batched_covers(self, layers, X, Y):

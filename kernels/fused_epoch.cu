@@ -10,7 +10,9 @@
 //     run by ONE thread block. Both weight matrices and the biases live in shared memory for the
 //     whole epoch; each mini-batch's gather, forward, loss, backward and update are done in
 //     sequence, separated by __syncthreads(); the weights go back to global memory at the end.
-//     Launched once per epoch: no round trip to the host between mini-batches.
+//     Launched once per epoch: no round trip to the host between mini-batches. An ensemble's
+//     members share the launch, a block each (blockIdx.x: the member; each its own parameters,
+//     optimiser state, sample order, hyperparameters and frozen bits, through per-member tables).
 //
 // The arithmetic follows the NumPy reference (kernels/numpy_backend.py) step by step, in the
 // network's float type T; only the order of the terms of each sum differs.
@@ -309,16 +311,17 @@ __device__ __forceinline__ void gather(const XT *__restrict__ X, const T *__rest
 //     batch in registers (TI consecutive inputs per vector load, deltas four samples per load)
 //     and steps those weights; then the second layer and the biases, shared out over all threads.
 extern "C" __global__ void __launch_bounds__(NT)
-fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training inputs
+fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training inputs, shared by the members
             const T *__restrict__ Y,           // (n_samples, K) targets
-            const long long *__restrict__ order,  // (n,) the epoch's sample order
+            const long long *__restrict__ orders,  // (members, n): each member's sample order for the epoch
             const int n, const double scale,   // samples in the epoch; input scale (1/255 or 1)
-            T *W0, T *b0, T *W1, T *b1,        // the layers' arrays: (N0, H), (H,), (H, K), (K,)
-            T *SW0, T *Sb0, T *SW1, T *Sb1,    // the optimiser's state for each (only read when it keeps one)
-            const int opt, const double *hp,   // the optimiser's code and hyperparameters (ops.HYPERPARAMETERS)
-            const int mean, const int frozen,
+            T *const *__restrict__ params,     // (members, 8) pointers: W0 (N0, H), b0 (H,), W1 (H, K), b1 (K,)
+                                               // and the optimiser's state of each, SW0 Sb0 SW1 Sb1 (read
+                                               // only when it keeps one), of each member
+            const int opt, const double *hps,  // the optimiser's code; (members, FB_N_HP) hyperparameters
+            const int mean, const int *__restrict__ frozens,  // (members,) frozen bits
             const double slope_h, const double slope_o,
-            double *loss_parts)                // (NT,) each thread's sum of per-sample losses
+            double *loss_parts)                // (members, NT): each thread's sum of per-sample losses
 {
     extern __shared__ __align__(16) unsigned char fb_shared[];
     long long *ords = reinterpret_cast<long long *>(fb_shared);  // two batches' sample indices
@@ -335,6 +338,16 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
     T *d1 = a0 + BS * H;
     T *yst = d1 + BS * K;
     LT *xst = reinterpret_cast<LT *>(yst + (PREF ? BS * K : 0));
+
+    // block b trains member b (an ensemble: one launch, a block per member; one network: one block)
+    const int member = blockIdx.x;
+    T *const *mine = params + 8 * member;
+    T *const W0 = mine[0], *const b0 = mine[1], *const W1 = mine[2], *const b1 = mine[3];
+    T *const SW0 = mine[4], *const Sb0 = mine[5], *const SW1 = mine[6], *const Sb1 = mine[7];
+    const long long *const order = orders + (long long)member * n;
+    const double *const hp = hps + member * FB_N_HP;
+    const int frozen = frozens[member];
+    loss_parts += (long long)member * NT;
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;

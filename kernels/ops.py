@@ -97,11 +97,13 @@ def cancelling_codes():
 def cuda_macros() -> dict:
     """The table as CUDA macros, name -> value text: ``FB_SIGMOID`` -> ``"0"`` ..., ``FB_CE`` -> ``"3"``,
     ``FB_OPT_SGD`` -> ``"0"``, ``FB_HP_LR`` -> ``"0"`` (an index in the hyperparameter vector) ...,
+    ``FB_N_HP`` (the vector's length),
     ``FB_CLIP_F32``/``FB_CLIP_F64`` -> the clip written with ``repr`` (it reads back as the same double)."""
     macros = {f"FB_{short}": str(code) for code, short in ACTIVATION_TABLE.values()}
     macros.update({f"FB_{short}": str(code) for code, short in LOSS_TABLE.values()})
     macros.update({f"FB_OPT_{short}": str(code) for code, short, _ in OPTIMIZER_TABLE.values()})
     macros.update({f"FB_HP_{name.upper()}": str(i) for i, name in enumerate(HYPERPARAMETERS)})
+    macros["FB_N_HP"] = str(len(HYPERPARAMETERS))  # the vector's length (a row of the members' table)
     macros.update({macro: repr(float(LOSS_CLIP[dtype])) for dtype, macro in CLIP_MACROS.items()})
     return macros
 

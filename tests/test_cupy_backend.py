@@ -21,6 +21,8 @@ from fastbp import kernels
 from fastbp.kernels import BackendUnavailable
 from fastbp.kernels import cupy_backend as cb
 
+from cuda_emulator import EMULATOR, HostCupy  # tests/cuda_emulator.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VALID = [(out, loss) for out in kernels.ACTIVATIONS for loss in kernels.LOSSES
          if kernels.pairs_with(out, loss)]
@@ -214,104 +216,52 @@ def test_the_rendered_sources_compile_with_nvcc(tmp_path):
 # --- the fused kernel's algorithm, run on the CPU ------------------------------------------------
 GXX = shutil.which("g++")
 
-EMULATOR = r"""
-// CUDA thread blocks on the CPU: NT std::threads, __syncthreads as a barrier, warp shuffles
-// through an exchange buffer guarded by one barrier per warp. Each case's rendered kernel goes in
-// its own namespace (one compilation for all cases).
-#include <algorithm>
-#include <barrier>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <string>
-#include <thread>
-#include <vector>
-using std::max;
-using std::min;
-#define __global__
-#define __device__
-#define __forceinline__ inline
-#define __launch_bounds__(n)
-#define __shared__
-#define __align__(n)
-#define __restrict__
-struct fb_dim { int x; };
-thread_local fb_dim threadIdx;
-static std::barrier<> *fb_block;
-static std::vector<std::barrier<> *> fb_warps;
-static double fb_slots[1024];
-static void __syncthreads() { fb_block->arrive_and_wait(); }
-static void __syncwarp() { fb_warps[threadIdx.x >> 5]->arrive_and_wait(); }
-struct float4 { float x, y, z, w; };
-struct double2 { double x, y; };
-struct float2 { float x, y; };
-static float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-static double2 make_double2(double x, double y) { return {x, y}; }
-template <typename F> static F __shfl_sync(unsigned, F v, int src) {
-    const int t = threadIdx.x, w = t >> 5;
-    fb_slots[t] = double(v);
-    fb_warps[w]->arrive_and_wait();
-    const F r = F(fb_slots[(w << 5) | src]);
-    fb_warps[w]->arrive_and_wait();
-    return r;
-}
-template <typename F> static F __shfl_xor_sync(unsigned, F v, int o) {
-    const int t = threadIdx.x, w = t >> 5;
-    fb_slots[t] = double(v);
-    fb_warps[w]->arrive_and_wait();
-    const F r = F(fb_slots[t ^ o]);
-    fb_warps[w]->arrive_and_wait();
-    return r;
-}
-template <typename V> static std::vector<V> load(const std::string &dir, const char *name, size_t n) {
-    std::vector<V> v(n);
-    FILE *f = std::fopen((dir + "/" + name).c_str(), "rb");
-    if (!f || std::fread(v.data(), sizeof(V), n, f) != n) { std::fprintf(stderr, "cannot read %s\n", name); std::exit(2); }
-    std::fclose(f);
-    return v;
-}
-template <typename V> static void save(const std::string &dir, const char *name, const std::vector<V> &v) {
-    FILE *f = std::fopen((dir + "/" + name).c_str(), "wb");
-    std::fwrite(v.data(), sizeof(V), v.size(), f);
-    std::fclose(f);
-}
-"""
-
 DRIVER = r"""
-static int run(const std::string &dir) {  // inputs from dir, one epoch, outputs to dir
-    int n_samples, n, opt, n_hp, mean, frozen;
+static int run(const std::string &dir) {  // inputs from dir, one epoch of every member, outputs to dir
+    int n_samples, n, opt, n_hp, mean, members;
     double scale, slope_h, slope_o;
     FILE *f = std::fopen((dir + "/params.txt").c_str(), "r");
-    if (!f || std::fscanf(f, "%d %d %lf %d %d %d %d %lf %lf", &n_samples, &n, &scale, &opt, &n_hp,
-                          &mean, &frozen, &slope_h, &slope_o) != 9) return 2;
+    if (!f || std::fscanf(f, "%d %d %lf %d %d %d %lf %lf %d", &n_samples, &n, &scale, &opt, &n_hp,
+                          &mean, &slope_h, &slope_o, &members) != 9) return 2;
     std::fclose(f);
-    auto hp = load<double>(dir, "hp.bin", n_hp);
+    auto hp = load<double>(dir, "hp.bin", size_t(members) * n_hp);
+    auto frozen = load<int>(dir, "frozen.bin", members);
     auto X = load<XT>(dir, "X.bin", size_t(n_samples) * N0);
     auto Y = load<T>(dir, "Y.bin", size_t(n_samples) * K);
-    auto order = load<long long>(dir, "order.bin", n);
-    auto W0 = load<T>(dir, "W0.bin", N0 * H), b0 = load<T>(dir, "b0.bin", H);
-    auto W1 = load<T>(dir, "W1.bin", H * K), b1 = load<T>(dir, "b1.bin", K);
+    auto order = load<long long>(dir, "order.bin", size_t(members) * n);
+    // every member's arrays, one after another in each file
+    auto W0 = load<T>(dir, "W0.bin", members * N0 * H), b0 = load<T>(dir, "b0.bin", members * H);
+    auto W1 = load<T>(dir, "W1.bin", members * H * K), b1 = load<T>(dir, "b1.bin", members * K);
     const int NS = 3;  // state slots, as many as any optimiser keeps (Adam: m, v and a gradient buffer)
-    std::vector<T> SW0(NS * N0 * H), Sb0(NS * H), SW1(NS * H * K), Sb1(NS * K);
-    std::vector<double> parts(NT);
+    std::vector<T> SW0(members * NS * N0 * H), Sb0(members * NS * H), SW1(members * NS * H * K),
+        Sb1(members * NS * K);
+    std::vector<T *> table;
+    for (int m = 0; m < members; m++)
+        for (T *p : {W0.data() + m * N0 * H, b0.data() + m * H, W1.data() + m * H * K, b1.data() + m * K,
+                     SW0.data() + m * NS * N0 * H, Sb0.data() + m * NS * H, SW1.data() + m * NS * H * K,
+                     Sb1.data() + m * NS * K})
+            table.push_back(p);
+    std::vector<double> parts(size_t(members) * NT);
     std::barrier<> block(NT);
     fb_block = &block;
     for (int w = 0; w < NT / 32; w++) fb_warps.push_back(new std::barrier<>(32));
-    std::vector<std::thread> threads;
-    for (int t = 0; t < NT; t++)
-        threads.emplace_back([&, t] {
-            threadIdx.x = t;
-            fused_epoch(X.data(), Y.data(), order.data(), n, scale, W0.data(), b0.data(), W1.data(), b1.data(),
-                        SW0.data(), Sb0.data(), SW1.data(), Sb1.data(), opt, hp.data(), mean, frozen, slope_h,
-                        slope_o, parts.data());
-        });
-    for (auto &th : threads) th.join();
+    for (int b = 0; b < members; b++) {  // the launch's blocks, one after another (they share nothing)
+        std::vector<std::thread> threads;
+        for (int t = 0; t < NT; t++)
+            threads.emplace_back([&, t, b] {
+                threadIdx.x = t;
+                blockIdx.x = b;
+                fused_epoch(X.data(), Y.data(), order.data(), n, scale, table.data(), opt, hp.data(), mean,
+                            frozen.data(), slope_h, slope_o, parts.data());
+            });
+        for (auto &th : threads) th.join();
+    }
     save(dir, "W0.out", W0); save(dir, "b0.out", b0); save(dir, "W1.out", W1); save(dir, "b1.out", b1);
     save(dir, "SW0.out", SW0); save(dir, "Sb0.out", Sb0); save(dir, "SW1.out", SW1); save(dir, "Sb1.out", Sb1);
-    double total = 0;
-    for (double p : parts) total += p;
-    save(dir, "loss.out", std::vector<double>{total});
+    std::vector<double> totals(members, 0.0);
+    for (int m = 0; m < members; m++)
+        for (int t = 0; t < NT; t++) totals[m] += parts[size_t(m) * NT + t];
+    save(dir, "loss.out", totals);
     return 0;
 }
 """
@@ -363,6 +313,13 @@ EMULATED = [
                                               input_dtype="float32", hidden="relu", output="softmax",
                                               loss="cross_entropy"),
      dict(n=40, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.001)),
+    # an ensemble in one launch: four members, each its own seed, order, learning rate, frozen parameters
+    ("ensemble-sigmoid-momentum", dict(n_in=36, n_hidden=7, n_out=3, batch_size=5, dtype="float64"),
+     dict(n=23, lr=0.5, momentum=0.9, members=4,
+          member_frozen=[((), ()), (("b",), ()), ((), ("W",)), ((), ())])),
+    ("ensemble-tanh-adam-float32", dict(n_in=40, n_hidden=9, n_out=4, batch_size=8, dtype="float32",
+                                        hidden="tanh", output="softmax", loss="cross_entropy"),
+     dict(n=30, lr=0.01, optimizer="adam", members=3)),
 ]
 
 
@@ -382,72 +339,185 @@ def test_the_emulated_cases_cover_every_layout_branch():
 
 
 def _emulate_case(tmp_path, name, config, train):
-    """Write one case's inputs and run the NumPy reference; returns what the check needs."""
+    """Write one case's inputs (every member's) and run the NumPy reference, member by member;
+    returns what the check needs. Member k of an ensemble case: seed 3 + k, its own sample order,
+    learning rate ``lr * (1 + k / 4)``, and its own frozen parameters (``member_frozen``)."""
     rng = np.random.default_rng(len(name))
     n, n_in, n_out = train["n"], config["n_in"], config["n_out"]
+    members = train.get("members", 1)
     dt = np.dtype(config["dtype"])
     xt = np.dtype(config.get("input_dtype", "uint8"))
     X = rng.integers(0, 256, (n, n_in)).astype(np.uint8) if xt == np.uint8 else rng.normal(size=(n, n_in)).astype(xt)
     labels = rng.integers(0, n_out, n)
+    Y = np.eye(n_out, dtype=dt)[labels]
     slope = train.get("slope", 0.01)
-    frozen = train.get("frozen", ((), ()))
-    layers = [fb.Dense(n_in, config["n_hidden"], (config.get("hidden", "sigmoid"), slope), frozen=frozen[0]),
-              fb.Dense(config["n_hidden"], n_out, (config.get("output", "sigmoid"), slope), frozen=frozen[1])]
-    net = fb.Network(layers, loss=config.get("loss", "quadratic"), backend="numpy", dtype=dt.name, seed=3)
-    before = net.get_params()
-    order = rng.permutation(n)
-    if train.get("optimizer") == "adam":
-        opt = fb.Adam(train["lr"], weight_decay=train.get("weight_decay", 0.0))
-    else:
-        opt = fb.SGD(train["lr"], train.get("momentum", 0.0), train.get("weight_decay", 0.0),
-                     train.get("reduction", "mean"), nesterov=train.get("nesterov", False))
+    nets, histories, orders, hps, bits = [], [], [], [], []
+    for k in range(members):
+        frozen = train.get("member_frozen", [train.get("frozen", ((), ()))] * members)[k]
+        layers = [fb.Dense(n_in, config["n_hidden"], (config.get("hidden", "sigmoid"), slope), frozen=frozen[0]),
+                  fb.Dense(config["n_hidden"], n_out, (config.get("output", "sigmoid"), slope), frozen=frozen[1])]
+        net = fb.Network(layers, loss=config.get("loss", "quadratic"), backend="numpy", dtype=dt.name, seed=3 + k)
+        lr = train["lr"] * (1 + k / 4)
+        if train.get("optimizer") == "adam":
+            opt = fb.Adam(lr, weight_decay=train.get("weight_decay", 0.0))
+        else:
+            opt = fb.SGD(lr, train.get("momentum", 0.0), train.get("weight_decay", 0.0),
+                         train.get("reduction", "mean"), nesterov=train.get("nesterov", False))
+        order = rng.permutation(n)
+        nets.append((net, net.get_params()))
+        orders.append(order)
+        hps.append(opt.hyperparameters())
+        bits.append(("W" in frozen[0]) * 1 | ("b" in frozen[0]) * 2 | ("W" in frozen[1]) * 4 | ("b" in frozen[1]) * 8)
+        # the reference: the NumPy backend over the same order (fit without shuffling over X[order])
+        histories.append(net.fit(X[order], labels[order], epochs=1, batch_size=config["batch_size"], optimizer=opt,
+                                 shuffle=False))
     folder = tmp_path / name
     folder.mkdir()
-    Y = np.eye(n_out, dtype=dt)[labels]
-    opt.hyperparameters().tofile(folder / "hp.bin")
-    for fname, a in (("X.bin", X), ("Y.bin", Y), ("order.bin", order.astype(np.int64)),
-                     ("W0.bin", before[0]["W"]), ("b0.bin", before[0]["b"]),
-                     ("W1.bin", before[1]["W"]), ("b1.bin", before[1]["b"])):
-        np.ascontiguousarray(a, dtype=a.dtype if fname in ("X.bin", "order.bin") else dt).tofile(folder / fname)
-    bits = ("W" in frozen[0]) * 1 | ("b" in frozen[0]) * 2 | ("W" in frozen[1]) * 4 | ("b" in frozen[1]) * 8
+    np.array(hps, dtype=np.float64).tofile(folder / "hp.bin")
+    np.array(bits, dtype=np.int32).tofile(folder / "frozen.bin")
+    X.tofile(folder / "X.bin")
+    Y.tofile(folder / "Y.bin")
+    np.array(orders, dtype=np.int64).tofile(folder / "order.bin")
+    for i in range(2):  # every member's initial parameters, one after another
+        for p in ("W", "b"):
+            np.concatenate([before[i][p].astype(dt).ravel() for _, before in nets]).tofile(folder / f"{p}{i}.bin")
     scale = 1 / 255 if xt == np.uint8 else 1.0
     (folder / "params.txt").write_text(
-        f"{n} {n} {scale!r} {opt.code} {len(opt.hyperparameters())} "
-        f"{int(opt.reduction == 'mean')} {bits} {slope!r} {slope!r}\n")
-    # the reference: the NumPy backend over the same order (fit without shuffling over X[order])
-    history = net.fit(X[order], labels[order], epochs=1, batch_size=config["batch_size"], optimizer=opt,
-                      shuffle=False)
-    return dict(folder=folder, net=net, history=history, n=n, dt=dt,
+        f"{n} {n} {scale!r} {opt.code} {len(hps[0])} {int(opt.reduction == 'mean')} {slope!r} {slope!r} "
+        f"{members}\n")
+    return dict(folder=folder, nets=[net for net, _ in nets], histories=histories, n=n, dt=dt,
                 source=cb.render_fused_epoch(**({"threads": 64} | config)))
 
 
 @pytest.mark.skipif(GXX is None, reason="g++ is not installed")
 def test_the_fused_kernel_run_on_cpu_threads_matches_the_numpy_reference(tmp_path):
+    """Every case's kernel run on CPU threads (a block's threads as std::threads, the launch's blocks
+    one after another) against the NumPy reference: parameters, optimiser state and loss of each
+    member; the ensemble case checks that block k trains member k and no other."""
     cases = [(name, train, _emulate_case(tmp_path, name, config, train)) for name, config, train in EMULATED]
     (tmp_path / "emulator.cpp").write_text(emulator_source([case["source"] for _, _, case in cases]))
     build = subprocess.run([GXX, "-std=c++20", "-O1", "-pthread", "-w", str(tmp_path / "emulator.cpp"), "-o",
                             str(tmp_path / "emulator")], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, f"the emulator failed to compile:\n{build.stderr}"
-    for i, (name, train, case) in enumerate(cases):
+    for c, (name, train, case) in enumerate(cases):
         folder, dt = case["folder"], case["dt"]
-        run = subprocess.run([str(tmp_path / "emulator"), str(folder), str(i)], capture_output=True, text=True,
+        run = subprocess.run([str(tmp_path / "emulator"), str(folder), str(c)], capture_output=True, text=True,
                              timeout=300)
         assert run.returncode == 0, f"{name}: {run.stderr}"
         tol = dict(rtol=1e-9, atol=1e-12) if dt == np.float64 else dict(rtol=2e-5, atol=2e-6)
-        ref = case["net"].get_params()
-        shapes = [p["W"].shape for p in ref]
-        for i, layer in enumerate(case["net"].layers):
-            got_W = np.fromfile(folder / f"W{i}.out", dtype=dt).reshape(shapes[i])
-            got_b = np.fromfile(folder / f"b{i}.out", dtype=dt)
-            np.testing.assert_allclose(got_W, ref[i]["W"], **tol, err_msg=f"{name}: W{i}")
-            np.testing.assert_allclose(got_b, ref[i]["b"], **tol, err_msg=f"{name}: b{i}")
-            for p, state in case["net"].optimizer.layer_state(layer).items():  # the optimiser's state too
-                got = np.fromfile(folder / f"S{p}{i}.out", dtype=dt).reshape((3,) + state.shape[1:])
-                np.testing.assert_allclose(got[:state.shape[0]], state, **tol, err_msg=f"{name}: state of {p}{i}")
-        # the momentum case has velocities to compare
-        assert train.get("momentum", 0) == 0 or case["net"].optimizer.layer_state(case["net"].layers[0])
-        loss = np.fromfile(folder / "loss.out")[0]
-        assert loss == pytest.approx(case["history"]["loss"][0] * case["n"], rel=1e-9 if dt == np.float64 else 1e-5)
+        members = len(case["nets"])
+        losses = np.fromfile(folder / "loss.out")
+        assert losses.shape == (members,)
+        for k, (net, history) in enumerate(zip(case["nets"], case["histories"])):
+            ref = net.get_params()
+            for i, layer in enumerate(net.layers):
+                got_W = np.fromfile(folder / f"W{i}.out", dtype=dt).reshape((members,) + ref[i]["W"].shape)[k]
+                got_b = np.fromfile(folder / f"b{i}.out", dtype=dt).reshape(members, -1)[k]
+                np.testing.assert_allclose(got_W, ref[i]["W"], **tol, err_msg=f"{name} member {k}: W{i}")
+                np.testing.assert_allclose(got_b, ref[i]["b"], **tol, err_msg=f"{name} member {k}: b{i}")
+                for p, state in net.optimizer.layer_state(layer).items():  # the optimiser's state too
+                    got = np.fromfile(folder / f"S{p}{i}.out", dtype=dt).reshape((members, 3) + state.shape[1:])[k]
+                    np.testing.assert_allclose(got[:state.shape[0]], state, **tol,
+                                               err_msg=f"{name} member {k}: state of {p}{i}")
+            # the momentum case has velocities to compare
+            assert train.get("momentum", 0) == 0 or net.optimizer.layer_state(net.layers[0])
+            assert losses[k] == pytest.approx(history["loss"][0] * case["n"], rel=1e-9 if dt == np.float64 else 1e-5)
+    assert any(len(case["nets"]) > 2 for _, _, case in cases)  # an ensemble case ran
+
+
+# --- the backend's Python side, its fused kernel run on CPU threads (tests/cuda_emulator.py) --------
+@pytest.fixture
+def host_cupy(monkeypatch):
+    """The cupy backend on the host emulator: arrays in host memory, the fused kernel's real source
+    compiled as C++ and launched on CPU threads. Backends are made directly (64 threads a block)."""
+    if GXX is None:
+        pytest.skip("g++ is not installed")
+    mod = HostCupy()
+    monkeypatch.setitem(sys.modules, "cupy", mod)
+    monkeypatch.setattr(cb, "cp", mod)
+    return mod
+
+
+def host_backend(dtype="float64"):
+    return cb.CupyBackend(dtype, threads=64)
+
+
+def lone_networks(sizes, seeds, backend, **kw):
+    return [fb.Network.from_sizes(sizes, seed=k, backend=backend, **kw) for k in seeds]
+
+
+def assert_same_params(got, expected, **tol):
+    for p, q in zip(got.get_params(), expected.get_params()):
+        np.testing.assert_allclose(p["W"], q["W"], **tol)
+        np.testing.assert_allclose(p["b"], q["b"], **tol)
+
+
+def test_host_emulated_fused_fit_of_one_network_matches_numpy(host_cupy):
+    X, y = small_problem(n=50)
+    gpu, cpu = (fb.Network.from_sizes([20, 6, 3], seed=4, backend=be, activation="tanh")
+                for be in (host_backend(), kernels.get_backend("numpy", "float64")))
+    h_gpu = gpu.fit(X, y, epochs=2, batch_size=7, optimizer=fb.Adam(0.01))
+    h_cpu = cpu.fit(X, y, epochs=2, batch_size=7, optimizer=fb.Adam(0.01))
+    assert h_gpu["engine"] == "cupy-fused"
+    assert [k.launches for k in host_cupy.kernels] == [[((1,), (64,))] * 2]  # one launch an epoch, one block
+    assert gpu.optimizer.t == cpu.optimizer.t == 16
+    np.testing.assert_allclose(h_gpu.loss, h_cpu.loss, rtol=1e-9)
+    assert_same_params(gpu, cpu, rtol=1e-9, atol=1e-12)
+
+
+def test_host_emulated_ensemble_trains_every_member_in_one_launch_as_the_lone_networks(host_cupy):
+    """The ensemble contract on the cupy backend: member k (seed k, its own learning rate, momentum)
+    ends as the lone network with seed k trained alone on NumPy, all members one launch per epoch,
+    a block each; the optimiser's state carries over to a second fit."""
+    X, y = small_problem(n=40)
+    seeds, rates = [0, 1, 2, 3], [0.1, 0.3, 0.5, 0.7]
+    ens = fb.Ensemble(lone_networks([20, 5, 3], seeds, host_backend()))
+    h = ens.fit(X, y, epochs=2, batch_size=10, lr=rates, momentum=0.9)
+    h2 = ens.fit(X, y, epochs=1, batch_size=10, lr=rates, momentum=0.9)
+    assert h["engine"] == h2["engine"] == "cupy-fused-members"
+    assert [launch for k in host_cupy.kernels for launch in k.launches] == [((4,), (64,))] * 3
+    for k, (net, lr) in enumerate(zip(lone_networks([20, 5, 3], seeds, kernels.get_backend("numpy", "float64")),
+                                      rates)):
+        first = net.fit(X, y, epochs=2, batch_size=10, lr=lr, momentum=0.9)
+        second = net.fit(X, y, epochs=1, batch_size=10, lr=lr, momentum=0.9)
+        np.testing.assert_allclose([e[k] for e in h["loss"]], first["loss"], rtol=1e-9)
+        np.testing.assert_allclose([e[k] for e in h2["loss"]], second["loss"], rtol=1e-9)
+        assert_same_params(ens[k], net, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings, expected
+def test_host_emulated_ensemble_a_diverging_member_is_put_back_and_left_out_of_the_launch(host_cupy):
+    X, y = small_problem(n=40)
+    X = X.astype(np.float32)  # unscaled 0..255: lr 1e9 overflows float32 in the first epoch
+    kw = dict(activation="tanh", output_activation="identity")
+    ens = fb.Ensemble(lone_networks([20, 5, 3], [0, 1, 2], host_backend("float32"), **kw))
+    ref = fb.Ensemble(lone_networks([20, 5, 3], [0, 1, 2], kernels.get_backend("numpy", "float32"), **kw))
+    start = ens[1].get_params()
+    h = ens.fit(X, y, epochs=3, lr=[1e-5, 1e9, 1e-5], momentum=0.5)
+    h_ref = ref.fit(X, y, epochs=3, lr=[1e-5, 1e9, 1e-5], momentum=0.5)
+    assert h["engine"] == "cupy-fused-members" and h["diverged"] == h_ref["diverged"] == {1: 1}
+    assert [launch[0] for k in host_cupy.kernels for launch in k.launches] == [(3,), (2,), (2,)]
+    for p, q in zip(start, ens[1].get_params()):  # put back to its weights before that epoch
+        np.testing.assert_array_equal(p["W"], q["W"])
+        np.testing.assert_array_equal(p["b"], q["b"])
+    for k in (0, 2):  # the others trained on, as the reference's
+        assert_same_params(ens[k], ref[k], rtol=1e-4, atol=1e-6)
+
+
+def test_host_emulated_members_whose_frozen_parameters_differ_share_the_launch(host_cupy):
+    X, y = small_problem(n=30)
+    nets = []
+    for be in (host_backend("float32"), kernels.get_backend("numpy", "float32")):
+        nets.append([fb.Network([fb.Dense(20, 6, "sigmoid", frozen=frozen), fb.Dense(6, 3, "sigmoid")],
+                                backend=be, seed=k) for k, frozen in enumerate([(), ("W",), ("b",)])])
+    ens = fb.Ensemble(nets[0])
+    h = ens.fit(X, y, epochs=1, batch_size=10, optimizer=fb.Adam(0.01))
+    assert h["engine"] == "cupy-fused-members"
+    for k, net in enumerate(nets[1]):
+        net.fit(X, y, epochs=1, batch_size=10, optimizer=fb.Adam(0.01))
+        assert_same_params(ens[k], net, rtol=2e-5, atol=2e-6)
+    np.testing.assert_array_equal(ens[1].get_params()[0]["W"], fb.Network(
+        [fb.Dense(20, 6, "sigmoid"), fb.Dense(6, 3, "sigmoid")], backend="numpy", seed=1).get_params()[0]["W"])
 
 
 # --- the benchmark script's CPU side ----------------------------------------------------------------
@@ -785,6 +855,53 @@ def test_gpu_batched_epoch_matches_numpy(cupy, dtype, sizes, acts, loss, options
                 err_cpu = np.abs(p_cpu[name] - p_exact[name]).max()
                 assert err_gpu <= 4 * err_cpu + 1e-5, (name, err_gpu, err_cpu)
     np.testing.assert_allclose(hs[0].loss, hs[1].loss, rtol=1e-9 if dtype == "float64" else 1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("make,batch_size,engine", [
+    (lambda lr: fb.SGD(lr, momentum=0.9), 10, "cupy-fused-members"),
+    (lambda lr: fb.Adam(lr / 10, weight_decay=1e-3), 7, "cupy-fused-members"),
+    (lambda lr: fb.SGD(lr, momentum=0.5, nesterov=True), 200, "cupy-batched")], ids=["momentum", "adam", "batched"])
+def test_gpu_ensemble_members_equal_the_lone_networks_on_numpy(cupy, dtype, make, batch_size, engine):
+    """The ensemble contract on the GPU: member k (seed k, its own learning rate) equals the lone
+    network with seed k trained on the NumPy reference; float32 is held to the float64 reference
+    as the fused tests are."""
+    X, y = small_problem(n=400)
+    rates = [0.1, 0.2, 0.4, 0.8, 1.6]
+    ens = fb.Ensemble.from_sizes([20, 8, 3], n_models=5, seeds=range(5), backend=kernels.get_backend("cupy", dtype))
+    h = ens.fit(X, y, epochs=2, batch_size=batch_size, optimizer=[make(lr) for lr in rates])
+    assert h["engine"] == engine
+    for k, lr in enumerate(rates):
+        ref = {}
+        for dt in {dtype, "float64"}:
+            ref[dt] = fb.Network.from_sizes([20, 8, 3], seed=k, backend="numpy", dtype=dt)
+            ref[dt].fit(X, y, epochs=2, batch_size=batch_size, optimizer=make(lr))
+        for p_gpu, p_cpu, p_exact in zip(ens[k].get_params(), ref[dtype].get_params(), ref["float64"].get_params()):
+            for name in ("W", "b"):
+                if dtype == "float64":
+                    np.testing.assert_allclose(p_gpu[name], p_cpu[name], rtol=1e-9, atol=1e-11)
+                else:
+                    err_gpu = np.abs(p_gpu[name] - p_exact[name]).max()
+                    err_cpu = np.abs(p_cpu[name] - p_exact[name]).max()
+                    assert err_gpu <= 4 * err_cpu + 1e-5, (k, name, err_gpu, err_cpu)
+
+
+@pytest.mark.gpu
+def test_gpu_an_ensemble_of_132_book_networks_equals_the_lone_fused_networks_bit_for_bit(cupy):
+    """132 members of 784-30-10 (one per SM of an H100/H200) in one launch: each member's weights
+    after an epoch are exactly those of the same network trained alone by the same kernel."""
+    X, y = small_problem(n=1000, n_in=784, n_out=10, seed=2)
+    be = kernels.get_backend("cupy", "float32")
+    ens = fb.Ensemble.from_sizes([784, 30, 10], n_models=132, seeds=range(132), backend=be)
+    rates = list(np.linspace(0.5, 3.0, 132))
+    assert ens.fit(X, y, epochs=1, batch_size=10, lr=rates)["engine"] == "cupy-fused-members"
+    for k in (0, 1, 64, 131):
+        net = fb.Network.from_sizes([784, 30, 10], seed=k, backend=be)
+        assert net.fit(X, y, epochs=1, batch_size=10, lr=rates[k])["engine"] == "cupy-fused"
+        for p, q in zip(ens[k].get_params(), net.get_params()):
+            np.testing.assert_array_equal(p["W"], q["W"])
+            np.testing.assert_array_equal(p["b"], q["b"])
 
 
 @pytest.mark.gpu

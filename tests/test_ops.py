@@ -122,7 +122,7 @@ def test_cuda_defines_are_the_table():
     assert lines[0] == "#define FB_SIGMOID 0" and "#define FB_CE 3" in lines
     parsed = {m.group(1): m.group(3) for m in DEFINE.finditer(text)}
     assert len(parsed) == len(lines) == (len(ops.ACTIVATIONS) + len(ops.LOSSES) + len(ops.LOSS_CLIP)
-                                         + len(ops.OPTIMIZER_TABLE) + len(ops.HYPERPARAMETERS))
+                                         + len(ops.OPTIMIZER_TABLE) + len(ops.HYPERPARAMETERS) + 1)
     for table in (ops.ACTIVATION_TABLE, ops.LOSS_TABLE):
         for code, short in table.values():
             assert int(parsed[f"FB_{short}"]) == code
@@ -130,6 +130,7 @@ def test_cuda_defines_are_the_table():
         assert int(parsed[f"FB_OPT_{short}"]) == code
     for name, i in ops.HP.items():
         assert int(parsed[f"FB_HP_{name.upper()}"]) == i
+    assert int(parsed["FB_N_HP"]) == len(ops.HYPERPARAMETERS)  # a row of the members' table
     for dtype, macro in ops.CLIP_MACROS.items():
         assert float(parsed[macro]) == ops.LOSS_CLIP[dtype]
     assert parsed == ops.cuda_macros()

@@ -1,0 +1,241 @@
+"""CUDA on the CPU, for the tests that have no GPU.
+
+``EMULATOR``: the C++ prelude that runs a CUDA thread block on CPU threads (one std::thread per
+CUDA thread, a barrier for ``__syncthreads``, the warp shuffles through an exchange buffer
+guarded by one barrier per warp); a rendered kernel compiles after it as C++.
+
+``HostCupy``: a stand-in for the cupy module, enough of it for ``CupyBackend``'s fused engines:
+its arrays are NumPy arrays in host memory (an ``ndarray`` subclass with ``.data.ptr``), and its
+``RawKernel`` compiles the fused epoch kernel's rendered source after the prelude into a shared
+library (g++) and launches it through ctypes, the grid's blocks one after another (the blocks of
+the fused kernel share nothing). So the backend's Python side (plans, engines, the members'
+pointer tables, divergence, the ensemble contract) runs here exactly as on a GPU, against the
+real kernel source. Anything else (``RawModule``: the batched path's kernels) raises
+NotImplementedError: those paths are tested on a GPU only.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import types
+
+import numpy as np
+
+GXX = shutil.which("g++")
+
+EMULATOR = r"""
+// CUDA thread blocks on the CPU: NT std::threads, __syncthreads as a barrier, warp shuffles
+// through an exchange buffer guarded by one barrier per warp. Each case's rendered kernel goes in
+// its own namespace (one compilation for all cases).
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+using std::max;
+using std::min;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__
+#define __align__(n)
+#define __restrict__
+struct fb_dim { int x; };
+thread_local fb_dim threadIdx, blockIdx;
+static std::barrier<> *fb_block;
+static std::vector<std::barrier<> *> fb_warps;
+static double fb_slots[1024];
+static void __syncthreads() { fb_block->arrive_and_wait(); }
+static void __syncwarp() { fb_warps[threadIdx.x >> 5]->arrive_and_wait(); }
+struct float4 { float x, y, z, w; };
+struct double2 { double x, y; };
+struct float2 { float x, y; };
+static float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+static double2 make_double2(double x, double y) { return {x, y}; }
+template <typename F> static F __shfl_sync(unsigned, F v, int src) {
+    const int t = threadIdx.x, w = t >> 5;
+    fb_slots[t] = double(v);
+    fb_warps[w]->arrive_and_wait();
+    const F r = F(fb_slots[(w << 5) | src]);
+    fb_warps[w]->arrive_and_wait();
+    return r;
+}
+template <typename F> static F __shfl_xor_sync(unsigned, F v, int o) {
+    const int t = threadIdx.x, w = t >> 5;
+    fb_slots[t] = double(v);
+    fb_warps[w]->arrive_and_wait();
+    const F r = F(fb_slots[t ^ o]);
+    fb_warps[w]->arrive_and_wait();
+    return r;
+}
+template <typename V> static std::vector<V> load(const std::string &dir, const char *name, size_t n) {
+    std::vector<V> v(n);
+    FILE *f = std::fopen((dir + "/" + name).c_str(), "rb");
+    if (!f || std::fread(v.data(), sizeof(V), n, f) != n) { std::fprintf(stderr, "cannot read %s\n", name); std::exit(2); }
+    std::fclose(f);
+    return v;
+}
+template <typename V> static void save(const std::string &dir, const char *name, const std::vector<V> &v) {
+    FILE *f = std::fopen((dir + "/" + name).c_str(), "wb");
+    std::fwrite(v.data(), sizeof(V), v.size(), f);
+    std::fclose(f);
+}
+"""
+
+LAUNCHER = r"""
+extern "C" int fb_launch(int blocks, void **a) {  // fused_epoch's arguments, in its order
+    std::barrier<> block(NT);
+    fb_block = &block;
+    fb_warps.clear();
+    for (int w = 0; w < NT / 32; w++) fb_warps.push_back(new std::barrier<>(32));
+    for (int b = 0; b < blocks; b++) {
+        std::vector<std::thread> threads;
+        for (int t = 0; t < NT; t++)
+            threads.emplace_back([&, t, b] {
+                threadIdx.x = t;
+                blockIdx.x = b;
+                fused_epoch((const XT *)a[0], (const T *)a[1], (const long long *)a[2], *(const int *)a[3],
+                            *(const double *)a[4], (T *const *)a[5], *(const int *)a[6], (const double *)a[7],
+                            *(const int *)a[8], (const int *)a[9], *(const double *)a[10],
+                            *(const double *)a[11], (double *)a[12]);
+            });
+        for (auto &th : threads) th.join();
+    }
+    for (auto *w : fb_warps) delete w;
+    fb_warps.clear();
+    return 0;
+}
+"""
+
+_LIBRARIES = {}  # source hash -> loaded library (one compilation per kernel source per process)
+
+
+def build(source):
+    """The kernel source compiled after the prelude into a shared library (cached by source)."""
+    key = hashlib.sha256(source.encode()).hexdigest()[:16]
+    if key not in _LIBRARIES:
+        folder = tempfile.mkdtemp(prefix="fb-emu-")
+        cpp, lib = os.path.join(folder, "k.cpp"), os.path.join(folder, "k.so")
+        with open(cpp, "w") as f:
+            f.write(EMULATOR + "alignas(16) unsigned char fb_shared[1 << 20];\n"
+                    + source.replace('extern "C" __global__', "__global__") + LAUNCHER)
+        done = subprocess.run([GXX, "-std=c++20", "-O1", "-pthread", "-w", "-shared", "-fPIC", cpp, "-o", lib],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode:
+            raise RuntimeError(f"the emulated kernel failed to compile:\n{done.stderr}")
+        _LIBRARIES[key] = ctypes.CDLL(lib)
+    return _LIBRARIES[key]
+
+
+class ndarray(np.ndarray):
+    """A "device" array: host memory, with cupy's ``.data.ptr``."""
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.ctypes.data)
+
+
+def _dev(a):
+    return a.view(ndarray)
+
+
+class RawKernel:
+    """The fused epoch kernel, compiled for CPU threads on first use."""
+
+    def __init__(self, code, name):
+        if name != "fused_epoch":
+            raise NotImplementedError(f"the host emulator runs the fused epoch kernel only, not {name!r}")
+        self.code, self.name = code, name
+        self.max_dynamic_shared_size_bytes = 0
+        self.launches = []  # (grid, block) of each launch, for the tests
+
+    def compile(self):
+        build(self.code)
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        if shared_mem > (1 << 20) or shared_mem > max(self.max_dynamic_shared_size_bytes, 48 * 1024):
+            raise ValueError(f"shared memory {shared_mem} bytes above the kernel's opt-in")
+        keep, pointers = [], []
+        for a in args:
+            if isinstance(a, np.ndarray) and not isinstance(a, ndarray):
+                raise TypeError("a host NumPy array passed to a kernel (cupy would refuse it too)")
+            if isinstance(a, ndarray):
+                if not a.flags.c_contiguous:
+                    raise ValueError("a non-contiguous array passed to a kernel")
+                pointers.append(a.ctypes.data)
+                continue
+            c = {np.int32: ctypes.c_int32, np.int64: ctypes.c_int64, np.float64: ctypes.c_double,
+                 np.uint64: ctypes.c_uint64}[type(a)](a)
+            keep.append(c)
+            pointers.append(ctypes.addressof(c))
+        self.launches.append((tuple(grid), tuple(block)))
+        table = (ctypes.c_void_p * len(pointers))(*pointers)
+        assert build(self.code).fb_launch(int(grid[0]), table) == 0
+
+
+class HostCupy(types.ModuleType):
+    """The stand-in module (see the module doc). ``kernels``: every RawKernel made, in order."""
+
+    def __init__(self):
+        super().__init__("cupy")
+        self.__version__ = "0.0-host-emulator"
+        self.ndarray = ndarray
+        self.float32, self.float64, self.int32, self.int64, self.uint8 = (
+            np.float32, np.float64, np.int32, np.int64, np.uint8)
+        self.kernels = []
+        device = types.SimpleNamespace(id=0, compute_capability="90", synchronize=lambda: None,
+                                       attributes={"MaxSharedMemoryPerBlockOptin": 227 * 1024})
+        runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, runtimeGetVersion=lambda: 0,
+                                        driverGetVersion=lambda: 0,
+                                        getDeviceProperties=lambda i: {"name": b"host emulator"})
+        self.cuda = types.SimpleNamespace(runtime=runtime, Device=lambda *a: device)
+
+    def RawKernel(self, code, name, **kw):
+        kernel = RawKernel(code, name)
+        self.kernels.append(kernel)
+        return kernel
+
+    def RawModule(self, **kw):
+        raise NotImplementedError("the host emulator runs the fused epoch kernel only (no batched path)")
+
+    # arrays: a copy from the host, as cupy makes
+    def asarray(self, a, dtype=None):
+        if isinstance(a, ndarray) and (dtype is None or a.dtype == np.dtype(dtype)):
+            return a
+        return _dev(np.array(a, dtype=dtype, copy=True))
+
+    def ascontiguousarray(self, a, dtype=None):
+        return _dev(np.ascontiguousarray(self.asarray(a), dtype=dtype))
+
+    def asnumpy(self, a):
+        return np.array(a).view(np.ndarray)
+
+    def zeros(self, shape, dtype=float):
+        return _dev(np.zeros(shape, dtype))
+
+    def ones(self, shape, dtype=float):
+        return _dev(np.ones(shape, dtype))
+
+    def empty(self, shape, dtype=float):
+        return _dev(np.empty(shape, dtype))
+
+    def empty_like(self, a):
+        return _dev(np.empty_like(a))
+
+    def zeros_like(self, a):
+        return _dev(np.zeros_like(a))
+
+    def exp(self, a):
+        return np.exp(a)
+
+    def sum(self, a, **kw):
+        return np.sum(a, **kw)
