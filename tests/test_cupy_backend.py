@@ -530,6 +530,57 @@ def test_bench_gpu_dry_run_prints_the_plan():
         assert word in run.stdout
 
 
+def bench_gpu_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_gpu", os.path.join(ROOT, "scripts", "bench_gpu.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_gpu_torch_peers_compute_the_hand_written_updates(monkeypatch):
+    """The PyTorch peers, run on the CPU (no graphs there): the graphed one network (chunks of
+    GRAPH_STEPS batches, a partial last chunk) and each member of the vmapped ensemble make the
+    same updates as the plain hand-written loop with that member's seed."""
+    pytest.importorskip("torch", reason="PyTorch is not installed")
+    bg = bench_gpu_module()
+    monkeypatch.setattr(bg, "GRAPH_STEPS", 4)  # chunks of 40 rows: 6 whole chunks and 10 rows left
+    X, y = small_problem(n=250, n_in=784, n_out=10)
+    params = [bg.initial_params(k) for k in range(3)]
+    plain = [bg.run_torch_hand(X, y, X[:50], y[:50], 10, 1, params[k], 7 + k, device="cpu") for k in range(3)]
+    graphs = bg.run_torch_graphs(X, y, X[:50], y[:50], 10, 1, params[0], 7, device="cpu")
+    times, acc, stacked = bg.run_torch_func_ensemble(X, y, X[:50], y[:50], 10, 1, params, 7, device="cpu")
+    assert len(graphs[0]) == len(times) == 1 and acc == plain[0][1]
+    for got, want in zip(graphs[2], plain[0][2]):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    for k in range(3):
+        for got, want in zip(stacked, plain[k][2]):
+            np.testing.assert_allclose(got[k].numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(stacked[0][0].numpy(), stacked[0][1].numpy())  # the members differ
+
+
+def test_bench_gpu_table_and_summary_compare_like_with_like():
+    bg = bench_gpu_module()
+    results = [("fastbp-cupy-fused", 10, [0.05, 0.05, 0.06], 0.85, 1, []),
+               ("torch-cuda-graphs", 10, [0.2, 0.2, 0.2], 0.85, 1, ["100 mini-batches per graph replay"]),
+               ("fastbp-cupy-ensemble", 10, [0.09, 0.09, 0.1], 0.84, 132, ["engine cupy-fused-members"]),
+               ("torch-func-ensemble", 10, [0.9, 0.9, 0.9], 0.84, 132, [])]
+    text = "\n".join(bg.table(results, 60000) + bg.summary(results, 60000, None))
+    assert "4.0x" in text.split("torch-cuda-graphs")[1].split("\n")[0]  # vs the one fused network
+    assert "10.0x" in text.split("torch-func-ensemble")[1].split("\n")[0]  # vs the fastbp ensemble, not 1 net
+    assert f"{132 * 60000 / 0.09:,.0f}" in text  # samples/s counts every member's samples
+    assert "ensemble of 132 at batch 10: 90.0 ms = 1.80x one network's fused epoch (target <= 2x: met)" in text
+    assert "vs torch-func-ensemble at batch 10: 10.0x faster" in text
+    assert "note: engine cupy-fused-members" in text
+
+
+def test_bench_gpu_rejects_a_bad_member_count():
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_gpu.py"), "--dry-run", "--members", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--members" in run.stderr
+
+
 def test_bench_py_gpu_flag_prints_the_gpu_plan():
     run = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench.py"), "--gpu", "--dry-run",
                           "--engines", "fastbp-cupy-fused,torch-cuda-hand"], capture_output=True, text=True, timeout=120)
