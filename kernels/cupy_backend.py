@@ -51,6 +51,7 @@ C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double", np.dty
 
 FUSED_MAX_BATCH = 128  # larger batches: the per-batch cuBLAS path (the GPU is busy enough there)
 FUSED_THREADS = 512    # threads of the fused kernel's one block (up to 128 registers each)
+CLUSTER_SIZES = (1, 2, 4, 8)  # blocks per network (8: the portable maximum of a thread-block cluster)
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fused_epoch.cu")
 BATCH_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "batch_step.cu")
 BATCH_THREADS = 256  # threads per block of the batched path's elementwise kernels
@@ -106,6 +107,17 @@ def _check_choice(value, name, choices):
         raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
 
 
+def _check_cluster(value, n_hidden=None):
+    """``cluster``: 1, 2, 4 or 8 blocks per network, and (given ``n_hidden``) every block owning at
+    least one hidden unit."""
+    if isinstance(value, bool) or value not in CLUSTER_SIZES:
+        raise ValueError(f"cluster: expected one of {', '.join(map(str, CLUSTER_SIZES))} (blocks per network), "
+                         f"got {value!r}")
+    if n_hidden is not None and (value - 1) * units_per_block(n_hidden, value) >= n_hidden:
+        raise ValueError(f"cluster: {value} blocks cannot share {n_hidden} hidden units (a block would own none)")
+    return int(value)
+
+
 def _check_size(value, name, upper=None):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -114,10 +126,18 @@ def _check_size(value, name, upper=None):
     return int(value)
 
 
-def fused_layout(n_in, n_hidden, n_out, batch_size, threads=FUSED_THREADS, input_dtype="uint8", dtype="float32"):
+def units_per_block(n_hidden, cluster):
+    """Hidden units each block of a ``cluster``-block network owns (the last may own fewer)."""
+    return -(-int(n_hidden) // int(cluster))
+
+
+def fused_layout(n_in, n_hidden, n_out, batch_size, threads=FUSED_THREADS, input_dtype="uint8", dtype="float32",
+                 cluster=1):
     """How the fused kernel splits its work for one configuration: the template's layout macros
-    (their meaning is documented in fused_epoch.cu). Register budgets are halved for float64."""
+    (their meaning is documented in fused_epoch.cu). Register budgets are halved for float64.
+    ``cluster``: blocks per network; each block's share of the hidden units is laid out."""
     wide = 2 if np.dtype(dtype) == np.float64 else 1
+    n_hidden = units_per_block(n_hidden, cluster)
 
     def up(x, d):
         return -(-x // d) * d
@@ -149,20 +169,27 @@ LAYOUT_MACROS = ("SB", "UPW", "P", "CF", "BSR", "BSD", "VX", "TI", "TJ", "NG", "
 FUSED_MAX_OUT = 32  # outputs: one lane each in the kernel's output phase
 
 
-def fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, dtype, threads=FUSED_THREADS, input_dtype="uint8"):
-    """Dynamic shared memory the fused kernel needs (the layout described in fused_epoch.cu)."""
-    lay = fused_layout(n_in, n_hidden, n_out, batch_size, threads, input_dtype, dtype)
-    words = (n_hidden * lay["BSD"] + lay["BSR"] * n_in + n_hidden * n_in + n_hidden * n_out + n_hidden
-             + n_out + batch_size * n_out + lay["P"] * batch_size * n_hidden + 2 * batch_size * n_hidden
-             + batch_size * n_out + lay["PREF"] * batch_size * n_out)
+
+def fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, dtype, threads=FUSED_THREADS, input_dtype="uint8",
+                             cluster=1):
+    """Dynamic shared memory one block of the fused kernel needs (the layout described in
+    fused_epoch.cu)."""
+    lay = fused_layout(n_in, n_hidden, n_out, batch_size, threads, input_dtype, dtype, cluster)
+    hl = units_per_block(n_hidden, cluster)
+    words = (hl * lay["BSD"] + lay["BSR"] * n_in + hl * n_in + hl * n_out + hl
+             + n_out + batch_size * n_out + lay["P"] * batch_size * hl + 2 * batch_size * hl
+             + batch_size * n_out + 2 * batch_size * n_out + 2 * n_out + lay["PREF"] * batch_size * n_out)
     staging = lay["PREF"] * batch_size * n_in * np.dtype(input_dtype).itemsize  # xst, in load units
-    return words * np.dtype(dtype).itemsize + staging + 16 * batch_size  # + two batches' indices (int64)
+    return words * np.dtype(dtype).itemsize + staging + 16 * batch_size + 64  # + two batches' indices (int64),
+    #                                                                         the member's 8 pointers
 
 
 def render_fused_epoch(n_in, n_hidden, n_out, batch_size, dtype="float32", input_dtype="uint8",
-                       hidden="sigmoid", output="sigmoid", loss="quadratic", threads=FUSED_THREADS):
+                       hidden="sigmoid", output="sigmoid", loss="quadratic", threads=FUSED_THREADS, cluster=1):
     """The CUDA source of the fused epoch kernel for one configuration (sizes and types are
-    substituted as text). ``input_dtype``: the stored training inputs' dtype (uint8 or ``dtype``)."""
+    substituted as text). ``input_dtype``: the stored training inputs' dtype (uint8 or ``dtype``).
+    ``cluster``: blocks per network (1, 2, 4 or 8; above 1 a thread-block cluster, sm_90, splits
+    the hidden units over that many SMs)."""
     n_in = _check_size(n_in, "n_in")
     n_hidden = _check_size(n_hidden, "n_hidden")
     n_out = _check_size(n_out, "n_out", FUSED_MAX_OUT)
@@ -170,6 +197,7 @@ def render_fused_epoch(n_in, n_hidden, n_out, batch_size, dtype="float32", input
     threads = _check_size(threads, "threads", 1024)
     if threads % 32:
         raise ValueError(f"threads: expected a multiple of 32 (whole warps), got {threads}")
+    cluster = _check_cluster(cluster, n_hidden)
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
@@ -179,10 +207,11 @@ def render_fused_epoch(n_in, n_hidden, n_out, batch_size, dtype="float32", input
     _check_choice(hidden, "hidden", tuple(a for a in ACTIVATIONS if a != "softmax"))
     _check_choice(output, "output", ACTIVATIONS)
     _check_choice(loss, "loss", LOSSES)
-    layout = fused_layout(n_in, n_hidden, n_out, batch_size, threads, xt, dt)
+    layout = fused_layout(n_in, n_hidden, n_out, batch_size, threads, xt, dt, cluster)
     values = dict(
         T=C_TYPES[dt], XT=C_TYPES[xt], LT="unsigned int" if layout["LPR"] == 4 else C_TYPES[xt],
-        N0=n_in, H=n_hidden, K=n_out, BS=batch_size, NT=threads, HID_ACT=ACT_CODES[hidden],
+        N0=n_in, H=n_hidden, CL=cluster, HL=units_per_block(n_hidden, cluster), K=n_out, BS=batch_size, NT=threads,
+        HID_ACT=ACT_CODES[hidden],
         OUT_ACT=ACT_CODES[output], LOSS=LOSS_CODES[loss], CANCEL=int((output, loss) in CANCELLING),
         OPS_DEFINES=ops.cuda_defines(), **layout)
     return string.Template(_source()).substitute(values)
@@ -199,6 +228,11 @@ def render_batch_kernels(dtype="float32", input_dtype="uint8"):
     with open(BATCH_SOURCE, encoding="utf-8") as f:
         text = string.Template(f.read()).substitute(T=C_TYPES[dt], XT=C_TYPES[xt])
     return math_preamble() + text
+
+
+def _config_shared_bytes(config):
+    return fused_epoch_shared_bytes(config["n_in"], config["n_hidden"], config["n_out"], config["batch_size"],
+                                    config["dtype"], config["threads"], config["input_dtype"], config["cluster"])
 
 
 _BATCH_FUNCTIONS = {}
@@ -227,15 +261,20 @@ def _describe(a):
 class CupyBackend(Backend):
     """GPU backend on CuPy. ``fused``: False disables the whole-epoch kernel and the batched epoch
     (the network's generic per-batch path only);
-    ``threads``: threads of the fused kernel's block (a multiple of 32, at most 1024)."""
+    ``threads``: threads of the fused kernel's block (a multiple of 32, at most 1024);
+    ``cluster``: blocks (SMs) per network in the fused kernel, 1, 2, 4 or 8: above 1 a
+    thread-block cluster (sm_90: H100/H200) splits the hidden units over that many SMs; a network
+    with too few hidden units for that many blocks takes the largest size that still gives every
+    block one."""
 
     name = "cupy"
 
-    def __init__(self, dtype="float32", fused=True, threads=FUSED_THREADS):
+    def __init__(self, dtype="float32", fused=True, threads=FUSED_THREADS, cluster=1):
         Backend.__init__(self, dtype)
         self.threads = _check_size(threads, "threads", 1024)
         if self.threads % 32:
             raise ValueError(f"threads: expected a multiple of 32 (whole warps), got {threads}")
+        self.cluster = _check_cluster(cluster)
         self.fused = bool(fused)
         _import_cupy()
         self._fused_kernels = {}
@@ -243,7 +282,7 @@ class CupyBackend(Backend):
         self._hp = {}  # hyperparameter vectors on the device, by value
 
     def __repr__(self):
-        return f"CupyBackend(dtype={self.dtype.name!r}, fused={self.fused})"
+        return f"CupyBackend(dtype={self.dtype.name!r}, fused={self.fused}, cluster={self.cluster})"
 
     @staticmethod
     def is_available():
@@ -450,21 +489,20 @@ class CupyBackend(Backend):
         n_in, n_hidden, n_out = layers[0].n_in, layers[0].n_out, layers[1].n_out
         if X.shape[1] != n_in or Y.shape[1] != n_out:
             return None
-        need = fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, self.dtype, self.threads, X.dtype)
+        cluster = max(c for c in CLUSTER_SIZES if c <= self.cluster and (c - 1) * units_per_block(n_hidden, c) < n_hidden)
+        need = fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, self.dtype, self.threads, X.dtype, cluster)
         if need > self._shared_limit():
             return None
         return dict(n_in=n_in, n_hidden=n_hidden, n_out=n_out, batch_size=int(batch_size),
                     dtype=self.dtype.name, input_dtype=X.dtype.name, hidden=hidden, output=output,
-                    loss=loss, threads=self.threads)
+                    loss=loss, threads=self.threads, cluster=cluster)
 
     def _fused_kernel(self, config):
         key = tuple(sorted(config.items()))
         kernel = self._fused_kernels.get(key)
         if kernel is None:
             kernel = cp.RawKernel(render_fused_epoch(**config), "fused_epoch")
-            shared = fused_epoch_shared_bytes(config["n_in"], config["n_hidden"], config["n_out"],
-                                              config["batch_size"], config["dtype"], config["threads"],
-                                              config["input_dtype"])
+            shared = _config_shared_bytes(config)
             kernel.max_dynamic_shared_size_bytes = shared  # the opt-in above 48 KB
             self._fused_kernels[key] = kernel
         return kernel
@@ -528,8 +566,7 @@ class CupyBackend(Backend):
         the summed loss per member (one synchronisation)."""
         hps = np.array([opt.hyperparameters() for opt in optimizers]) if hps is None else hps
         kernel = self._fused_kernel(config)
-        shared = fused_epoch_shared_bytes(config["n_in"], config["n_hidden"], config["n_out"],
-                                          config["batch_size"], self.dtype, self.threads, config["input_dtype"])
+        shared = _config_shared_bytes(config)
         rows, frozen = [], []
         for layers, opt in zip(networks, optimizers):
             l0, l1 = layers
@@ -543,14 +580,14 @@ class CupyBackend(Backend):
                           | ("b" in l1.frozen) * 8)
         K = len(rows)
         orders = cp.asarray(np.ascontiguousarray(orders, dtype=np.int64).reshape(K, -1))  # once per epoch
-        parts = cp.zeros((K, self.threads), dtype=cp.float64)
+        parts = cp.zeros((K, config["threads"]), dtype=cp.float64)
         opt = optimizers[0]
         args = (X, Y, orders, np.int32(orders.shape[1]), np.float64(scale),
                 cp.asarray(np.array(rows, dtype=np.uint64)), np.int32(opt.code),
                 cp.asarray(np.ascontiguousarray(hps, dtype=np.float64).reshape(K, -1)),
                 np.int32(opt.reduction == "mean"), cp.asarray(np.array(frozen, dtype=np.int32)),
                 np.float64(networks[0][0].activation.slope), np.float64(networks[0][1].activation.slope), parts)
-        kernel((K,), (self.threads,), args, shared_mem=shared)
+        kernel((K * config["cluster"],), (config["threads"],), args, shared_mem=shared)  # a cluster per member
         return cp.asnumpy(parts.sum(axis=1))  # the one synchronisation of the epoch
 
     # --- the batched epoch: cuBLAS products, one launch for each step between them ----------------

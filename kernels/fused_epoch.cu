@@ -117,6 +117,10 @@ __device__ __forceinline__ fb_rule<F> fb_rule_for(int opt, const double *hp, dou
                                 : F(0);
     return r;
 }
+// The state slots fb_update reads and writes per element: Adam two (m, v), momentum one, plain SGD none.
+__device__ __forceinline__ int fb_state_slots(int opt, const double *hp) {
+    return opt == FB_OPT_ADAM ? 2 : hp[FB_HP_MOMENTUM] > 0.0 ? 1 : 0;
+}
 template <typename F>
 __device__ __forceinline__ void fb_update(const fb_rule<F> &r, F &p, F g, F *s, long long n, bool decayed) {
     const F gt = r.scale * g + (decayed ? r.wd : F(0)) * p;
@@ -141,7 +145,9 @@ typedef ${XT} XT;  // the stored inputs' type (unsigned char: scaled here by `sc
 typedef ${LT} LT;  // the unit the gather loads: 4 uint8 inputs as one 32-bit word, else one XT
 
 #define N0 ${N0}   // inputs
-#define H ${H}     // hidden units
+#define H ${H}     // hidden units (of the whole network)
+#define CL ${CL}   // blocks per network: a thread-block cluster (sm_90) splitting the hidden units
+#define HL ${HL}   // hidden units per block (ceil(H / CL); the last block may own fewer)
 #define K ${K}     // outputs (at most 32: one lane each)
 #define BS ${BS}   // batch size (the last batch of an epoch may be smaller)
 #define NT ${NT}   // threads in the block (a multiple of 32)
@@ -159,7 +165,7 @@ typedef ${LT} LT;  // the unit the gather loads: 4 uint8 inputs as one 32-bit wo
 #define TI ${TI}   // first-layer update: consecutive inputs per thread (4 or 1; divides N0)
 #define TJ ${TJ}   // first-layer update: hidden units per thread
 #define NG ${NG}   // first-layer update: input groups (N0 / TI)
-#define JG ${JG}   // first-layer update: unit groups (ceil(H / TJ))
+#define JG ${JG}   // first-layer update: unit groups (ceil(HL / TJ))
 #define LPR ${LPR} // inputs per gather load unit (4 or 1)
 #define NU ${NU}   // load units per input row (N0 / LPR)
 #define CF ${CF}   // hidden forward: sums per lane after the halving exchanges (1 or 2)
@@ -167,8 +173,40 @@ typedef ${LT} LT;  // the unit the gather loads: 4 uint8 inputs as one 32-bit wo
                    // this one is computed; 0 (rows not 4-byte multiples, or too big): plain gather
 #define NW (NT / 32)
 #define RW (UPW * SB)  // partial sums per lane in the hidden forward pass
-#define NGRP ((H + UPW - 1) / UPW)
+#define NGRP ((HL + UPW - 1) / UPW)
 #define FULL 0xffffffffu
+
+// One network over CL blocks on CL SMs (a thread-block cluster): block r of a network owns hidden
+// units J0 = r*HL ... J0+hn-1 (their rows of W0 and W1, their biases), computes their
+// activations and its part of each output's pre-activation; the parts are exchanged through
+// distributed shared memory (each block reads the others' in rank order, so every block holds the
+// same sums), then every block computes the outputs and their deltas (a few values) itself, the
+// hidden deltas of its units, and updates its own rows. b1 is updated by every block identically
+// (its optimiser state kept per block in shared memory; block 0 writes it back). CL = 1: one block.
+#if CL > 1
+#ifdef __CUDACC__
+#include <cooperative_groups.h>
+__device__ __forceinline__ void fb_cluster_sync() { cooperative_groups::this_cluster().sync(); }
+__device__ __forceinline__ int fb_cluster_rank() { return (int)cooperative_groups::this_cluster().block_rank(); }
+template <typename F> __device__ __forceinline__ F *fb_remote(F *p, int r) {
+    return cooperative_groups::this_cluster().map_shared_rank(p, r);
+}
+#endif  // (elsewhere: the CPU emulator defines them)
+#define CLUSTER_DIMS __cluster_dims__(CL, 1, 1)
+#else
+#define CLUSTER_DIMS
+#endif
+
+// What the batches read of a block's member, in shared memory (see fused_epoch)
+template <typename F> struct fb_member {
+    F *p[8];  // W0, b0, W1, b1, SW0, Sb0, SW1, Sb1 (the row of the kernel's params table)
+};
+#define MEMBER_BYTES 64
+// and the member's sample order, hyperparameters and frozen bits, recomputed where they are used
+// from the kernel's arguments (which cost no registers) rather than held in registers all epoch
+#define MEMBER_ORDER (orders + (long long)(blockIdx.x / CL) * n)
+#define MEMBER_HP (hps + (blockIdx.x / CL) * FB_N_HP)
+#define MEMBER_FROZEN (frozens[blockIdx.x / CL])
 
 // frozen: bit 0 W0, bit 1 b0, bit 2 W1, bit 3 b1 (not updated)
 #define FROZEN_W0 1
@@ -291,12 +329,15 @@ __device__ __forceinline__ void gather(const XT *__restrict__ X, const T *__rest
 }
 
 // Dynamic shared memory (fused_epoch_shared_bytes() in cupy_backend.py computes the same total),
-// in units of T after the indices: d0 (H x BSD, the hidden deltas, unit-major so the update reads
+// in units of T after the indices: d0 (HL x BSD, the hidden deltas, unit-major so the update reads
 // four samples of a unit in one broadcast; 16-byte aligned), xs (BSR x N0, the batch's scaled inputs), w0
-// (H x N0, W0 transposed: row j holds the weights into hidden unit j), w1 (H x K, as W1), c0 (H),
-// c1 (K), ys (BS x K), zp (P x BS x H, partial pre-activations), z0 and a0 (BS x H), d1 (BS x K),
+// (HL x N0, W0 transposed: row j holds the weights into hidden unit J0 + j), w1 (HL x K, those rows
+// of W1), c0 (HL), c1 (K), ys (BS x K), zp (P x BS x HL, partial pre-activations), z0 and a0 (BS x HL),
+// d1 (BS x K), zo (2 x BS x K: this block's part of the output pre-activations, by batch parity),
+// sb1 (2 x K: b1's optimiser state),
 // with PREF the staging buffers yst (BS x K) and xst (BS x NU load units); before all of them
-// ords (2 x BS sample indices: batch b's in ords[b % 2], copied in two batches ahead).
+// ords (2 x BS sample indices: batch b's in ords[b % 2], copied in two batches ahead), and before
+// those, 64 bytes: the member's eight pointers (fb_member).
 //
 // Per batch, four phases separated by __syncthreads():
 //  1. unpack the staged batch into xs/ys;
@@ -310,7 +351,7 @@ __device__ __forceinline__ void gather(const XT *__restrict__ X, const T *__rest
 //  4. updates: each thread accumulates a TJ x TI tile of the first layer's gradient over the
 //     batch in registers (TI consecutive inputs per vector load, deltas four samples per load)
 //     and steps those weights; then the second layer and the biases, shared out over all threads.
-extern "C" __global__ void __launch_bounds__(NT)
+extern "C" __global__ void __launch_bounds__(NT) CLUSTER_DIMS
 fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training inputs, shared by the members
             const T *__restrict__ Y,           // (n_samples, K) targets
             const long long *__restrict__ orders,  // (members, n): each member's sample order for the epoch
@@ -324,30 +365,35 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
             double *loss_parts)                // (members, NT): each thread's sum of per-sample losses
 {
     extern __shared__ __align__(16) unsigned char fb_shared[];
-    long long *ords = reinterpret_cast<long long *>(fb_shared);  // two batches' sample indices
+    // this member's pointers, read from shared memory where used rather than held in registers
+    fb_member<T> &me = *reinterpret_cast<fb_member<T> *>(fb_shared);
+    long long *ords = reinterpret_cast<long long *>(fb_shared + MEMBER_BYTES);  // two batches' sample indices
     T *d0 = reinterpret_cast<T *>(ords + 2 * BS);
-    T *xs = d0 + H * BSD;
+    T *xs = d0 + HL * BSD;
     T *w0 = xs + BSR * N0;
-    T *w1 = w0 + H * N0;
-    T *c0 = w1 + H * K;
-    T *c1 = c0 + H;
+    T *w1 = w0 + HL * N0;
+    T *c0 = w1 + HL * K;
+    T *c1 = c0 + HL;
     T *ys = c1 + K;
     T *zp = ys + BS * K;
-    T *z0 = zp + P * BS * H;
-    T *a0 = z0 + BS * H;
-    T *d1 = a0 + BS * H;
-    T *yst = d1 + BS * K;
+    T *z0 = zp + P * BS * HL;
+    T *a0 = z0 + BS * HL;
+    T *d1 = a0 + BS * HL;
+    T *zo = d1 + BS * K;
+    T *sb1 = zo + 2 * BS * K;
+    T *yst = sb1 + 2 * K;
     LT *xst = reinterpret_cast<LT *>(yst + (PREF ? BS * K : 0));
 
-    // block b trains member b (an ensemble: one launch, a block per member; one network: one block)
-    const int member = blockIdx.x;
+    // blocks b*CL ... b*CL+CL-1 train member b (an ensemble: one launch, CL blocks per member)
+    const int member = blockIdx.x / CL;
+#if CL > 1
+    const int rank = fb_cluster_rank();
+#else
+    const int rank = 0;
+#endif
+    const int J0 = rank * HL;                      // this block's first hidden unit
+    const int hn = max(0, min(HL, H - J0));        // and how many it owns
     T *const *mine = params + 8 * member;
-    T *const W0 = mine[0], *const b0 = mine[1], *const W1 = mine[2], *const b1 = mine[3];
-    T *const SW0 = mine[4], *const Sb0 = mine[5], *const SW1 = mine[6], *const Sb1 = mine[7];
-    const long long *const order = orders + (long long)member * n;
-    const double *const hp = hps + member * FB_N_HP;
-    const int frozen = frozens[member];
-    loss_parts += (long long)member * NT;
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -355,16 +401,22 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
     const T hs = T(slope_h), os = T(slope_o), sc = T(scale);
     double my_loss = 0.0;
 
-    // the parameters into shared memory, once per epoch
-    for (int e = tid; e < H * N0; e += NT) {
+    // this block's parameters into shared memory, once per epoch
+    for (int e = tid; e < hn * N0; e += NT) {
         const int j = e / N0, i = e - j * N0;
-        w0[e] = W0[(long long)i * H + j];
+        w0[e] = mine[0][(long long)i * H + J0 + j];
     }
-    for (int e = tid; e < H * K; e += NT) w1[e] = W1[e];
-    for (int j = tid; j < H; j += NT) c0[j] = b0[j];
-    for (int k = tid; k < K; k += NT) c1[k] = b1[k];
+    for (int e = tid; e < hn * K; e += NT) w1[e] = mine[2][J0 * K + e];
+    for (int j = tid; j < hn; j += NT) c0[j] = mine[1][J0 + j];
+    for (int k = tid; k < K; k += NT) c1[k] = mine[3][k];
+    if (tid < 8) me.p[tid] = mine[tid];
+    __syncthreads();
+    {  // b1's optimiser state: the slots the rule reads
+        const int slots = fb_state_slots(opt, MEMBER_HP);
+        for (int e = tid; e < 2 * K; e += NT) sb1[e] = e < slots * K ? mine[7][e] : T(0);
+    }
     for (int e = tid; e < BSR * N0; e += NT) xs[e] = T(0);  // rows past a short batch: read, unused
-    if (tid < 2 * BS) ords[tid] = tid < n ? order[tid] : 0;  // the first two batches' samples
+    if (tid < 2 * BS) ords[tid] = tid < n ? MEMBER_ORDER[tid] : 0;  // the first two batches' samples
     __syncthreads();
     if (PREF) {  // the first batch
         fetch(X, Y, ords, min(BS, n), xst, yst, tid);
@@ -381,7 +433,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
 
         // 1. this batch from the staging buffers into xs/ys
         if (PREF) unpack(xst, yst, xs, ys, sc, m, tid);
-        else gather(X, Y, order, start, m, xs, ys, sc, tid);
+        else gather(X, Y, MEMBER_ORDER, start, m, xs, ys, sc, tid);
         __syncthreads();
         PROF(0)
 
@@ -390,7 +442,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
             const int b = start / BS;
             fetch(X, Y, ords + ((b + 1) & 1) * BS, min(BS, n - start - BS), xst, yst, tid);
             if (tid < BS && start + 2 * BS + tid < n)
-                copy_async<8>(ords + (b & 1) * BS + tid, order + start + 2 * BS + tid);
+                copy_async<8>(ords + (b & 1) * BS + tid, MEMBER_ORDER + start + 2 * BS + tid);
             copy_commit();
         }
         const int nsb = (m + SB - 1) / SB;
@@ -409,7 +461,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
 #pragma unroll
                     for (int q = 0; q < UPW; q++) {
                         T w[VX];
-                        loadv(w0 + min(j0 + q, H - 1) * N0 + i, w);
+                        loadv(w0 + min(j0 + q, max(hn, 1) - 1) * N0 + i, w);
 #pragma unroll
                         for (int u = 0; u < SB; u++)
 #pragma unroll
@@ -444,30 +496,50 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
             for (int v = 0; v < CF; v++) {
                 const int q = (base + v) / SB, u = (base + v) - q * SB;
                 const int j = j0 + q, s = s0 + u;
-                if (v < real && j < H && s < m) zp[(p * BS + s) * H + j] = acc[v];
+                if (v < real && j < hn && s < m) zp[(p * BS + s) * HL + j] = acc[v];
             }
         }
         __syncthreads();
         PROF(1)
 
-        // 3. a warp per sample: hidden activations, output layer, loss, output and hidden deltas
-        for (int s = warp; s < BSD; s += NW) {
-            if (s >= m) {  // samples past a short batch: zero deltas (the update reads four at a time)
-                for (int j = lane; j < H; j += 32) d0[j * BSD + s] = T(0);
-                continue;
-            }
-            for (int j = lane; j < H; j += 32) {
+        // 3. a warp per sample: the activations of this block's hidden units and its part of each
+        //    output's pre-activation (zo, by batch parity: a block may start the next batch's
+        //    parts while another still reads this one's); the parts exchanged (CL > 1); then the
+        //    outputs, the loss, the output deltas and the deltas of this block's hidden units
+        T *const parts = zo + ((start / BS) & 1) * BS * K;
+        for (int s = warp; s < m; s += NW) {
+            for (int j = lane; j < hn; j += 32) {
                 T z = c0[j];
 #pragma unroll
-                for (int p = 0; p < P; p++) z += zp[(p * BS + s) * H + j];
-                z0[s * H + j] = z;
-                a0[s * H + j] = fb_activate(z, HID_ACT, hs);
+                for (int p = 0; p < P; p++) z += zp[(p * BS + s) * HL + j];
+                z0[s * HL + j] = z;
+                a0[s * HL + j] = fb_activate(z, HID_ACT, hs);
             }
             __syncwarp();
+            if (lane < K) {
+                T z = T(0);
+                for (int j = 0; j < hn; j++) z += a0[s * HL + j] * w1[j * K + lane];
+                parts[s * K + lane] = z;
+            }
+        }
+#if CL > 1
+        fb_cluster_sync();  // every block's parts written, and visible to the cluster
+#else
+        __syncwarp();       // one block: the warp that wrote a sample's parts reads them
+#endif
+        for (int s = warp; s < BSD; s += NW) {
+            if (s >= m) {  // samples past a short batch: zero deltas (the update reads four at a time)
+                for (int j = lane; j < hn; j += 32) d0[j * BSD + s] = T(0);
+                continue;
+            }
             const bool on = lane < K;
             const int k = on ? lane : 0;
             T z = c1[k];
-            for (int j = 0; j < H; j++) z += a0[s * H + j] * w1[j * K + k];
+#if CL > 1
+            for (int r = 0; r < CL; r++) z += fb_remote(parts, r)[s * K + k];  // rank order: the same sum everywhere
+#else
+            z += parts[s * K + k];
+#endif
             T a;
             if (OUT_ACT == FB_SOFTMAX) {
                 const T first = __shfl_sync(FULL, z, 0);  // every lane shuffles (idle lanes use it)
@@ -479,7 +551,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
             }
             const T y = on ? ys[s * K + k] : T(0);
             const double value = warp_sum(on ? fb_loss_term(a, y, LOSS) : 0.0);
-            if (lane == 0) my_loss += LOSS == FB_MSE ? value / K : value;
+            if (lane == 0 && rank == 0) my_loss += LOSS == FB_MSE ? value / K : value;
             T d;
             if (CANCEL) {
                 d = a - y;
@@ -493,19 +565,19 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
             T dk[K];
 #pragma unroll
             for (int kk = 0; kk < K; kk++) dk[kk] = __shfl_sync(FULL, d, kk);
-            for (int j = lane; j < H; j += 32) {
+            for (int j = lane; j < hn; j += 32) {
                 T g = T(0);
 #pragma unroll
                 for (int kk = 0; kk < K; kk++) g += dk[kk] * w1[j * K + kk];
-                d0[j * BSD + s] = g * fb_dact(z0[s * H + j], a0[s * H + j], HID_ACT, hs);
+                d0[j * BSD + s] = g * fb_dact(z0[s * HL + j], a0[s * HL + j], HID_ACT, hs);
             }
         }
         __syncthreads();
         PROF(2)
 
         // 4. updates from the summed gradients: dW0 = xs^T d0, db0 = sum d0, dW1 = a0^T d1, db1 = sum d1
-        const fb_rule<T> rule = fb_rule_for<T>(opt, hp, mean ? 1.0 / m : 1.0, start / BS);
-        for (int tile = tid; !(frozen & FROZEN_W0) && tile < JG * NG; tile += NT) {
+        const fb_rule<T> rule = fb_rule_for<T>(opt, MEMBER_HP, mean ? 1.0 / m : 1.0, start / BS);
+        for (int tile = tid; !(MEMBER_FROZEN & FROZEN_W0) && tile < JG * NG; tile += NT) {
             const int jg = tile / NG, i0 = (tile - jg * NG) * TI;
             T g[TJ][TI];
 #pragma unroll
@@ -519,7 +591,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
 #pragma unroll
                 for (int q = 0; q < TJ; q++) {
                     T dq[4];
-                    loadv(d0 + min(jg * TJ + q, H - 1) * BSD + s0, dq);
+                    loadv(d0 + min(jg * TJ + q, max(hn, 1) - 1) * BSD + s0, dq);
 #pragma unroll
                     for (int c = 0; c < TI; c++)
 #pragma unroll
@@ -529,37 +601,38 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
 #pragma unroll
             for (int q = 0; q < TJ; q++) {
                 const int j = jg * TJ + q;
-                if (j < H) {
+                if (j < hn) {
                     T w[TI];
                     loadv(w0 + j * N0 + i0, w);
 #pragma unroll
                     for (int c = 0; c < TI; c++)
-                        fb_update(rule, w[c], g[q][c], SW0 + (long long)(i0 + c) * H + j, (long long)N0 * H, true);
+                        fb_update(rule, w[c], g[q][c], me.p[4] + (long long)(i0 + c) * H + J0 + j, (long long)N0 * H,
+                                  true);
                     storev(w0 + j * N0 + i0, w);
                 }
             }
         }
-        // the second layer and the biases, after the tiles (a spare warp doing them during the tiles
-        // made the next phase ~2 us slower on an H100)
-        for (int e = tid; e < H * K + H + K; e += NT) {
-            if (e < H * K) {
-                if (frozen & FROZEN_W1) continue;
+        // this block's rows of the second layer, its biases and b1, after the tiles (a spare warp
+        // doing them during the tiles made the next phase ~2 us slower on an H100)
+        for (int e = tid; e < hn * K + hn + K; e += NT) {
+            if (e < hn * K) {
+                if (MEMBER_FROZEN & FROZEN_W1) continue;
                 const int j = e / K, k = e - j * K;
                 T g = T(0);
-                for (int s = 0; s < m; s++) g += a0[s * H + j] * d1[s * K + k];
-                fb_update(rule, w1[e], g, SW1 + e, (long long)H * K, true);
-            } else if (e < H * K + H) {
-                if (frozen & FROZEN_B0) continue;
-                const int j = e - H * K;
+                for (int s = 0; s < m; s++) g += a0[s * HL + j] * d1[s * K + k];
+                fb_update(rule, w1[e], g, me.p[6] + J0 * K + e, (long long)H * K, true);
+            } else if (e < hn * K + hn) {
+                if (MEMBER_FROZEN & FROZEN_B0) continue;
+                const int j = e - hn * K;
                 T g = T(0);
                 for (int s = 0; s < m; s++) g += d0[j * BSD + s];
-                fb_update(rule, c0[j], g, Sb0 + j, (long long)H, false);
-            } else {
-                if (frozen & FROZEN_B1) continue;
-                const int k = e - H * K - H;
+                fb_update(rule, c0[j], g, me.p[5] + J0 + j, (long long)H, false);
+            } else {  // every block of the network the same step (its own copy of the state)
+                if (MEMBER_FROZEN & FROZEN_B1) continue;
+                const int k = e - hn * K - hn;
                 T g = T(0);
                 for (int s = 0; s < m; s++) g += d1[s * K + k];
-                fb_update(rule, c1[k], g, Sb1 + k, (long long)K, false);
+                fb_update(rule, c1[k], g, sb1 + k, (long long)K, false);
             }
         }
         if (PREF) copy_wait();  // this thread's copies of the next batch (issued in phase 2) have landed
@@ -567,15 +640,22 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
         PROF(3)
     }
 
-    // the parameters back to the layers' arrays
-    for (int e = tid; e < H * N0; e += NT) {
+    // this block's parameters back to the layers' arrays (b1, its state and the loss: block 0's)
+    for (int e = tid; e < hn * N0; e += NT) {
         const int j = e / N0, i = e - j * N0;
-        W0[(long long)i * H + j] = w0[e];
+        me.p[0][(long long)i * H + J0 + j] = w0[e];
     }
-    for (int e = tid; e < H * K; e += NT) W1[e] = w1[e];
-    for (int j = tid; j < H; j += NT) b0[j] = c0[j];
-    for (int k = tid; k < K; k += NT) b1[k] = c1[k];
-    loss_parts[tid] = my_loss;
+    for (int e = tid; e < hn * K; e += NT) me.p[2][J0 * K + e] = w1[e];
+    for (int j = tid; j < hn; j += NT) me.p[1][J0 + j] = c0[j];
+    if (rank == 0) {
+        const int slots = fb_state_slots(opt, MEMBER_HP);
+        for (int k = tid; k < K; k += NT) me.p[3][k] = c1[k];
+        for (int e = tid; e < slots * K; e += NT) me.p[7][e] = sb1[e];
+        loss_parts[(long long)member * NT + tid] = my_loss;
+    }
+#if CL > 1
+    fb_cluster_sync();  // no block leaves while another may still read its shared memory
+#endif
 #ifdef FB_PROFILE
     if (tid == 0)
         for (int k = 0; k < 4; k++) fb_prof[k] += fb_acc[k];

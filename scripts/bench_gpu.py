@@ -3,6 +3,10 @@ lr 3.0) on one data set, for each engine and batch size, side by side in one run
 
 Engines (rows are engine x batch size):
 - fastbp-cupy-fused   fastbp's cupy backend at small batches: the fused whole-epoch kernel;
+- fastbp-cupy-cluster the fused kernel with each network split over N SMs (CupyBackend(cluster=N),
+                      a thread-block cluster exchanging the output layer's partial sums through
+                      distributed shared memory; sm_90): a row per N in --clusters, named
+                      fastbp-cupy-clusterN;
 - fastbp-cupy         fastbp's cupy backend at large batches, as a user gets it: the batched epoch
                       (cuBLAS products, one launch per step between them);
 - fastbp-cupy-generic the same with fused=False: the network's generic per-batch loop (not run
@@ -48,7 +52,7 @@ import time
 
 import numpy as np
 
-ENGINES = ("fastbp-cupy-fused", "fastbp-cupy", "torch-cuda-hand", "torch-cuda-graphs", "torch-cuda-autograd",
+ENGINES = ("fastbp-cupy-fused", "fastbp-cupy-cluster", "fastbp-cupy", "torch-cuda-hand", "torch-cuda-graphs", "torch-cuda-autograd",
            "fastbp-cupy-ensemble", "torch-func-ensemble", "fastbp-numba")
 ALL_ENGINES = ENGINES + ("fastbp-cupy-generic",)
 GPU_ENGINES = tuple(e for e in ALL_ENGINES if e != "fastbp-numba")
@@ -76,6 +80,8 @@ def parse_args(argv=None):
     p.add_argument("--accuracy-epochs", type=int, default=30,
                    help="epochs of the separate fused accuracy run (0: skip; default 30)")
     p.add_argument("--threads", type=int, default=1, help="numba threads (1 or 2)")
+    p.add_argument("--clusters", default="2,4,8", help="blocks per network of the fastbp-cupy-cluster rows "
+                                                       "(comma-separated, from 2, 4, 8; default 2,4,8)")
     p.add_argument("--members", type=int, default=132,
                    help="networks of the ensemble rows (default 132: one per SM of an H100/H200)")
     p.add_argument("--seed", type=int, default=0)
@@ -95,6 +101,12 @@ def parse_args(argv=None):
         p.error("--small/--large: batch sizes must be positive")
     if args.epochs < 1:
         p.error(f"--epochs: expected a positive integer, got {args.epochs}")
+    try:
+        args.clusters = [int(c) for c in args.clusters.split(",") if c.strip()]
+    except ValueError:
+        p.error(f"--clusters: expected comma-separated integers, got {args.clusters!r}")
+    if any(c not in (2, 4, 8) for c in args.clusters):
+        p.error(f"--clusters: expected sizes from 2, 4, 8, got {args.clusters}")
     if args.members < 1:
         p.error(f"--members: expected a positive integer, got {args.members}")
     if args.n is not None and args.n < 1:
@@ -106,6 +118,9 @@ def plan(args):
     """The rows to run: (engine, batch size)."""
     rows = []
     for engine in args.engines:
+        if engine == "fastbp-cupy-cluster":
+            rows += [(f"fastbp-cupy-cluster{c}", b) for c in args.clusters for b in args.small]
+            continue
         if engine in ("fastbp-cupy-fused",) + ENSEMBLE_ENGINES:
             batches = args.small
         elif engine in ("fastbp-cupy", "fastbp-cupy-generic"):
@@ -392,6 +407,15 @@ def run_fastbp_ensemble(X, y, Xt, yt, batch, epochs, members, seed, backend="cup
 def run_row(engine, batch, data, args, params):
     """One row: (seconds per timed epoch, test accuracy, networks trained, notes)."""
     X, y, Xt, yt = data
+    if engine.startswith("fastbp-cupy-cluster"):
+        cluster = int(engine[len("fastbp-cupy-cluster"):])
+        times, acc, net = run_fastbp("cupy", X, y, Xt, yt, batch, args.epochs, params, args.seed, cluster=cluster)
+        be, notes = net.backend, []
+        config = be.fused_config(net.layers, net.loss, be.prepare_data(X[:batch]), be.asarray(np.eye(10)[y[:batch]]),
+                                 batch)
+        if config is None or config["cluster"] != cluster:
+            notes.append(f"ran with {'no fused kernel' if config is None else config['cluster']} blocks per network")
+        return times, acc, 1, notes
     if engine in ("fastbp-cupy-fused", "fastbp-cupy", "fastbp-cupy-generic"):
         times, acc, net = run_fastbp("cupy", X, y, Xt, yt, batch, args.epochs, params, args.seed,
                                      fused=engine != "fastbp-cupy-generic")
@@ -454,7 +478,8 @@ def versions():
 
 def table(results, n):
     """The rows as text: results is a list of (engine, batch, seconds list, accuracy, networks, notes)."""
-    fastbp = {(b, k): statistics.median(t) for e, b, t, _, k, _ in results if e.startswith("fastbp-cupy")}
+    fastbp = {(b, k): statistics.median(t) for e, b, t, _, k, _ in results
+              if e in ("fastbp-cupy-fused", "fastbp-cupy", "fastbp-cupy-ensemble")}
     head = (f"{'engine':<21} {'nets':>4} {'batch':>6} {'s/epoch':>9} {'samples/s':>13} {'x fastbp-cupy':>14} "
             f"{'test acc':>9}")
     lines = [head, "-" * len(head)]
@@ -482,6 +507,11 @@ def summary(results, n, fused_accuracy):
                 r = med[(torch_engine, b)] / s
                 out.append(f"  vs {torch_engine} at batch {b}: {r:.1f}x faster (target >= 20x: "
                            f"{'met' if r >= 20 else 'MISSED'})")
+        for (e2, b2), s2 in med.items():
+            if e2.startswith("fastbp-cupy-cluster") and b2 == b:
+                out.append(f"  one network over {e2[len('fastbp-cupy-cluster'):]} SMs at batch {b}: {s2 * 1e3:.1f} ms = "
+                           f"{s / s2:.2f}x the one-block kernel's speed (target <= 20 ms: "
+                           f"{'met' if s2 <= 0.020 else 'MISSED'})")
         if ("fastbp-cupy-ensemble", b) in med:
             r = med[("fastbp-cupy-ensemble", b)] / s
             k = nets["fastbp-cupy-ensemble"]

@@ -49,13 +49,55 @@ using std::min;
 #define __shared__
 #define __align__(n)
 #define __restrict__
+#define __cluster_dims__(...)
+#include <memory>
 struct fb_dim { int x; };
 thread_local fb_dim threadIdx, blockIdx;
-static std::barrier<> *fb_block;
-static std::vector<std::barrier<> *> fb_warps;
-static double fb_slots[1024];
-static void __syncthreads() { fb_block->arrive_and_wait(); }
-static void __syncwarp() { fb_warps[threadIdx.x >> 5]->arrive_and_wait(); }
+struct fb_block_state {  // one running block: its barriers, shuffle slots and shared memory
+    std::barrier<> block;
+    std::vector<std::unique_ptr<std::barrier<>>> warps;
+    std::vector<double> slots;
+    std::vector<unsigned char> shared;
+    int rank;
+    fb_block_state(int nt, int r) : block(nt), slots(nt), shared(1 << 20), rank(r) {
+        for (int w = 0; w < nt / 32; w++) warps.emplace_back(new std::barrier<>(32));
+    }
+};
+thread_local fb_block_state *fb_here;
+static std::vector<fb_block_state *> fb_cluster_blocks;  // the running cluster's blocks, by rank
+static std::barrier<> *fb_cluster_barrier;
+static void __syncthreads() { fb_here->block.arrive_and_wait(); }
+static void __syncwarp() { fb_here->warps[threadIdx.x >> 5]->arrive_and_wait(); }
+static void fb_cluster_sync() { fb_cluster_barrier->arrive_and_wait(); }
+static int fb_cluster_rank() { return fb_here->rank; }
+template <typename F> static F *fb_remote(F *p, int r) {  // the same place in block r's shared memory
+    return reinterpret_cast<F *>(fb_cluster_blocks[r]->shared.data()
+                                 + (reinterpret_cast<unsigned char *>(p) - fb_here->shared.data()));
+}
+// A grid of `blocks` blocks of `nt` threads, `cluster` blocks at a time: a cluster's blocks run
+// together (they wait for each other), clusters one after another (they share nothing).
+template <typename Body> static void fb_run_grid(int blocks, int nt, int cluster, Body body) {
+    for (int first = 0; first < blocks; first += cluster) {
+        std::vector<std::unique_ptr<fb_block_state>> states;
+        fb_cluster_blocks.clear();
+        for (int r = 0; r < cluster; r++) {
+            states.emplace_back(new fb_block_state(nt, r));
+            fb_cluster_blocks.push_back(states.back().get());
+        }
+        std::barrier<> together(cluster * nt);
+        fb_cluster_barrier = &together;
+        std::vector<std::thread> threads;
+        for (int r = 0; r < cluster; r++)
+            for (int t = 0; t < nt; t++)
+                threads.emplace_back([&, r, t] {
+                    fb_here = states[r].get();
+                    threadIdx.x = t;
+                    blockIdx.x = first + r;
+                    body();
+                });
+        for (auto &th : threads) th.join();
+    }
+}
 struct float4 { float x, y, z, w; };
 struct double2 { double x, y; };
 struct float2 { float x, y; };
@@ -63,18 +105,18 @@ static float4 make_float4(float x, float y, float z, float w) { return {x, y, z,
 static double2 make_double2(double x, double y) { return {x, y}; }
 template <typename F> static F __shfl_sync(unsigned, F v, int src) {
     const int t = threadIdx.x, w = t >> 5;
-    fb_slots[t] = double(v);
-    fb_warps[w]->arrive_and_wait();
-    const F r = F(fb_slots[(w << 5) | src]);
-    fb_warps[w]->arrive_and_wait();
+    fb_here->slots[t] = double(v);
+    fb_here->warps[w]->arrive_and_wait();
+    const F r = F(fb_here->slots[(w << 5) | src]);
+    fb_here->warps[w]->arrive_and_wait();
     return r;
 }
 template <typename F> static F __shfl_xor_sync(unsigned, F v, int o) {
     const int t = threadIdx.x, w = t >> 5;
-    fb_slots[t] = double(v);
-    fb_warps[w]->arrive_and_wait();
-    const F r = F(fb_slots[t ^ o]);
-    fb_warps[w]->arrive_and_wait();
+    fb_here->slots[t] = double(v);
+    fb_here->warps[w]->arrive_and_wait();
+    const F r = F(fb_here->slots[t ^ o]);
+    fb_here->warps[w]->arrive_and_wait();
     return r;
 }
 template <typename V> static std::vector<V> load(const std::string &dir, const char *name, size_t n) {
@@ -93,28 +135,24 @@ template <typename V> static void save(const std::string &dir, const char *name,
 
 LAUNCHER = r"""
 extern "C" int fb_launch(int blocks, void **a) {  // fused_epoch's arguments, in its order
-    std::barrier<> block(NT);
-    fb_block = &block;
-    fb_warps.clear();
-    for (int w = 0; w < NT / 32; w++) fb_warps.push_back(new std::barrier<>(32));
-    for (int b = 0; b < blocks; b++) {
-        std::vector<std::thread> threads;
-        for (int t = 0; t < NT; t++)
-            threads.emplace_back([&, t, b] {
-                threadIdx.x = t;
-                blockIdx.x = b;
-                fused_epoch((const XT *)a[0], (const T *)a[1], (const long long *)a[2], *(const int *)a[3],
-                            *(const double *)a[4], (T *const *)a[5], *(const int *)a[6], (const double *)a[7],
-                            *(const int *)a[8], (const int *)a[9], *(const double *)a[10],
-                            *(const double *)a[11], (double *)a[12]);
-            });
-        for (auto &th : threads) th.join();
-    }
-    for (auto *w : fb_warps) delete w;
-    fb_warps.clear();
+    fb_run_grid(blocks, NT, CL, [&] {
+        fused_epoch((const XT *)a[0], (const T *)a[1], (const long long *)a[2], *(const int *)a[3],
+                    *(const double *)a[4], (T *const *)a[5], *(const int *)a[6], (const double *)a[7],
+                    *(const int *)a[8], (const int *)a[9], *(const double *)a[10], *(const double *)a[11],
+                    (double *)a[12]);
+    });
     return 0;
 }
 """
+
+
+def as_cpp(source):
+    """A rendered kernel as C++ after the prelude: C++ linkage, and its shared memory the running
+    block's."""
+    return (source.replace('extern "C" __global__', "__global__")
+            .replace("extern __shared__ __align__(16) unsigned char fb_shared[];",
+                     "unsigned char *const fb_shared = fb_here->shared.data();"))
+
 
 _LIBRARIES = {}  # source hash -> loaded library (one compilation per kernel source per process)
 
@@ -126,8 +164,7 @@ def build(source):
         folder = tempfile.mkdtemp(prefix="fb-emu-")
         cpp, lib = os.path.join(folder, "k.cpp"), os.path.join(folder, "k.so")
         with open(cpp, "w") as f:
-            f.write(EMULATOR + "alignas(16) unsigned char fb_shared[1 << 20];\n"
-                    + source.replace('extern "C" __global__', "__global__") + LAUNCHER)
+            f.write(EMULATOR + as_cpp(source) + LAUNCHER)
         done = subprocess.run([GXX, "-std=c++20", "-O1", "-pthread", "-w", "-shared", "-fPIC", cpp, "-o", lib],
                               capture_output=True, text=True, timeout=300)
         if done.returncode:

@@ -21,7 +21,7 @@ from fastbp import kernels
 from fastbp.kernels import BackendUnavailable
 from fastbp.kernels import cupy_backend as cb
 
-from cuda_emulator import EMULATOR, HostCupy  # tests/cuda_emulator.py
+from cuda_emulator import EMULATOR, HostCupy, as_cpp  # tests/cuda_emulator.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VALID = [(out, loss) for out in kernels.ACTIVATIONS for loss in kernels.LOSSES
@@ -119,6 +119,7 @@ CONFIGS = [  # render_fused_epoch arguments: the book's network and a spread of 
          loss="binary_cross_entropy", threads=256),
     dict(n_in=2, n_hidden=3, n_out=1, batch_size=100, hidden="leaky_relu", output="identity", loss="mse",
          threads=128),
+    dict(n_in=784, n_hidden=30, n_out=10, batch_size=10, cluster=4, threads=256),  # over 4 SMs: 8, 8, 8, 6 units
 ]
 
 
@@ -132,8 +133,10 @@ def test_the_kernel_source_renders_with_the_sizes_and_types(config):
     assert f"typedef {'unsigned char' if xt == 'uint8' else ('float' if xt == 'float32' else 'double')} XT;" in src
     for macro, value in (("N0", config["n_in"]), ("H", config["n_hidden"]), ("K", config["n_out"]),
                          ("BS", config["batch_size"]), ("SB", min(config["batch_size"], 10)),
-                         ("NT", config.get("threads", 512))):
+                         ("NT", config.get("threads", 512)), ("CL", config.get("cluster", 1)),
+                         ("HL", -(-config["n_hidden"] // config.get("cluster", 1)))):
         assert f"#define {macro} {value} " in src
+    assert ("__cluster_dims__(CL, 1, 1)" in src.split("#else")[0]) and ("#if CL > 1" in src)
     codes = {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4, "softmax": 5}
     assert f"#define HID_ACT {codes[config.get('hidden', 'sigmoid')]}\n" in src
     assert f"#define OUT_ACT {codes[config.get('output', 'sigmoid')]}\n" in src
@@ -154,6 +157,9 @@ def test_the_kernel_source_renders_with_the_sizes_and_types(config):
     (dict(hidden="softmax"), "hidden: expected one of"),
     (dict(output="swish"), "output: expected one of"),
     (dict(loss="hinge"), "loss: expected one of"),
+    (dict(cluster=3), "cluster: expected one of 1, 2, 4, 8"),
+    (dict(cluster=True), "cluster: expected one of"),
+    (dict(cluster=4), "cluster: 4 blocks cannot share 3 hidden units"),
 ])
 def test_render_checks_its_arguments(kwargs, match):
     args = dict(n_in=4, n_hidden=3, n_out=2, batch_size=10) | kwargs
@@ -165,10 +171,18 @@ def test_shared_memory_of_the_book_network():
     """784-30-10 float32 at batch 10 (the layout in fused_epoch.cu): hidden deltas 30 x 12, inputs
     12 x 784, weights 23520 + 300, biases 40, targets 10 x 10, three partial pre-activation blocks,
     z and a (10 x 30 each), output deltas 10 x 10, the staged next batch (10 x 10 targets, 10 x 784
-    uint8 inputs) and two batches' int64 sample indices: above the default 48 KB, within an H100's 227 KB."""
+    uint8 inputs), the output parts of two batches (2 x 10 x 10), b1's state (2 x 10) and two batches'
+    int64 sample indices: above the default 48 KB, within an H100's 227 KB."""
     need = cb.fused_epoch_shared_bytes(784, 30, 10, 10, "float32")
     assert cb.fused_layout(784, 30, 10, 10)["P"] == 3
-    assert need == 4 * (30 * 12 + 12 * 784 + 784 * 30 + 30 * 10 + 30 + 10 + 100 + 3 * 300 + 600 + 100 + 100) + 7840 + 160
+    assert need == 4 * (30 * 12 + 12 * 784 + 784 * 30 + 30 * 10 + 30 + 10 + 100 + 3 * 300 + 600 + 100 + 200 + 20
+                        + 100) + 7840 + 160 + 64
+    # over a cluster of 4 blocks, each holds 8 units' share: the weights and per-unit buffers shrink
+    lay = cb.fused_layout(784, 30, 10, 10, cluster=4)
+    quarter = cb.fused_epoch_shared_bytes(784, 30, 10, 10, "float32", cluster=4)
+    assert quarter == 4 * (8 * 12 + 12 * 784 + 8 * 784 + 8 * 10 + 8 + 10 + 100 + lay["P"] * 80 + 160 + 100 + 200
+                           + 20 + 100) + 7840 + 160 + 64
+    assert need - quarter >= 4 * (30 - 8) * 784  # at least the 22 other units' first-layer weights
     assert 48 * 1024 < need <= 227 * 1024
     # float64 of the same net does not fit: the backend takes the per-batch path there
     assert cb.fused_epoch_shared_bytes(784, 30, 10, 10, "float64") > 227 * 1024
@@ -201,7 +215,7 @@ def test_the_rendered_sources_compile_with_nvcc(tmp_path):
     inputs, float64 with float inputs) and the math preamble the elementwise kernels use, compiled
     to PTX for the H100 (sm_90), in parallel."""
     jobs = []
-    sources = [cb.render_fused_epoch(**CONFIGS[i]) for i in (0, 2)] + [cb.math_preamble() + PREAMBLE_CHECK]
+    sources = [cb.render_fused_epoch(**CONFIGS[i]) for i in (0, 2, 4)] + [cb.math_preamble() + PREAMBLE_CHECK]
     for i, src in enumerate(sources):
         path = tmp_path / f"k{i}.cu"
         path.write_text(src)
@@ -242,20 +256,10 @@ static int run(const std::string &dir) {  // inputs from dir, one epoch of every
                      Sb1.data() + m * NS * K})
             table.push_back(p);
     std::vector<double> parts(size_t(members) * NT);
-    std::barrier<> block(NT);
-    fb_block = &block;
-    for (int w = 0; w < NT / 32; w++) fb_warps.push_back(new std::barrier<>(32));
-    for (int b = 0; b < members; b++) {  // the launch's blocks, one after another (they share nothing)
-        std::vector<std::thread> threads;
-        for (int t = 0; t < NT; t++)
-            threads.emplace_back([&, t, b] {
-                threadIdx.x = t;
-                blockIdx.x = b;
-                fused_epoch(X.data(), Y.data(), order.data(), n, scale, table.data(), opt, hp.data(), mean,
-                            frozen.data(), slope_h, slope_o, parts.data());
-            });
-        for (auto &th : threads) th.join();
-    }
+    fb_run_grid(members * CL, NT, CL, [&] {  // a cluster of CL blocks per member
+        fused_epoch(X.data(), Y.data(), order.data(), n, scale, table.data(), opt, hp.data(), mean, frozen.data(),
+                    slope_h, slope_o, parts.data());
+    });
     save(dir, "W0.out", W0); save(dir, "b0.out", b0); save(dir, "W1.out", W1); save(dir, "b1.out", b1);
     save(dir, "SW0.out", SW0); save(dir, "Sb0.out", Sb0); save(dir, "SW1.out", SW1); save(dir, "Sb1.out", Sb1);
     std::vector<double> totals(members, 0.0);
@@ -265,7 +269,8 @@ static int run(const std::string &dir) {  // inputs from dir, one epoch of every
     return 0;
 }
 """
-CASE_MACROS = ("N0", "H", "K", "BS", "NT", "HID_ACT", "OUT_ACT", "LOSS", "CANCEL", "NW", "RW", "FULL", "PROF") + cb.LAYOUT_MACROS
+CASE_MACROS = ("N0", "H", "CL", "HL", "K", "BS", "NT", "HID_ACT", "OUT_ACT", "LOSS", "CANCEL", "NW", "RW", "FULL", "PROF",
+               "CLUSTER_DIMS", "MEMBER_ORDER", "MEMBER_HP", "MEMBER_FROZEN", "MEMBER_BYTES") + cb.LAYOUT_MACROS
 
 
 def emulator_source(kernel_sources):
@@ -273,8 +278,7 @@ def emulator_source(kernel_sources):
     shared buffer) runs with ``emulator DIR i``."""
     parts = [EMULATOR]
     for i, src in enumerate(kernel_sources):
-        src = src.replace('extern "C" __global__', "__global__")
-        parts.append(f"namespace case{i} {{\nalignas(16) unsigned char fb_shared[1 << 20];\n{src}\n{DRIVER}\n}}\n")
+        parts.append(f"namespace case{i} {{\n{as_cpp(src)}\n{DRIVER}\n}}\n")
         parts.append("".join(f"#undef {m}\n" for m in CASE_MACROS))
     cases = "".join(f"        case {i}: return case{i}::run(argv[1]);\n" for i in range(len(kernel_sources)))
     parts.append(f"int main(int argc, char **argv) {{\n    switch (std::atoi(argv[2])) {{\n{cases}"
@@ -320,6 +324,17 @@ EMULATED = [
     ("ensemble-tanh-adam-float32", dict(n_in=40, n_hidden=9, n_out=4, batch_size=8, dtype="float32",
                                         hidden="tanh", output="softmax", loss="cross_entropy"),
      dict(n=30, lr=0.01, optimizer="adam", members=3)),
+    # one network over a cluster of blocks (the hidden units split, the output parts exchanged):
+    # 7 units over 4 blocks (2, 2, 2, 1), Adam (b1's state copied per block), a short last batch
+    ("cluster4-sigmoid-adam", dict(n_in=44, n_hidden=7, n_out=3, batch_size=6, dtype="float64", cluster=4),
+     dict(n=27, lr=0.02, optimizer="adam", weight_decay=0.01)),
+    # two blocks per member, three members, momentum, softmax, frozen b1 in one member, float32 words
+    ("cluster2-ensemble-momentum-float32", dict(n_in=64, n_hidden=10, n_out=4, batch_size=10, dtype="float32",
+                                                hidden="relu", output="softmax", loss="cross_entropy", cluster=2),
+     dict(n=35, lr=0.1, momentum=0.9, members=3, member_frozen=[((), ()), ((), ("b",)), ((), ())])),
+    ("cluster8-tanh-mse-sum", dict(n_in=30, n_hidden=15, n_out=2, batch_size=3, dtype="float64", hidden="tanh",
+                                   output="identity", loss="mse", cluster=8),
+     dict(n=11, lr=0.01, reduction="sum")),
 ]
 
 
@@ -485,6 +500,30 @@ def test_host_emulated_ensemble_trains_every_member_in_one_launch_as_the_lone_ne
         assert_same_params(ens[k], net, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("cluster,sizes,expected", [(2, [20, 5, 3], 2), (4, [20, 7, 3], 4), (8, [20, 3, 3], 2)])
+def test_host_emulated_cluster_split_of_each_network_matches_numpy(host_cupy, cluster, sizes, expected):
+    """CupyBackend(cluster=N): each network over N blocks (its hidden units split, the output parts
+    exchanged), an ensemble's members a cluster each; too few hidden units for N blocks take the
+    largest size that gives every block one (3 units: 2 blocks of 2 and 1)."""
+    X, y = small_problem(n=33)
+    be = cb.CupyBackend("float64", threads=64, cluster=cluster)
+    ens = fb.Ensemble(lone_networks(sizes, [0, 1], be, activation="tanh"))
+    h = ens.fit(X, y, epochs=2, batch_size=6, lr=[0.2, 0.4], momentum=0.9)
+    assert h["engine"] == "cupy-fused-members"
+    assert [launch for k in host_cupy.kernels for launch in k.launches] == [((2 * expected,), (64,))] * 2
+    assert f"#define CL {expected} " in host_cupy.kernels[0].code
+    for k, net in enumerate(lone_networks(sizes, [0, 1], kernels.get_backend("numpy", "float64"), activation="tanh")):
+        ref = net.fit(X, y, epochs=2, batch_size=6, lr=[0.2, 0.4][k], momentum=0.9)
+        np.testing.assert_allclose([e[k] for e in h["loss"]], ref["loss"], rtol=1e-9)
+        assert_same_params(ens[k], net, rtol=1e-9, atol=1e-12)
+
+
+def test_the_cluster_size_is_checked():
+    for bad in (3, 0, 16, "4", True):
+        with pytest.raises(ValueError, match="cluster: expected one of 1, 2, 4, 8"):
+            cb.CupyBackend.__init__(object.__new__(cb.CupyBackend), "float32", cluster=bad)
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings, expected
 def test_host_emulated_ensemble_a_diverging_member_is_put_back_and_left_out_of_the_launch(host_cupy):
     X, y = small_problem(n=40)
@@ -565,7 +604,8 @@ def test_bench_gpu_table_and_summary_compare_like_with_like():
     results = [("fastbp-cupy-fused", 10, [0.05, 0.05, 0.06], 0.85, 1, []),
                ("torch-cuda-graphs", 10, [0.2, 0.2, 0.2], 0.85, 1, ["100 mini-batches per graph replay"]),
                ("fastbp-cupy-ensemble", 10, [0.09, 0.09, 0.1], 0.84, 132, ["engine cupy-fused-members"]),
-               ("torch-func-ensemble", 10, [0.9, 0.9, 0.9], 0.84, 132, [])]
+               ("torch-func-ensemble", 10, [0.9, 0.9, 0.9], 0.84, 132, []),
+               ("fastbp-cupy-cluster4", 10, [0.025, 0.025, 0.03], 0.85, 1, [])]
     text = "\n".join(bg.table(results, 60000) + bg.summary(results, 60000, None))
     assert "4.0x" in text.split("torch-cuda-graphs")[1].split("\n")[0]  # vs the one fused network
     assert "10.0x" in text.split("torch-func-ensemble")[1].split("\n")[0]  # vs the fastbp ensemble, not 1 net
@@ -573,6 +613,9 @@ def test_bench_gpu_table_and_summary_compare_like_with_like():
     assert "ensemble of 132 at batch 10: 90.0 ms = 1.80x one network's fused epoch (target <= 2x: met)" in text
     assert "vs torch-func-ensemble at batch 10: 10.0x faster" in text
     assert "note: engine cupy-fused-members" in text
+    assert "0.5x" in text.split("fastbp-cupy-cluster4")[1].split("\n")[0]  # against the one-block kernel
+    assert ("one network over 4 SMs at batch 10: 25.0 ms = 2.00x the one-block kernel's speed (target <= 20 ms: "
+            "MISSED)") in text
 
 
 def test_bench_gpu_rejects_a_bad_member_count():
@@ -953,6 +996,36 @@ def test_gpu_an_ensemble_of_132_book_networks_equals_the_lone_fused_networks_bit
         for p, q in zip(ens[k].get_params(), net.get_params()):
             np.testing.assert_array_equal(p["W"], q["W"])
             np.testing.assert_array_equal(p["b"], q["b"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cluster", [2, 4, 8])
+def test_gpu_one_network_over_a_cluster_of_sms_matches_numpy(cupy, cluster):
+    """CupyBackend(cluster=N) on sm_90: the book network over N SMs (thread-block cluster,
+    distributed shared memory) against the float64 reference as the one-block kernel is; a small
+    float64 ensemble with Adam exactly as NumPy."""
+    X, y = small_problem(n=3000, n_in=784, n_out=10, seed=1)
+    be = kernels.get_backend("cupy", "float32", cluster=cluster)
+    nets = [fb.Network.from_sizes([784, 30, 10], backend=b, seed=0, dtype=dt)
+            for b, dt in ((be, None), ("numpy", "float32"), ("numpy", "float64"))]
+    histories = [net.fit(X, y, epochs=1, batch_size=10, lr=3.0) for net in nets]
+    assert histories[0]["engine"] == "cupy-fused"
+    for p_gpu, p_cpu, p_exact in zip(*(net.get_params() for net in nets)):
+        for name in ("W", "b"):
+            err_gpu = np.abs(p_gpu[name] - p_exact[name]).max()
+            err_cpu = np.abs(p_cpu[name] - p_exact[name]).max()
+            assert err_gpu <= 4 * err_cpu + 1e-4, (cluster, name, err_gpu, err_cpu)
+    X, y = small_problem(n=300)
+    ens = fb.Ensemble.from_sizes([20, 9, 3], n_models=3, seeds=range(3),
+                                 backend=kernels.get_backend("cupy", "float64", cluster=cluster))
+    h = ens.fit(X, y, epochs=2, batch_size=10, optimizer=[fb.Adam(0.01 * (k + 1)) for k in range(3)])
+    assert h["engine"] == "cupy-fused-members"
+    for k in range(3):
+        net = fb.Network.from_sizes([20, 9, 3], seed=k, backend="numpy", dtype="float64")
+        ref = net.fit(X, y, epochs=2, batch_size=10, optimizer=fb.Adam(0.01 * (k + 1)))
+        np.testing.assert_allclose([e[k] for e in h["loss"]], ref["loss"], rtol=1e-9)
+        for p, q in zip(ens[k].get_params(), net.get_params()):
+            np.testing.assert_allclose(p["W"], q["W"], rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.gpu

@@ -33,9 +33,11 @@ def test_each_backend_lists_its_engines_the_per_batch_loop_last():
     from fastbp.kernels.cupy_backend import CupyBackend
 
     gpu = object.__new__(CupyBackend)  # no GPU here: the list and covers() need none
-    assert names(gpu) == ["cupy-fused", "cupy-batched", "cupy-per-batch"]
-    fused, batched = types.SimpleNamespace(fused={"n_in": 12}), types.SimpleNamespace(fused=None)
-    assert [gpu.engine(p) for p in (fused, batched, None)] == ["cupy-fused", "cupy-batched", "cupy-per-batch"]
+    assert names(gpu) == ["cupy-fused", "cupy-fused-members", "cupy-batched", "cupy-per-batch"]
+    fused, batched = (types.SimpleNamespace(fused=f, n_members=1) for f in ({"n_in": 12}, None))
+    ensemble = types.SimpleNamespace(fused={"n_in": 12}, n_members=3)
+    assert [gpu.engine(p) for p in (fused, ensemble, batched, None)] == ["cupy-fused", "cupy-fused-members",
+                                                                         "cupy-batched", "cupy-per-batch"]
     for be in (fb.get_backend("numpy"), fb.get_backend("numba"), gpu):
         assert [e.covers(None) for e in be.engines()][-1] and not any(e.covers(None) for e in be.engines()[:-1])
 
