@@ -11,7 +11,9 @@ every member.
 """
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -37,6 +39,31 @@ def check_fit_data(X, y, batch_size, validation_data, n_in, n_out):
 def check_callback(callback):
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a callable, got {callback!r}")
+
+
+PARALLEL_DRAWS = 500_000  # sample indices an epoch's orders hold, from which they are drawn on threads
+
+
+def draw_orders(rngs, n, out):
+    """``out[k] = rngs[k].permutation(n)`` for each row k -> generator of ``rngs``: each member's
+    order from its own generator, so the values are those drawn one by one. Many of them (an
+    ensemble of 132 on 60,000 samples: 0.15-0.25 s an epoch on one core here) are drawn on
+    threads (NumPy releases the GIL while it shuffles), made for the call and gone after it."""
+    def draw(k):
+        out[k] = rngs[k].permutation(n)
+
+    workers = min(len(rngs), os.cpu_count() or 1)
+    if workers < 2 or len(rngs) * n < PARALLEL_DRAWS:
+        for k in rngs:
+            draw(k)
+        return out
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="fastbp-orders")
+    try:
+        for future in [pool.submit(draw, k) for k in rngs]:
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # an interrupt: the queued draws are dropped
+    return out
 
 
 class Run:
@@ -92,11 +119,16 @@ class Run:
         not trained, the members that diverged in this epoch). ``orders``: member -> its sample
         order for this epoch (default: drawn from its generator, or 0..n-1 without shuffling)."""
         active = self.active()
-        if orders is None:
-            orders = {k: self.members[k].rng.permutation(self.n) if self.shuffle else np.arange(self.n)
-                      for k in active}
+        O = None
+        if orders is None:  # one row per member (those not training: zeros)
+            O = np.zeros((len(self.members), self.n), dtype=np.int64)
+            if self.shuffle:
+                draw_orders({k: self.members[k].rng for k in active}, self.n, O)
+            else:
+                O[active] = np.arange(self.n)
+            orders = {k: O[k] for k in active}
         if self.plan is not None:
-            return self._plan_epoch(active, orders, number)
+            return self._plan_epoch(active, orders, number, O)
         totals = np.full(len(self.members), np.nan)
         opts = self.optimizers
         starts = {k: self.members[k]._state(opts[k]) for k in active}
@@ -114,12 +146,13 @@ class Run:
             self.diverged[k] = number
         return totals, bad
 
-    def _plan_epoch(self, active, orders, number):
+    def _plan_epoch(self, active, orders, number, O=None):
         plan = self.plan
         plan.refresh()  # the hyperparameters: a callback may have changed them
-        O = np.zeros((len(self.members), self.n), dtype=np.int64)
-        for k in active:
-            O[k] = orders[k]
+        if O is None:
+            O = np.zeros((len(self.members), self.n), dtype=np.int64)
+            for k in active:
+                O[k] = orders[k]
         start = plan.snapshot()
         try:
             totals = self.be.train_plan(plan, self.data, self.scale, self.targets, O, self.batch_size, active)

@@ -518,7 +518,7 @@ class CupyBackend(Backend):
         config = configs[0] if all(c is not None and c == configs[0] for c in configs) else None
         if config is None and not all(self.batched_covers(layers, X, Y) for layers in networks):
             return None
-        return LayerPlan(networks, loss, optimizers, fused=config, batch_size=bs)
+        return LayerPlan(networks, loss, optimizers, fused=config, batch_size=bs, checks_finite=config is not None)
 
     def engines(self):
         """``cupy-fused`` (the whole-epoch kernel, one block), ``cupy-fused-members`` (the same
@@ -581,14 +581,18 @@ class CupyBackend(Backend):
         K = len(rows)
         orders = cp.asarray(np.ascontiguousarray(orders, dtype=np.int64).reshape(K, -1))  # once per epoch
         parts = cp.zeros((K, config["threads"]), dtype=cp.float64)
+        unfinite = cp.zeros(K, dtype=cp.int32)
         opt = optimizers[0]
         args = (X, Y, orders, np.int32(orders.shape[1]), np.float64(scale),
                 cp.asarray(np.array(rows, dtype=np.uint64)), np.int32(opt.code),
                 cp.asarray(np.ascontiguousarray(hps, dtype=np.float64).reshape(K, -1)),
                 np.int32(opt.reduction == "mean"), cp.asarray(np.array(frozen, dtype=np.int32)),
-                np.float64(networks[0][0].activation.slope), np.float64(networks[0][1].activation.slope), parts)
+                np.float64(networks[0][0].activation.slope), np.float64(networks[0][1].activation.slope), parts,
+                unfinite)
         kernel((K * config["cluster"],), (config["threads"],), args, shared_mem=shared)  # a cluster per member
-        return cp.asnumpy(parts.sum(axis=1))  # the one synchronisation of the epoch
+        # a member whose parameters or optimiser state are not all finite gets a NaN loss (so the
+        # plan needs no check of its own: LayerPlan.finite); one copy back, the epoch's one sync
+        return cp.asnumpy(parts.sum(axis=1) + cp.where(unfinite > 0, np.nan, 0.0))
 
     # --- the batched epoch: cuBLAS products, one launch for each step between them ----------------
     def batched_covers(self, layers, X, Y):

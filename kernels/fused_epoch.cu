@@ -117,6 +117,8 @@ __device__ __forceinline__ fb_rule<F> fb_rule_for(int opt, const double *hp, dou
                                 : F(0);
     return r;
 }
+// Whether x is a number (not NaN, not an infinity), in any float type and compiler.
+template <typename F> __device__ __forceinline__ bool fb_finite(F x) { return x - x == F(0); }
 // The state slots fb_update reads and writes per element: Adam two (m, v), momentum one, plain SGD none.
 __device__ __forceinline__ int fb_state_slots(int opt, const double *hp) {
     return opt == FB_OPT_ADAM ? 2 : hp[FB_HP_MOMENTUM] > 0.0 ? 1 : 0;
@@ -362,7 +364,9 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
             const int opt, const double *hps,  // the optimiser's code; (members, FB_N_HP) hyperparameters
             const int mean, const int *__restrict__ frozens,  // (members,) frozen bits
             const double slope_h, const double slope_o,
-            double *loss_parts)                // (members, NT): each thread's sum of per-sample losses
+            double *loss_parts,                // (members, NT): each thread's sum of per-sample losses
+            int *unfinite)                     // (members,), zeros: set to 1 for a member whose parameters
+                                               // or optimiser state hold a NaN or an infinity at the end
 {
     extern __shared__ __align__(16) unsigned char fb_shared[];
     // this member's pointers, read from shared memory where used rather than held in registers
@@ -640,19 +644,48 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
         PROF(3)
     }
 
-    // this block's parameters back to the layers' arrays (b1, its state and the loss: block 0's)
+    // this block's parameters back to the layers' arrays (b1, its state and the loss: block 0's),
+    // and whether every value of them and of the optimiser state of its units is finite (any
+    // that is not marks the member in `unfinite`: the host checks nothing else)
+    bool finite = true;
     for (int e = tid; e < hn * N0; e += NT) {
         const int j = e / N0, i = e - j * N0;
         me.p[0][(long long)i * H + J0 + j] = w0[e];
+        finite &= fb_finite(w0[e]);
     }
-    for (int e = tid; e < hn * K; e += NT) me.p[2][J0 * K + e] = w1[e];
-    for (int j = tid; j < hn; j += NT) me.p[1][J0 + j] = c0[j];
+    for (int e = tid; e < hn * K; e += NT) {
+        me.p[2][J0 * K + e] = w1[e];
+        finite &= fb_finite(w1[e]);
+    }
+    for (int j = tid; j < hn; j += NT) {
+        me.p[1][J0 + j] = c0[j];
+        finite &= fb_finite(c0[j]);
+    }
+    const int slots = fb_state_slots(opt, MEMBER_HP);
+    for (int e = tid; e < slots * N0 * hn; e += NT) {  // SW0 (slots, N0, H): this block's columns
+        const int q = e / (N0 * hn), r = e - q * N0 * hn, i = r / hn;
+        finite &= fb_finite(me.p[4][(long long)q * N0 * H + (long long)i * H + J0 + (r - i * hn)]);
+    }
+    for (int e = tid; e < slots * hn * K; e += NT) {  // SW1 (slots, H, K): this block's rows
+        const int q = e / (hn * K);
+        finite &= fb_finite(me.p[6][(long long)q * H * K + J0 * K + (e - q * hn * K)]);
+    }
+    for (int e = tid; e < slots * hn; e += NT) {      // Sb0 (slots, H)
+        const int q = e / hn;
+        finite &= fb_finite(me.p[5][q * H + J0 + (e - q * hn)]);
+    }
     if (rank == 0) {
-        const int slots = fb_state_slots(opt, MEMBER_HP);
-        for (int k = tid; k < K; k += NT) me.p[3][k] = c1[k];
-        for (int e = tid; e < slots * K; e += NT) me.p[7][e] = sb1[e];
+        for (int k = tid; k < K; k += NT) {
+            me.p[3][k] = c1[k];
+            finite &= fb_finite(c1[k]);
+        }
+        for (int e = tid; e < slots * K; e += NT) {
+            me.p[7][e] = sb1[e];
+            finite &= fb_finite(sb1[e]);
+        }
         loss_parts[(long long)member * NT + tid] = my_loss;
     }
+    if (!finite) unfinite[member] = 1;
 #if CL > 1
     fb_cluster_sync();  // no block leaves while another may still read its shared memory
 #endif

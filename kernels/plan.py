@@ -223,8 +223,14 @@ class LayerPlan:
                     p[...] = values[name]
             self.optimizers[k].restore(self.networks[k], state)
 
+    checks_finite = False  # True: the engine's loss per member is NaN when they are not (nothing to check)
+
     def finite(self):
-        """Per member: whether its parameters and optimiser state are all finite."""
+        """Per member: whether its parameters and optimiser state are all finite (all True where
+        the engine folds that into its losses: ``checks_finite``)."""
+        if self.checks_finite:
+            return np.ones(self.n_members, dtype=bool)
+
         def ok(a, be):
             return bool(np.isfinite(be.to_numpy(a)).all())
 

@@ -139,7 +139,7 @@ extern "C" int fb_launch(int blocks, void **a) {  // fused_epoch's arguments, in
         fused_epoch((const XT *)a[0], (const T *)a[1], (const long long *)a[2], *(const int *)a[3],
                     *(const double *)a[4], (T *const *)a[5], *(const int *)a[6], (const double *)a[7],
                     *(const int *)a[8], (const int *)a[9], *(const double *)a[10], *(const double *)a[11],
-                    (double *)a[12]);
+                    (double *)a[12], (int *)a[13]);
     });
     return 0;
 }
@@ -270,6 +270,9 @@ class HostCupy(types.ModuleType):
 
     def zeros_like(self, a):
         return _dev(np.zeros_like(a))
+
+    def where(self, *args):
+        return _dev(np.where(*args))
 
     def exp(self, a):
         return np.exp(a)

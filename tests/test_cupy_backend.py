@@ -256,10 +256,13 @@ static int run(const std::string &dir) {  // inputs from dir, one epoch of every
                      Sb1.data() + m * NS * K})
             table.push_back(p);
     std::vector<double> parts(size_t(members) * NT);
+    std::vector<int> unfinite(members, 0);
     fb_run_grid(members * CL, NT, CL, [&] {  // a cluster of CL blocks per member
         fused_epoch(X.data(), Y.data(), order.data(), n, scale, table.data(), opt, hp.data(), mean, frozen.data(),
-                    slope_h, slope_o, parts.data());
+                    slope_h, slope_o, parts.data(), unfinite.data());
     });
+    for (int m = 0; m < members; m++)
+        if (unfinite[m]) return 4;  // the cases train finite networks
     save(dir, "W0.out", W0); save(dir, "b0.out", b0); save(dir, "W1.out", W1); save(dir, "b1.out", b1);
     save(dir, "SW0.out", SW0); save(dir, "Sb0.out", Sb0); save(dir, "SW1.out", SW1); save(dir, "Sb1.out", Sb1);
     std::vector<double> totals(members, 0.0);
@@ -541,6 +544,28 @@ def test_host_emulated_ensemble_a_diverging_member_is_put_back_and_left_out_of_t
         np.testing.assert_array_equal(p["b"], q["b"])
     for k in (0, 2):  # the others trained on, as the reference's
         assert_same_params(ens[k], ref[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's overflow warnings, expected
+def test_host_emulated_a_last_step_that_overflows_is_caught_by_the_kernel_itself(host_cupy, monkeypatch):
+    """One mini-batch per epoch at lr 1e39 (inf in float32): the loss (before the step) is finite,
+    the weights and velocities after it are not; the kernel marks the member (the plan checks
+    nothing itself: LayerPlan.finite is never asked), it is put back, as on NumPy."""
+    from fastbp.kernels import plan as plan_module
+
+    monkeypatch.setattr(plan_module.LayerPlan, "finite", lambda self: np.ones(self.n_members, bool))  # no host check
+    X, y = small_problem(n=10)
+    runs = {}
+    for name, be in (("gpu", host_backend("float32")), ("cpu", kernels.get_backend("numpy", "float32"))):
+        ens = fb.Ensemble(lone_networks([20, 5, 3], [0, 1], be))
+        start = [m.get_params() for m in ens]
+        runs[name] = (ens, start, ens.fit(X, y, epochs=2, batch_size=10, lr=[0.5, 1e39], momentum=0.9))
+    ens, start, h = runs["gpu"]
+    assert h["engine"] == "cupy-fused-members" and h["diverged"] == runs["cpu"][2]["diverged"] == {1: 1}
+    assert np.isfinite(h["loss"][0][0]) and np.isnan(h["loss"][0][1])  # the member's loss marked NaN
+    for p, q in zip(start[1], ens[1].get_params()):
+        np.testing.assert_array_equal(p["W"], q["W"])
+    assert_same_params(ens[0], runs["cpu"][0][0], rtol=2e-5, atol=2e-6)
 
 
 def test_host_emulated_members_whose_frozen_parameters_differ_share_the_launch(host_cupy):

@@ -189,3 +189,34 @@ def test_callback_sees_current_members_and_can_stop():
     h = ens.fit(X, y, epochs=5, callback=cb)
     assert len(h["loss"]) == 2 and len(seen) == 2 and not np.array_equal(seen[0], seen[1])
     np.testing.assert_array_equal(seen[1], ens[0].get_params()[0]["W"])
+
+
+def test_many_members_orders_are_drawn_on_threads_with_the_values_drawn_one_by_one(monkeypatch):
+    """An epoch's orders of many members are drawn on threads (made for the call, gone after it),
+    each from its member's generator: the same values, and the generators left in the same state,
+    as drawing them one after another."""
+    import threading
+
+    from fastbp import training
+
+    seen = []
+    original = training.ThreadPoolExecutor
+
+    def spy(*args, **kw):
+        pool = original(*args, **kw)
+        seen.append(pool)
+        return pool
+
+    monkeypatch.setattr(training, "ThreadPoolExecutor", spy)
+    for threshold, pools in ((training.PARALLEL_DRAWS, 0), (0, 1)):
+        monkeypatch.setattr(training, "PARALLEL_DRAWS", threshold)
+        rngs = {k: np.random.default_rng(k) for k in (0, 2, 5, 7)}
+        out = np.zeros((8, 1000), dtype=np.int64)
+        training.draw_orders(rngs, 1000, out)
+        alone = [np.random.default_rng(k) for k in (0, 2, 5, 7)]
+        for k, rng in zip((0, 2, 5, 7), alone):
+            np.testing.assert_array_equal(out[k], rng.permutation(1000))
+            assert rngs[k].integers(1 << 30) == rng.integers(1 << 30)  # the same state after
+        assert not out[[1, 3, 4, 6]].any()  # rows of members not drawn are left alone
+        assert len(seen) == pools
+        assert not [t for t in threading.enumerate() if t.name.startswith("fastbp-orders")]
