@@ -415,8 +415,8 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
     for (int k = tid; k < K; k += NT) c1[k] = mine[3][k];
     if (tid < 8) me.p[tid] = mine[tid];
     __syncthreads();
-    {  // b1's optimiser state: the slots the rule reads
-        const int slots = fb_state_slots(opt, MEMBER_HP);
+    {  // b1's optimiser state: the slots the rule reads (none kept for a frozen b1: its pointer is b1's own)
+        const int slots = (MEMBER_FROZEN & FROZEN_B1) ? 0 : fb_state_slots(opt, MEMBER_HP);
         for (int e = tid; e < 2 * K; e += NT) sb1[e] = e < slots * K ? mine[7][e] : T(0);
     }
     for (int e = tid; e < BSR * N0; e += NT) xs[e] = T(0);  // rows past a short batch: read, unused
@@ -661,16 +661,19 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
         me.p[1][J0 + j] = c0[j];
         finite &= fb_finite(c0[j]);
     }
-    const int slots = fb_state_slots(opt, MEMBER_HP);
-    for (int e = tid; e < slots * N0 * hn; e += NT) {  // SW0 (slots, N0, H): this block's columns
+    // the state arrays (frozen parameters keep none: their pointer is the parameter's own, not read)
+    const int slots = fb_state_slots(opt, MEMBER_HP), frozen = MEMBER_FROZEN;
+    const int sw0 = frozen & FROZEN_W0 ? 0 : slots, sw1 = frozen & FROZEN_W1 ? 0 : slots;
+    const int sb0 = frozen & FROZEN_B0 ? 0 : slots, sb1n = frozen & FROZEN_B1 ? 0 : slots;
+    for (int e = tid; e < sw0 * N0 * hn; e += NT) {  // SW0 (slots, N0, H): this block's columns
         const int q = e / (N0 * hn), r = e - q * N0 * hn, i = r / hn;
         finite &= fb_finite(me.p[4][(long long)q * N0 * H + (long long)i * H + J0 + (r - i * hn)]);
     }
-    for (int e = tid; e < slots * hn * K; e += NT) {  // SW1 (slots, H, K): this block's rows
+    for (int e = tid; e < sw1 * hn * K; e += NT) {  // SW1 (slots, H, K): this block's rows
         const int q = e / (hn * K);
         finite &= fb_finite(me.p[6][(long long)q * H * K + J0 * K + (e - q * hn * K)]);
     }
-    for (int e = tid; e < slots * hn; e += NT) {      // Sb0 (slots, H)
+    for (int e = tid; e < sb0 * hn; e += NT) {      // Sb0 (slots, H)
         const int q = e / hn;
         finite &= fb_finite(me.p[5][q * H + J0 + (e - q * hn)]);
     }
@@ -679,7 +682,7 @@ fused_epoch(const XT *__restrict__ X,          // (n_samples, N0) training input
             me.p[3][k] = c1[k];
             finite &= fb_finite(c1[k]);
         }
-        for (int e = tid; e < slots * K; e += NT) {
+        for (int e = tid; e < sb1n * K; e += NT) {
             me.p[7][e] = sb1[e];
             finite &= fb_finite(sb1[e]);
         }

@@ -5,7 +5,9 @@ CUDA thread, a barrier for ``__syncthreads``, the warp shuffles through an excha
 guarded by one barrier per warp); a rendered kernel compiles after it as C++.
 
 ``HostCupy``: a stand-in for the cupy module, enough of it for ``CupyBackend``'s fused engines:
-its arrays are NumPy arrays in host memory (an ``ndarray`` subclass with ``.data.ptr``), and its
+its arrays are NumPy arrays in host memory (an ``ndarray`` subclass with ``.data.ptr``), each
+followed by poison (NaN or 0xFF bytes: reads past an array's end go wrong visibly, writes there are
+caught by ``check_guards``), and its
 ``RawKernel`` compiles the fused epoch kernel's rendered source after the prelude into a shared
 library (g++) and launches it through ctypes, the grid's blocks one after another (the blocks of
 the fused kernel share nothing). So the backend's Python side (plans, engines, the members'
@@ -181,8 +183,34 @@ class ndarray(np.ndarray):
         return types.SimpleNamespace(ptr=self.ctypes.data)
 
 
+GUARD = 4096  # bytes of poison after every array HostCupy makes: a kernel's reads past an array's
+# end see NaNs (floats) or 0xFF bytes, and its writes there are found by HostCupy.check_guards()
+_GUARDED = []  # (buffer, bytes of the array) of every array made, for check_guards
+
+
 def _dev(a):
-    return a.view(ndarray)
+    a = np.asarray(a)
+    buf = np.empty(a.nbytes + GUARD, np.uint8)
+    if a.dtype.kind == "f":
+        buf[a.nbytes:].view(a.dtype)[...] = np.nan
+    else:
+        buf[a.nbytes:] = 0xFF
+    out = buf[:a.nbytes].view(a.dtype).reshape(a.shape).view(ndarray)
+    out[...] = a
+    _GUARDED.append((buf, a.nbytes, a.dtype))
+    return out
+
+
+def check_guards():
+    """AssertionError when a kernel wrote past the end of an array HostCupy made (its poison
+    changed); forgets the arrays made so far."""
+    try:
+        for buf, n, dtype in _GUARDED:
+            tail = buf[n:]
+            intact = np.isnan(tail.view(dtype)).all() if dtype.kind == "f" else (tail == 0xFF).all()
+            assert intact, f"a kernel wrote past the end of a {dtype} array of {n} bytes"
+    finally:
+        _GUARDED.clear()
 
 
 class RawKernel:

@@ -21,7 +21,7 @@ from fastbp import kernels
 from fastbp.kernels import BackendUnavailable
 from fastbp.kernels import cupy_backend as cb
 
-from cuda_emulator import EMULATOR, HostCupy, as_cpp  # tests/cuda_emulator.py
+from cuda_emulator import EMULATOR, HostCupy, as_cpp, check_guards  # tests/cuda_emulator.py
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VALID = [(out, loss) for out in kernels.ACTIVATIONS for loss in kernels.LOSSES
@@ -453,7 +453,9 @@ def host_cupy(monkeypatch):
     mod = HostCupy()
     monkeypatch.setitem(sys.modules, "cupy", mod)
     monkeypatch.setattr(cb, "cp", mod)
-    return mod
+    check_guards()  # (forgets arrays of earlier tests)
+    yield mod
+    check_guards()  # no kernel wrote past the end of an array
 
 
 def host_backend(dtype="float64"):
@@ -569,11 +571,14 @@ def test_host_emulated_a_last_step_that_overflows_is_caught_by_the_kernel_itself
 
 
 def test_host_emulated_members_whose_frozen_parameters_differ_share_the_launch(host_cupy):
+    """A frozen parameter keeps no optimiser state (its state pointer is the parameter's own): the
+    kernel must neither read nor write state there (the arrays' poison shows both)."""
     X, y = small_problem(n=30)
     nets = []
     for be in (host_backend("float32"), kernels.get_backend("numpy", "float32")):
-        nets.append([fb.Network([fb.Dense(20, 6, "sigmoid", frozen=frozen), fb.Dense(6, 3, "sigmoid")],
-                                backend=be, seed=k) for k, frozen in enumerate([(), ("W",), ("b",)])])
+        nets.append([fb.Network([fb.Dense(20, 6, "sigmoid", frozen=f0), fb.Dense(6, 3, "sigmoid", frozen=f1)],
+                                backend=be, seed=k)
+                     for k, (f0, f1) in enumerate([((), ()), (("W",), ()), (("b",), ()), ((), ("b",)), ((), ("W",))])])
     ens = fb.Ensemble(nets[0])
     h = ens.fit(X, y, epochs=1, batch_size=10, optimizer=fb.Adam(0.01))
     assert h["engine"] == "cupy-fused-members"
