@@ -186,12 +186,26 @@ typedef ${LT} LT;  // the unit the gather loads: 4 uint8 inputs as one 32-bit wo
 // hidden deltas of its units, and updates its own rows. b1 is updated by every block identically
 // (its optimiser state kept per block in shared memory; block 0 writes it back). CL = 1: one block.
 #if CL > 1
-#ifdef __CUDACC__
+#if defined(__CUDACC__) && __has_include(<cooperative_groups.h>)
 #include <cooperative_groups.h>
 __device__ __forceinline__ void fb_cluster_sync() { cooperative_groups::this_cluster().sync(); }
 __device__ __forceinline__ int fb_cluster_rank() { return (int)cooperative_groups::this_cluster().block_rank(); }
 template <typename F> __device__ __forceinline__ F *fb_remote(F *p, int r) {
     return cooperative_groups::this_cluster().map_shared_rank(p, r);
+}
+#elif defined(__CUDACC__)  // a compiler without the CUDA headers on its path: the same in PTX (sm_90)
+__device__ __forceinline__ void fb_cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release;\n\tbarrier.cluster.wait.acquire;" ::: "memory");
+}
+__device__ __forceinline__ int fb_cluster_rank() {
+    unsigned r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return (int)r;
+}
+template <typename F> __device__ __forceinline__ F *fb_remote(F *p, int r) {  // p's place in block r
+    unsigned long long q;
+    asm volatile("mapa.u64 %0, %1, %2;" : "=l"(q) : "l"(p), "r"(r));
+    return reinterpret_cast<F *>(q);
 }
 #endif  // (elsewhere: the CPU emulator defines them)
 #define CLUSTER_DIMS __cluster_dims__(CL, 1, 1)

@@ -212,10 +212,14 @@ template __global__ void all_math<double>(double *, const double *, const double
 @pytest.mark.skipif(NVCC is None, reason="nvcc (the CUDA compiler) is not installed")
 def test_the_rendered_sources_compile_with_nvcc(tmp_path):
     """Catches CUDA syntax and type errors without a GPU: rendered configurations (float32 with uint8
-    inputs, float64 with float inputs) and the math preamble the elementwise kernels use, compiled
-    to PTX for the H100 (sm_90), in parallel."""
+    inputs, float64 with float inputs, the cluster split with cooperative groups and with its inline
+    PTX fallback) and the math preamble the elementwise kernels use, compiled to PTX for the H100
+    (sm_90), in parallel."""
     jobs = []
-    sources = [cb.render_fused_epoch(**CONFIGS[i]) for i in (0, 2, 4)] + [cb.math_preamble() + PREAMBLE_CHECK]
+    cluster = cb.render_fused_epoch(**CONFIGS[4])
+    assert "__has_include(<cooperative_groups.h>)" in cluster  # and without the header, inline PTX:
+    sources = ([cb.render_fused_epoch(**CONFIGS[i]) for i in (0, 2)] + [cluster]
+               + [cluster.replace("__has_include(<cooperative_groups.h>)", "0")] + [cb.math_preamble() + PREAMBLE_CHECK])
     for i, src in enumerate(sources):
         path = tmp_path / f"k{i}.cu"
         path.write_text(src)
@@ -224,7 +228,10 @@ def test_the_rendered_sources_compile_with_nvcc(tmp_path):
     for i, job in enumerate(jobs):
         out, _ = job.communicate(timeout=300)
         assert job.returncode == 0, f"source {i} failed to compile:\n{out}"
-        assert ".entry fused_epoch" in (tmp_path / f"k{i}.ptx").read_text() or i == len(sources) - 1
+        ptx = (tmp_path / f"k{i}.ptx").read_text()
+        assert ".entry fused_epoch" in ptx or i == len(sources) - 1
+        if i in (2, 3):  # the cluster split: a cluster barrier and remote shared-memory addresses
+            assert ".reqnctapercluster 4, 1, 1" in ptx and "barrier.cluster" in ptx and "mapa" in ptx
 
 
 # --- the fused kernel's algorithm, run on the CPU ------------------------------------------------
