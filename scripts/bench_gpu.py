@@ -39,7 +39,8 @@ of --members in <= 2x one network's fused epoch, against torch.func).
     python scripts/bench_gpu.py --dry-run                       # the plan, nothing run
     python scripts/bench_gpu.py --engines fastbp-cupy-ensemble,torch-func-ensemble --members 132
 
-Without a GPU, any GPU engine stops the run with one clear message (exit status 1).
+Without a GPU, any GPU engine stops the run with one clear message (exit status 1). A row that
+fails otherwise is reported with its traceback and the others still run (exit status 1 at the end).
 """
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -550,13 +552,18 @@ def main(argv=None):
     X, y, Xt, yt, name = load_data(args.data, args.n, args.seed)
     print(f"data: {name}, {X.shape[0]} training and {Xt.shape[0]} test samples")
     params = initial_params(args.seed)
-    results = []
+    results, failed = [], []
     for engine, batch in rows:
         try:
             times, acc, nets, notes = run_row(engine, batch, (X, y, Xt, yt), args, params)
         except Unavailable as e:
             print(f"error: engine {engine} cannot run here: {e}", file=sys.stderr)
             return 1
+        except Exception as e:  # one failing row (a GPU's time is short): reported, the others still run
+            traceback.print_exc()
+            print(f"error: engine {engine} at batch {batch} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            failed.append((engine, batch))
+            continue
         results.append((engine, batch, times, acc, nets, notes))
         print(f"  {engine:<21} batch {batch:>6}: {statistics.median(times):.4f} s/epoch "
               f"(min {min(times):.4f}, max {max(times):.4f})" + "".join(f"; {note}" for note in notes), flush=True)
@@ -567,7 +574,9 @@ def main(argv=None):
     print()
     for line in table(results, X.shape[0]) + [""] + summary(results, X.shape[0], fused_accuracy):
         print(line)
-    return 0
+    for engine, batch in failed:
+        print(f"FAILED: {engine} at batch {batch} (traceback above)")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

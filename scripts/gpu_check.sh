@@ -16,8 +16,13 @@ cd "$(dirname "$0")/.."
 PY=${PY:-python3}  # on the device image, the python that holds CuPy, PyTorch and Numba
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv > "$OUT/nvidia-smi.txt" 2>&1
 cat "$OUT/nvidia-smi.txt"
-$PY -m pip install --no-deps --no-build-isolation -q -e . > "$OUT/install.txt" 2>&1 \
-  || $PY -m pip install --no-deps --no-build-isolation --user -q -e . >> "$OUT/install.txt" 2>&1
+if ! $PY -m pip install --no-deps --no-build-isolation -q -e . > "$OUT/install.txt" 2>&1; then
+  # (an older setuptools there, say): the package laid out as installed, on PYTHONPATH
+  echo "pip install failed; using a copy on PYTHONPATH" >> "$OUT/install.txt"
+  rm -rf /tmp/fastbp-path && mkdir -p /tmp/fastbp-path && cp -r fastbp /tmp/fastbp-path/ \
+    && cp -r kernels /tmp/fastbp-path/fastbp/kernels
+  export PYTHONPATH=/tmp/fastbp-path${PYTHONPATH:+:$PYTHONPATH}
+fi
 $PY -c "import fastbp, fastbp.kernels.cupy_backend as cb; print('fastbp', fastbp.__version__, 'cupy available:', cb.CupyBackend.is_available())" 2>&1 | tee -a "$OUT/install.txt"
 
 echo "== GPU tests"

@@ -655,6 +655,25 @@ def test_bench_gpu_table_and_summary_compare_like_with_like():
             "MISSED)") in text
 
 
+def test_bench_gpu_a_failing_row_is_reported_and_the_others_still_run(monkeypatch, capsys):
+    bg = bench_gpu_module()
+    calls = []
+
+    def row(engine, batch, data, args, params):
+        calls.append(batch)
+        if batch == 10:
+            raise RuntimeError("boom")
+        return [0.1, 0.1], 0.5, 1, []
+
+    monkeypatch.setattr(bg, "run_row", row)
+    rc = bg.main(["--data", "synthetic", "--n", "100", "--engines", "fastbp-numba", "--small", "10", "--large",
+                  "1000", "--epochs", "1", "--accuracy-epochs", "0"])
+    out = capsys.readouterr()
+    assert rc == 1 and calls == [10, 1000]
+    assert "fastbp-numba at batch 10 failed: RuntimeError: boom" in out.err and "RuntimeError: boom" in out.err
+    assert "FAILED: fastbp-numba at batch 10" in out.out and "0.1000" in out.out  # the other row's result
+
+
 def test_bench_gpu_rejects_a_bad_member_count():
     run = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_gpu.py"), "--dry-run", "--members", "0"],
                          capture_output=True, text=True, timeout=120)
