@@ -113,7 +113,7 @@ def _check_cluster(value, n_hidden=None):
     if isinstance(value, bool) or value not in CLUSTER_SIZES:
         raise ValueError(f"cluster: expected one of {', '.join(map(str, CLUSTER_SIZES))} (blocks per network), "
                          f"got {value!r}")
-    if n_hidden is not None and (value - 1) * units_per_block(n_hidden, value) >= n_hidden:
+    if n_hidden is not None and not cluster_fits(n_hidden, value):
         raise ValueError(f"cluster: {value} blocks cannot share {n_hidden} hidden units (a block would own none)")
     return int(value)
 
@@ -129,6 +129,11 @@ def _check_size(value, name, upper=None):
 def units_per_block(n_hidden, cluster):
     """Hidden units each block of a ``cluster``-block network owns (the last may own fewer)."""
     return -(-int(n_hidden) // int(cluster))
+
+
+def cluster_fits(n_hidden, cluster):
+    """Whether every block of a ``cluster``-block network owns at least one of ``n_hidden`` units."""
+    return (cluster - 1) * units_per_block(n_hidden, cluster) < n_hidden
 
 
 def fused_layout(n_in, n_hidden, n_out, batch_size, threads=FUSED_THREADS, input_dtype="uint8", dtype="float32",
@@ -489,7 +494,7 @@ class CupyBackend(Backend):
         n_in, n_hidden, n_out = layers[0].n_in, layers[0].n_out, layers[1].n_out
         if X.shape[1] != n_in or Y.shape[1] != n_out:
             return None
-        cluster = max(c for c in CLUSTER_SIZES if c <= self.cluster and (c - 1) * units_per_block(n_hidden, c) < n_hidden)
+        cluster = max(c for c in CLUSTER_SIZES if c <= self.cluster and cluster_fits(n_hidden, c))
         need = fused_epoch_shared_bytes(n_in, n_hidden, n_out, batch_size, self.dtype, self.threads, X.dtype, cluster)
         if need > self._shared_limit():
             return None
