@@ -377,15 +377,20 @@ class Network:
         one (empty, truncated, corrupted, another format) is a ValueError naming the path."""
         what = fmt.replace("fastbp-", "fastbp ")
         try:
-            f = np.load(path, allow_pickle=False)
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise ValueError("a single array, not an .npz archive")
-            with f:
-                config = json.loads(str(f["config"]))
-                arrays = {k: f[k] for k in f.files if k != "config"}
+            with open(path, "rb") as fh:  # closed here, whatever np.load makes of the bytes
+                head = fh.read(4)
+                if head != b"PK\x03\x04":  # what every .npz (a zip archive) starts with
+                    raise ValueError(f"{path}: not a {what} file "
+                                     f"({'it is empty' if not head else 'not an .npz archive'})")
+                fh.seek(0)
+                with np.load(fh, allow_pickle=False) as f:
+                    config = json.loads(str(f["config"]))
+                    arrays = {k: f[k] for k in f.files if k != "config"}
         except FileNotFoundError:
             raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            if str(e).startswith(f"{path}: "):
+                raise
             raise ValueError(f"{path}: not a {what} file, or a damaged one ({type(e).__name__}: {e})") from None
         if not isinstance(config, dict) or config.get("format") != fmt:
             raise ValueError(f"{path}: not a {what} file (format "

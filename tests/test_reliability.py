@@ -1,5 +1,6 @@
 """Failures a hostile user found (issue 11): divergence, the cross-entropy clip, bad pairings,
 NaN parameters, complex inputs, bad seeds, damaged network files. Each test failed before its fix."""
+import os
 import json
 import zipfile
 
@@ -275,3 +276,32 @@ def test_loading_with_a_bad_backend_argument_blames_the_argument_not_the_file(tm
         fb.Network.load(path, backend="tpu")
     with pytest.raises(FileNotFoundError):
         fb.Network.load(tmp_path / "missing.npz")
+
+
+
+def _open_files():
+    """The paths this process holds open (Linux's /proc), to see that a failed load closed its file."""
+    fds = "/proc/self/fd"
+    if not os.path.isdir(fds):
+        pytest.skip("needs /proc/self/fd")
+    paths = []
+    for fd in os.listdir(fds):
+        try:
+            paths.append(os.readlink(os.path.join(fds, fd)))
+        except OSError:
+            pass
+    return paths
+
+
+@pytest.mark.parametrize("content,reason", [(b"", "it is empty"), (b"hello, world", "not an .npz archive"),
+                                            (b"\x93NUMPY junk", "not an .npz archive"), (None, "damaged")])
+def test_loading_what_is_not_an_archive_says_so_and_leaves_no_file_open(tmp_path, content, reason):
+    path = _saved(tmp_path)
+    path.write_bytes(path.read_bytes()[:100] if content is None else content)  # None: a truncated archive
+    with pytest.raises(ValueError) as info:
+        fb.Network.load(path)
+    assert str(path) in str(info.value) and reason in str(info.value)
+    if content is not None:
+        assert str(info.value) == f"{path}: not a fastbp network file ({reason})"
+    del info
+    assert str(path) not in _open_files()
