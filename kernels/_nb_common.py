@@ -30,6 +30,12 @@ from the other modules: after an edit of ``_nb_optim.py`` alone (a ``git pull``,
 epochs of ``_nb_epoch.py`` would load their old machine code, silently. So the kernels' cache
 entries are keyed on ``KERNELS_STAMP`` too, a hash of every source the kernels are compiled from
 (the ``_nb_*.py`` modules and ``ops.py``): any edit recompiles them all.
+
+Loading a kernel from that cache does not first make Numba load its typing and lowering
+registries (every implementation it has, from linear algebra to typed dicts: about 0.45 s, most
+of what a cached process paid before it could train); they serve compiling, and a compile
+(ours or a user's) still loads them first. A cached kernel needs Numba's runtime (its memory
+allocator) and its own machine code, nothing more.
 """
 from __future__ import annotations
 
@@ -37,6 +43,7 @@ import hashlib
 import os
 
 from numba.core import caching
+from numba.core.runtime.nrt import rtsys
 
 from . import ops
 
@@ -111,3 +118,27 @@ def _install_locators():
 
 
 _install_locators()
+
+
+def _install_fast_load():
+    """Load this folder's kernels from the cache without Numba's registries (see the module doc):
+    ``Cache.load_overload`` refreshes the whole target context before it reads the cache; for a
+    function with one of our locators it initialises the runtime only. Other functions are left
+    as Numba loads them. (Once.)"""
+    stock = caching.Cache.load_overload
+    if getattr(stock, "fastbp", False):
+        return
+
+    def load_overload(self, sig, target_context):
+        if not isinstance(self._impl.locator, _KernelsStamp):
+            return stock(self, sig, target_context)
+        rtsys.initialize(target_context)  # what running compiled code needs (what refresh does first)
+        with self._guard_against_spurious_io_errors():
+            return self._load_overload(sig, target_context)
+
+    load_overload.fastbp = True
+    caching.Cache.load_overload = load_overload
+
+
+_install_fast_load()
+

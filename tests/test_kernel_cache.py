@@ -136,3 +136,37 @@ def test_an_edit_of_a_constant_in_a_helper_module_reaches_the_cached_kernels(tmp
     assert after[2] != before[2] and all(os.listdir(d) for d in (before[2], after[2]))
     ops.write_text(text)  # back to the first version: its folder again, the same results
     assert losses() == before
+
+
+LOADER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import fastbp as fb
+    from numba import njit
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 60)
+    net = fb.Network.from_sizes([12, 5, 3], backend=fb.get_backend("numba", fused=False), seed=0)
+    net.fit(X, y, epochs=3, momentum=0.5)
+    registries = "numba.np.linalg" in sys.modules  # loaded with Numba's registries, which compiling needs
+
+    @njit
+    def user_function(a):  # a user's own function, compiled after the kernels came from the cache
+        return np.linalg.norm(a) + a.sum()
+
+    print(json.dumps({"W": net.get_params()[0]["W"].tolist(), "registries": registries,
+                      "user": user_function(np.ones(4))}))
+""")
+
+
+def test_kernels_load_from_the_cache_without_numbas_registries_and_compiling_still_works(tmp_path):
+    cache = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    first = result(child(tmp_path, cache))  # compiles, fills the cache
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    out = subprocess.run([sys.executable, "-c", LOADER], capture_output=True, text=True, timeout=300,
+                         env={**env, **cache}, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded["W"] == first["W"]  # the same machine code, from the cache
+    assert not loaded["registries"], "loading the cached kernels made Numba load every registry"
+    assert loaded["user"] == 6.0
