@@ -182,8 +182,8 @@ class Run:
     def repack(self):
         """The plan up to date with the layers (a callback may have changed them)."""
         if self.plan is not None and self.weights is None:
-            fresh = self.be.make_plan(self.networks, self.loss, self.optimizers, self.data, self.targets,
-                                      self.batch_size)
+            fresh = self.be.remake_plan(self.plan, self.networks, self.loss, self.optimizers, self.data,
+                                        self.targets, self.batch_size)
             if fresh is None:
                 raise RuntimeError("the layers changed so that the training plan no longer covers them")
             self.plan = fresh

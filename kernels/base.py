@@ -197,6 +197,11 @@ class Backend:
         per-batch loop)."""
         return None
 
+    def remake_plan(self, plan, networks, loss, optimizers, X, Y, batch_size=None):
+        """``plan`` made again from the layers (a callback of the fit may have changed them),
+        reusing what it made from the fit's data (which has not changed)."""
+        return self.make_plan(networks, loss, optimizers, X, Y, batch_size)
+
     def train_plan(self, plan, X, scale, Y, orders, batch_size, members=None):
         """One epoch of the plan's members (member k over ``X[orders[k]]``); the summed loss
         per member."""

@@ -218,6 +218,13 @@ class NumbaBackend(NumpyBackend):
             inputs = None
         return build_plan(networks, loss, optimizers, self.dtype, _FLUSH[self.dtype], inputs)
 
+    def remake_plan(self, plan, networks, loss, optimizers, X, Y, batch_size=None):
+        """As the base class says: the inputs ``plan`` holds (the nonzero rows, a dense copy, or
+        none) serve again, so the data is neither scanned nor converted once more."""
+        if not all(self.covers(layers, loss, X, Y) for layers in networks):
+            return None
+        return build_plan(networks, loss, optimizers, self.dtype, _FLUSH[self.dtype], plan.inputs)
+
     def use_sparse(self, X, scan=True):
         """Whether a fit on X trains with the sparse first layer. ``scan=False`` (an epoch outside a
         fit, a plan per call): "auto" does not measure dense X's density, and keeps it dense."""

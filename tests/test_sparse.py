@@ -282,3 +282,36 @@ def test_epochs_outside_a_fit_do_not_scan_the_data_each_time_under_auto(monkeypa
         params.append(net.get_params())
         assert len(calls) == (0 if sparse == "auto" else 2)
     assert_same([params[0]], [params[1]], "float64")
+
+
+@pytest.mark.parametrize("sparse,nonzero", [(True, 0.2), ("auto", 0.6)])
+def test_a_fit_with_a_callback_makes_its_inputs_once_and_sees_the_callbacks_changes(monkeypatch, sparse, nonzero):
+    """A callback may change the layers, so the plan is made again after it, from the layers; what
+    the plan made from the data (the nonzero rows, the density scan) is not made again."""
+    rng = np.random.default_rng(0)
+    X = ((rng.random((120, 40)) < nonzero) * rng.integers(1, 256, (120, 40))).astype(np.uint8)
+    y = rng.integers(0, 3, 120)
+    made, scans = [], []
+    of, scan = SparseRows.of, nb.density
+    monkeypatch.setattr(SparseRows, "of", classmethod(lambda cls, *a: made.append(1) or of(*a)))
+    monkeypatch.setattr(nb, "density", lambda *a: scans.append(1) or scan(*a))
+    net = fb.Network.from_sizes([40, 6, 3], backend=fb.get_backend("numba", sparse=sparse), seed=0)
+
+    def halve_weights(epoch, history):
+        params = net.get_params()
+        params[0]["W"] = params[0]["W"] * 0.5
+        net.set_params(params)
+
+    h = net.fit(X, y, epochs=3, batch_size=10, lr=0.5, callback=halve_weights)
+    auto = sparse == "auto"  # (auto scans the density, finds the data dense)
+    assert h["engine"] == ("numba-fused-1t" if auto else "numba-sparse-1t")
+    assert len(made) == (0 if auto else 1) and len(scans) == (1 if auto else 0)
+    ref = fb.Network.from_sizes([40, 6, 3], backend="numpy", seed=0)  # the callback's changes took effect
+
+    def halve_ref(epoch, history):
+        params = ref.get_params()
+        params[0]["W"] = params[0]["W"] * 0.5
+        ref.set_params(params)
+
+    ref.fit(X, y, epochs=3, batch_size=10, lr=0.5, callback=halve_ref)
+    np.testing.assert_allclose(net.get_params()[0]["W"], ref.get_params()[0]["W"], rtol=1e-4, atol=1e-5)
