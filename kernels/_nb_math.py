@@ -97,6 +97,23 @@ def dact(z, a, code, slope):
 
 # --- layer math on batch rows ------------------------------------------------------------------
 @njit(**JIT)
+def softmax_row(z, a, lo, hi):
+    """a[lo:hi] = softmax(z[lo:hi]) (one sample's row)."""
+    T = a.dtype.type
+    mx = z[lo]
+    for j in range(lo, hi):
+        mx = max(mx, z[j])
+    total = 0.0
+    for j in range(lo, hi):
+        e = exp64(max(np.float64(z[j] - mx), -700.0))
+        a[j] = T(e)
+        total += e
+    inv = 1.0 / total
+    for j in range(lo, hi):
+        a[j] = T(a[j] * inv)
+
+
+@njit(**JIT)
 def activate_rows(Z, A, m, lo, hi, code, slope):
     """A[s, lo:hi] = f(Z[s, lo:hi]) for s < m (softmax over the whole of lo:hi)."""
     T = A.dtype.type
@@ -124,18 +141,8 @@ def activate_rows(Z, A, m, lo, hi, code, slope):
         elif code == EXP:
             for j in range(lo, hi):
                 a[j] = T(np.exp(np.float64(z[j])))
-        else:  # softmax
-            mx = z[lo]
-            for j in range(lo, hi):
-                mx = max(mx, z[j])
-            total = 0.0
-            for j in range(lo, hi):
-                e = exp64(max(np.float64(z[j] - mx), -700.0))
-                a[j] = T(e)
-                total += e
-            inv = 1.0 / total
-            for j in range(lo, hi):
-                a[j] = T(a[j] * inv)
+        else:
+            softmax_row(z, a, lo, hi)
 
 
 @njit(**JIT)
@@ -144,8 +151,9 @@ def activate_full(Z, A, m, n, code, slope):
     layer reads). Elementwise activations run as one flat loop over the m whole rows: one long
     vectorised loop instead of m short ones with scalar tails."""
     T = A.dtype.type
-    if code == SOFTMAX:
-        activate_rows(Z, A, m, 0, n, code, slope)
+    if code == SOFTMAX:  # (its own row function: the other activations' row loops stay out of this one)
+        for s in range(m):
+            softmax_row(Z[s], A[s], 0, n)
         return
     width = Z.shape[1]
     z = Z.reshape(Z.size)
