@@ -11,7 +11,10 @@ Each step runs one short ``fit`` (``history["compile_seconds"]``: the warmup tha
 loads the kernels the fit needs) or the first ``predict``, and reports it with the process's
 wall time. Prints a Markdown table with the machine and date. With several ``--repo``, each
 checkout has its own cache and the checkouts take turns at each step, so that a shared machine's
-changing speed affects them alike (it varies by a fifth from one minute to the next).
+changing speed affects them alike (it varies by a fifth from one minute to the next). Each
+checkout runs with its own kernels (its ``fastbp/`` copied, its ``kernels/`` linked in, as
+``bench_interleaved.py`` does; before 2026-12-01 22:30 UTC a plain path entry made every checkout
+run the installed kernels), and each child checks that it did.
 ``--breakdown``: instead, the default fit compiled in this process from an empty cache, with the
 seconds each compiled kernel took itself (Numba's compile events, minus those of the kernels it
 compiled on the way), most first.
@@ -28,14 +31,18 @@ import sys
 import tempfile
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_interleaved import package_path  # noqa: E402  (a checkout's package with its own kernels)
 
 CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, REPO)
+import os
 import numpy as np
 import fastbp as fb
 imported = time.perf_counter() - t0
+assert os.path.realpath(fb.kernels.__file__).startswith(KERNELS), (fb.kernels.__file__, KERNELS)  # that checkout's
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, (200, 64)).astype(np.uint8)
 if SPARSE:
@@ -72,7 +79,11 @@ STEPS = [
 
 
 def run_step(repo, cache, kind, dtype, threads, sparse):
-    code = (f"REPO={repo!r}; KIND={kind!r}; DTYPE={dtype!r}; THREADS={threads}; SPARSE={sparse}\n" + CHILD)
+    """One step in a new process; ``repo``: (the folder to import fastbp from, the checkout)."""
+    path, checkout = repo
+    kernels = os.path.realpath(os.path.join(checkout, "kernels"))
+    code = (f"REPO={path!r}; KERNELS={kernels!r}; KIND={kind!r}; DTYPE={dtype!r}; THREADS={threads}; "
+            f"SPARSE={sparse}\n" + CHILD)
     env = dict(os.environ, NUMBA_CACHE_DIR=cache)
     t = datetime.datetime.now()
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -118,8 +129,8 @@ for name, seconds in sorted(own.items(), key=lambda kv: -kv[1]):
 
 def breakdown(repo):
     with tempfile.TemporaryDirectory() as cache:
-        subprocess.run([sys.executable, "-c", f"REPO={repo!r}\n" + BREAKDOWN], check=True,
-                       env=dict(os.environ, NUMBA_CACHE_DIR=cache))
+        subprocess.run([sys.executable, "-c", f"REPO={package_path(repo, cache)!r}\n" + BREAKDOWN], check=True,
+                       env=dict(os.environ, NUMBA_CACHE_DIR=os.path.join(cache, "numba")))
 
 
 def main(argv=None):
@@ -143,8 +154,10 @@ def main(argv=None):
     print("|---|" + "---:|---:|" * len(repos) + "---|")
     with tempfile.TemporaryDirectory() as tmp:
         caches = [os.path.join(tmp, str(i)) for i in range(len(repos))]
+        # each checkout's fastbp WITH its kernels (a plain sys.path entry would take the installed kernels)
+        paths = [(package_path(repo, os.path.join(tmp, f"pkg{i}")), repo) for i, repo in enumerate(repos)]
         for label, *step in STEPS:
-            results = [run_step(repo, cache, *step) for repo, cache in zip(repos, caches)]
+            results = [run_step(path, cache, *step) for path, cache in zip(paths, caches)]
             cells = " | ".join(f"{r['compile']:.2f} | {r['wall']:.1f}" for r in results)
             print(f"| {label} | {cells} | {results[-1]['engine'] or '-'} |", flush=True)
 
