@@ -1,7 +1,7 @@
 """Cold start of the numba backend: the seconds each configuration a user meets spends compiling
 when first used (an empty kernel cache at the start, then each step in a new process on the same
 cache, so a step pays only for what is new to it), and the seconds a new process then spends
-loading the default configuration's kernels from the cache.
+loading a configuration's kernels from the cache (the default, float64, two threads, sparse).
 
     python scripts/bench_compile.py                         # this checkout, about two minutes
     python scripts/bench_compile.py --repo /tmp/base --repo .   # before/after, step by step in turn
@@ -75,6 +75,9 @@ STEPS = [
     ("sparse input, two threads", "fit", "float32", 2, True),
     ("Adam", "adam", "float32", 1, False),
     ("load: the default again, new process", "fit", "float32", 1, False),
+    ("load: float64 again", "fit", "float64", 1, False),
+    ("load: two threads again", "fit", "float32", 2, False),
+    ("load: sparse input again", "fit", "float32", 1, True),
 ]
 
 
