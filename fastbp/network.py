@@ -79,6 +79,9 @@ class History(dict):
         training_curves(self, path, title)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # what every .npz (a zip archive) starts with
+
+
 class Network:
     """A multilayer perceptron trained by backpropagation and SGD.
 
@@ -379,19 +382,17 @@ class Network:
         try:
             with open(path, "rb") as fh:  # closed here, whatever np.load makes of the bytes
                 head = fh.read(4)
-                if head != b"PK\x03\x04":  # what every .npz (a zip archive) starts with
-                    raise ValueError(f"{path}: not a {what} file "
-                                     f"({'it is empty' if not head else 'not an .npz archive'})")
-                fh.seek(0)
-                with np.load(fh, allow_pickle=False) as f:
-                    config = json.loads(str(f["config"]))
-                    arrays = {k: f[k] for k in f.files if k != "config"}
+                if head == _ZIP_MAGIC:
+                    fh.seek(0)
+                    with np.load(fh, allow_pickle=False) as f:
+                        config = json.loads(str(f["config"]))
+                        arrays = {k: f[k] for k in f.files if k != "config"}
         except FileNotFoundError:
             raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-            if str(e).startswith(f"{path}: "):
-                raise
             raise ValueError(f"{path}: not a {what} file, or a damaged one ({type(e).__name__}: {e})") from None
+        if head != _ZIP_MAGIC:
+            raise ValueError(f"{path}: not a {what} file ({'it is empty' if not head else 'not an .npz archive'})")
         if not isinstance(config, dict) or config.get("format") != fmt:
             raise ValueError(f"{path}: not a {what} file (format "
                              f"{config.get('format') if isinstance(config, dict) else config!r:.60})")

@@ -141,4 +141,3 @@ def _install_fast_load():
 
 
 _install_fast_load()
-

@@ -208,7 +208,7 @@ class NumbaBackend(NumpyBackend):
         or None when the fused engines do not cover them. With a sparse first layer (see
         ``sparse``; the argument, when given, overrides the backend's choice) it holds the
         nonzeros of X, made here: once per fit."""
-        if not all(self.covers(layers, loss, X, Y) for layers in networks):
+        if not self._covers_all(networks, loss, X, Y):
             return None
         if self.use_sparse(X) if sparse is None else sparse:
             inputs = SparseRows.of(X, self.dtype)
@@ -221,9 +221,12 @@ class NumbaBackend(NumpyBackend):
     def remake_plan(self, plan, networks, loss, optimizers, X, Y, batch_size=None):
         """As the base class says: the inputs ``plan`` holds (the nonzero rows, a dense copy, or
         none) serve again, so the data is neither scanned nor converted once more."""
-        if not all(self.covers(layers, loss, X, Y) for layers in networks):
+        if not self._covers_all(networks, loss, X, Y):
             return None
         return build_plan(networks, loss, optimizers, self.dtype, _FLUSH[self.dtype], plan.inputs)
+
+    def _covers_all(self, networks, loss, X, Y):
+        return all(self.covers(layers, loss, X, Y) for layers in networks)
 
     def use_sparse(self, X, scan=True):
         """Whether a fit on X trains with the sparse first layer. ``scan=False`` (an epoch outside a

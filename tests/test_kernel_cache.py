@@ -138,20 +138,13 @@ def test_an_edit_of_a_constant_in_a_helper_module_reaches_the_cached_kernels(tmp
     assert losses() == before
 
 
-LOADER = textwrap.dedent("""
-    import json, sys
-    import numpy as np
-    import fastbp as fb
-    from numba import njit
-    rng = np.random.default_rng(0)
-    X = rng.random((60, 12)).astype(np.float32)
-    y = rng.integers(0, 3, 60)
-    net = fb.Network.from_sizes([12, 5, 3], backend=fb.get_backend("numba", fused=False), seed=0)
-    net.fit(X, y, epochs=3, momentum=0.5)
+# CHILD, then a look at what loading its kernels brought in, and a user's own function compiled after them
+LOADER = CHILD + textwrap.dedent("""
     registries = "numba.np.linalg" in sys.modules  # loaded with Numba's registries, which compiling needs
+    from numba import njit
 
     @njit
-    def user_function(a):  # a user's own function, compiled after the kernels came from the cache
+    def user_function(a):
         return np.linalg.norm(a) + a.sum()
 
     print(json.dumps({"W": net.get_params()[0]["W"].tolist(), "registries": registries,

@@ -1,7 +1,7 @@
 """Failures a hostile user found (issue 11): divergence, the cross-entropy clip, bad pairings,
 NaN parameters, complex inputs, bad seeds, damaged network files. Each test failed before its fix."""
-import os
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -276,7 +276,6 @@ def test_loading_with_a_bad_backend_argument_blames_the_argument_not_the_file(tm
         fb.Network.load(path, backend="tpu")
     with pytest.raises(FileNotFoundError):
         fb.Network.load(tmp_path / "missing.npz")
-
 
 
 def _open_files():
