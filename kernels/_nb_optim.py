@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from ._nb_common import (HP_BETA1, HP_BETA2, HP_EPS, HP_L2, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_STEP,
-                         HP_WEIGHT_DECAY, JIT, OPT_ADAM)
+                         FLUSH32, FLUSH64, HP_WEIGHT_DECAY, JIT, OPT_ADAM)
 
 
 @njit(**JIT)
@@ -53,58 +53,71 @@ def decay_of(hp, scale):
 
 @njit(**JIT)
 def begin(opt, hp, P, S, lo, hi, wd):
-    """The first part of a step of P[lo:hi]; returns the coefficient c of the gradient."""
+    """The first part of a step of P[lo:hi]; returns the coefficient c of the gradient. (Each
+    rule loops over slices from 0: an index that could be negative would keep LLVM from
+    vectorising, for Numba wraps negative indices.)"""
     T = P.dtype.type
     if _needs_gradient(opt, hp):  # the gradient itself, into its buffer
-        G = S[gradient_slot(opt, hp)]
-        for i in range(lo, hi):
+        G = S[gradient_slot(opt, hp), lo:hi]
+        for i in range(G.shape[0]):
             G[i] = T(0)
         return 1.0
     lr = hp[HP_LR]
     decay = lr * wd
+    p = P[lo:hi]
     if hp[HP_MOMENTUM] > 0:
-        V = S[0]
+        V = S[0, lo:hi]
         mu, d = T(hp[HP_MOMENTUM]), T(decay)
-        for i in range(lo, hi):
-            V[i] = mu * V[i] - d * P[i]
+        for i in range(p.shape[0]):
+            V[i] = mu * V[i] - d * p[i]
     elif decay > 0:
         keep = T(1.0 - decay)
-        for i in range(lo, hi):
-            P[i] *= keep
+        for i in range(p.shape[0]):
+            p[i] *= keep
     return -lr
 
 
 @njit(**JIT)
 def finish(opt, hp, P, S, lo, hi, wd, k):
     """The last part of the step begun by ``begin`` (the gradient has been added); ``k``: the
-    index of this update after the optimiser's ``step`` count (0 for the first)."""
+    index of this update after the optimiser's ``step`` count (0 for the first). In float32, the
+    state (Adam's moments, the velocities) is flushed to zero below ``FLUSH32``: where the
+    gradient stays zero it decays geometrically into subnormal floats, each operation on which
+    is slow, while its effect on the step is below any rounding."""
     T = P.dtype.type
     wd = T(wd)
+    p = P[lo:hi]
+    tiny = T(FLUSH32 if P.itemsize == 4 else FLUSH64)
     if opt == OPT_ADAM:
         t = hp[HP_STEP] + k + 1
         b1, b2 = hp[HP_BETA1], hp[HP_BETA2]
         lr_t = T(hp[HP_LR] * np.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t))
-        M, V, G = S[0], S[1], S[2]
+        M, V, G = S[0, lo:hi], S[1, lo:hi], S[2, lo:hi]
         tb1, tb2, c1, c2, eps = T(b1), T(b2), T(1.0 - b1), T(1.0 - b2), T(hp[HP_EPS])
-        for i in range(lo, hi):
-            g = G[i] + wd * P[i]
+        for i in range(p.shape[0]):
+            g = G[i] + wd * p[i]
             m = tb1 * M[i] + c1 * g
             v = tb2 * V[i] + c2 * (g * g)
+            m = m if abs(m) >= tiny else T(0)
+            v = v if v >= tiny else T(0)
             M[i] = m
             V[i] = v
-            P[i] -= lr_t * m / (np.sqrt(v) + eps)
+            p[i] -= lr_t * m / (np.sqrt(v) + eps)
     elif hp[HP_MOMENTUM] > 0 and hp[HP_NESTEROV] > 0:
-        V, G = S[0], S[1]
+        V, G = S[0, lo:hi], S[1, lo:hi]
         lr, mu = T(hp[HP_LR]), T(hp[HP_MOMENTUM])
-        for i in range(lo, hi):
-            g = G[i] + wd * P[i]
+        for i in range(p.shape[0]):
+            g = G[i] + wd * p[i]
             v = mu * V[i] - lr * g
+            v = v if abs(v) >= tiny else T(0)
             V[i] = v
-            P[i] += mu * v - lr * g
+            p[i] += mu * v - lr * g
     elif hp[HP_MOMENTUM] > 0:
-        V = S[0]
-        for i in range(lo, hi):
-            P[i] += V[i]
+        V = S[0, lo:hi]
+        for i in range(p.shape[0]):
+            v = V[i] if abs(V[i]) >= tiny else T(0)
+            V[i] = v
+            p[i] += v
 
 
 @njit(**JIT)

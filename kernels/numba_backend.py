@@ -71,7 +71,7 @@ from .sparse import SparseRows, density, is_sparse  # noqa: E402
 TWO_THREADS_SUPPORTED = platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
 _COMPILED_PRODUCT_ROWS = 64  # forward(): from this many rows on, the compiled product instead of BLAS
 _COMPILE_PATIENCE = 0.25  # seconds an interrupted warmup waits for its worker (a compile cannot be stopped)
-_FLUSH = {np.dtype(np.float32): 1e-30, np.dtype(np.float64): 0.0}  # deltas below: zero (no subnormals)
+_FLUSH = {np.dtype(np.float32): KC.FLUSH32, np.dtype(np.float64): KC.FLUSH64}  # deltas below: zero
 # sparse="auto" trains with the sparse first layer when at most this fraction of the training
 # inputs is nonzero (scipy.sparse input: always). Measured: see the README's sparse table.
 SPARSE_DENSITY = 0.30

@@ -228,3 +228,27 @@ def test_sample_weights_scale_each_sample_on_every_engine():
     for net, h in nets.values():
         np.testing.assert_allclose(h["loss"], h_ref["loss"], rtol=1e-9)
         np.testing.assert_allclose(net.get_params()[0]["W"], ref.get_params()[0]["W"], rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.skipif(not HAS_NUMBA, reason="numba not installed")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("make_opt", [lambda: fb.SGD(0.2, momentum=0.9), lambda: fb.SGD(0.2, momentum=0.9, nesterov=True),
+                                      lambda: fb.Adam(0.01)], ids=["momentum", "nesterov", "adam"])
+def test_float32_state_that_decays_where_the_gradient_stays_zero_never_goes_subnormal(make_opt, threads):
+    # after one epoch, input 0 is zero for good: its weights' gradient is exactly zero, so their
+    # velocities and Adam's first moments decay geometrically (0.9 a step) into subnormal floats
+    # (slow) unless flushed; the float64 reference says what the weights should be
+    live, dead = X.astype(np.float32) / 255, X.astype(np.float32) / 255
+    dead[:, 0] = 0
+    nets = [fb.Network.from_sizes([20, 8, 3], backend=b, dtype=d, seed=4)
+            for b, d in [(fb.get_backend("numba", threads=threads), "float32"), ("numpy", "float64")]]
+    for net in nets:
+        opt = make_opt()
+        net.fit(live, y, epochs=1, batch_size=10, optimizer=opt)
+        net.fit(dead, y, epochs=40, batch_size=10, optimizer=opt)  # 1200 steps: 0.9**1200 ~ 1e-55
+    fused, ref = nets
+    state = fused.optimizer.state_of(fused.layers[0], "W", create=False)
+    first = state[0, 0]  # the velocity, or Adam's first moment, of input 0's weights
+    assert np.all(first == 0), first  # flushed, not subnormal (and not finite-but-stuck)
+    assert not np.any((np.abs(state) > 0) & (np.abs(state) < np.finfo(np.float32).tiny))
+    np.testing.assert_allclose(fused.layers[0].W, ref.layers[0].W, rtol=2e-3, atol=2e-4)
