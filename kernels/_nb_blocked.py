@@ -15,11 +15,13 @@ from __future__ import annotations
 from numba import njit
 
 from ._nb_common import JIT
-from ._nb_intrinsics import _rows_dot
+from ._nb_intrinsics import _gemm, _rows_dot
 from ._nb_math import dact
 from ._nb_optim import begin, decay_of, finish, gradient_slot
 
 CHUNK = 40  # samples per pass of the blocked kernels: 40 rows of 784 floats stay in L2
+GEMM_ROWS = 32  # batches of this many samples or more: the two big products by BLAS (the fused epochs)
+N_, T_ = ord("n"), ord("t")  # gemm: an operand as it is, transposed
 
 
 @njit(**JIT)
@@ -158,9 +160,25 @@ def _forward_units(x, s0, s1, ld, W, wo, b, lo, hi, zs, Z):
 
 
 @njit(**JIT)
-def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z):
+def rows(a):
+    """The distance between a 2-D array's rows, in elements (its leading dimension to BLAS)."""
+    return a.strides[0] // a.itemsize
+
+
+@njit(**JIT)
+def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z, gemm):
     """The blocked forward product over samples 0:m, in chunks of CHUNK samples: a chunk of
-    inputs stays in L2 while every unit's weights pass over it (large batches)."""
+    inputs stays in L2 while every unit's weights pass over it (large batches). ``gemm``: by
+    BLAS instead; column-major, the product is Z^T = zs * W x^T (W's rows are the columns of a
+    column-major matrix), then the biases are added."""
+    if gemm:
+        _gemm(T_, N_, hi - lo, m, ld, zs, W, wo + lo * ld, ld, x, 0, rows(x), 0.0, Z, lo, rows(Z))
+        bias = b[lo:hi]
+        for s in range(m):
+            z = Z[s, lo:hi]
+            for j in range(z.shape[0]):
+                z[j] += bias[j]
+        return
     for s0 in range(0, m, CHUNK):
         _forward_units(x, s0, min(m, s0 + CHUNK), ld, W, wo, b, lo, hi, zs, Z)
 
@@ -260,20 +278,24 @@ def _accumulate_units(x, s0, s1, ld, P, po, D, lo, hi, cs):
 
 
 @njit(**JIT)
-def accumulate_units(x, m, ld, P, po, D, lo, hi, cs):
-    """The blocked weight-gradient accumulation over samples 0:m, in chunks of CHUNK samples."""
+def accumulate_units(x, m, ld, P, po, D, lo, hi, cs, gemm):
+    """The blocked weight-gradient accumulation over samples 0:m, in chunks of CHUNK samples.
+    ``gemm``: by BLAS instead; column-major, P^T += cs * x^T D (P's rows are the columns)."""
+    if gemm:
+        _gemm(N_, T_, ld, hi - lo, m, cs, x, 0, rows(x), D, lo, rows(D), 1.0, P, po + lo * ld, ld)
+        return
     for s0 in range(0, m, CHUNK):
         _accumulate_units(x, s0, min(m, s0 + CHUNK), ld, P, po, D, lo, hi, cs)
 
 
 @njit(**JIT)
-def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, scale, k, frozen_w, frozen_b):
+def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, scale, k, frozen_w, frozen_b, gemm):
     """One optimiser step for units lo:hi of a layer (rows of the transposed W from ``wo``, stride
     ld; its biases from ``bo`` in b), from the deltas D and the inputs x (scaled by zs): the rule
     of ``_nb_optim.py`` (``opt``, hyperparameters ``hp``, state ``SW``/``Sb``) around the
     gradient, which is added straight into the array the rule names, times ``scale`` (1/m for
-    mean gradients); ``k``: the batch's index in the epoch (Adam's step). Weight decay applies to
-    the weights only."""
+    mean gradients); ``k``: the batch's index in the epoch (Adam's step); ``gemm``: the gradient by
+    BLAS. Weight decay applies to the weights only."""
     T = W.dtype.type
     slot = gradient_slot(opt, hp)
     if not frozen_w:
@@ -281,9 +303,9 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
         wd = decay_of(hp, scale)
         cs = T(begin(opt, hp, W, SW, lo_i, hi_i, wd) * scale * zs)
         if slot < 0:
-            accumulate_units(x, m, ld, W, wo, D, lo, hi, cs)
+            accumulate_units(x, m, ld, W, wo, D, lo, hi, cs, gemm)
         else:
-            accumulate_units(x, m, ld, SW[slot], wo, D, lo, hi, cs)
+            accumulate_units(x, m, ld, SW[slot], wo, D, lo, hi, cs, gemm)
         finish(opt, hp, W, SW, lo_i, hi_i, wd, k)
     if not frozen_b:
         cs = T(begin(opt, hp, b, Sb, bo + lo, bo + hi, 0.0) * scale)

@@ -190,3 +190,40 @@ def _rows_axpy(typingctx, G, indices, values, p0, p1, go, ld, c, d, do):
             store(fma(splat(v), cd, load(row)), row)
         return context.get_dummy_value()
     return sig, codegen
+
+
+@intrinsic
+def _gemm(typingctx, ta, tb, m, n, k, alpha, A, ao, lda, B, bo, ldb, beta, C, co, ldc):
+    """BLAS's gemm, column-major: C = alpha * op(A) op(B) + beta * C (op: 'n' as is, 't'
+    transposed), m x n from k, where A, B, C start ``ao``, ``bo``, ``co`` elements into the data
+    of arrays of one float dtype (any shape: only their data pointers are used). Calls Numba's
+    own helper (``numba_xxgemm``, which finds scipy's BLAS when first called): a symbol, so the
+    compiled kernel stays cacheable."""
+    def codegen(context, builder, sig, args):
+        ta, tb, m, n, k, alpha, A, ao, lda, B, bo, ldb, beta, C, co, ldc = args
+        dtype = sig.args[6].dtype
+        i8 = ir.IntType(8)
+        vp = i8.as_pointer()
+        ip = context.get_value_type(types.intp)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(32), [i8, i8, i8, ip, ip, ip, vp, vp, ip, vp, ip, vp, vp, ip]),
+            "numba_xxgemm")
+
+        def data(index, off):
+            ary = context.make_array(sig.args[index])(context, builder, args[index])
+            return builder.bitcast(builder.gep(ary.data, [off]), vp)
+
+        def scalar(index):
+            slot = cgutils.alloca_once(builder, context.get_value_type(dtype))
+            builder.store(context.cast(builder, args[index], sig.args[index], dtype), slot)
+            return builder.bitcast(slot, vp)
+
+        kind = i8(ord("s") if dtype == types.float32 else ord("d"))
+        builder.call(fn, [kind, builder.trunc(ta, i8), builder.trunc(tb, i8), m, n, k, scalar(5), data(6, ao), lda,
+                          data(9, bo), ldb, scalar(12), data(13, co), ldc])
+        return context.get_dummy_value()
+    if not (isinstance(A, types.Array) and A.dtype in (types.float32, types.float64) and B.dtype == A.dtype
+            and C.dtype == A.dtype):
+        return None
+    ip = types.intp
+    return types.void(ip, ip, ip, ip, ip, alpha, A, ip, ip, B, ip, ip, beta, C, ip, ip), codegen

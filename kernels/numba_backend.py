@@ -42,6 +42,7 @@ features Numba compiles for, and whether ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -160,7 +161,7 @@ class NumbaBackend(NumpyBackend):
             x = np.ascontiguousarray(x, dtype=self.dtype)
             z = np.empty((x.shape[0], W.shape[1]), dtype=self.dtype)
             KP.forward_units(x, x.shape[0], x.shape[1], np.ascontiguousarray(W.T, dtype=self.dtype).reshape(-1), 0,
-                             np.ascontiguousarray(b, dtype=self.dtype), 0, W.shape[1], self._T(1), z)
+                             np.ascontiguousarray(b, dtype=self.dtype), 0, W.shape[1], self._T(1), z, False)
         else:
             z = x @ W + b
         return z, KB.activate(np.ascontiguousarray(z), KC.ACT_CODES[activation.name], self._slope(activation))
@@ -285,6 +286,7 @@ class NumbaBackend(NumpyBackend):
         scale = float(scale)
         stop = _aligned_zeros(16, np.int64)
         p = plan
+        gemm = not p.input_major and bs >= KP.GEMM_ROWS  # the dense epochs' big products by BLAS
         X = X if p.inputs is None else p.inputs
         data = (X.indptr, X.indices, X.values) if p.input_major else (X,)
         shared = (p.woff, p.boff, p.sizes, p.lds, p.acts, p.slopes)
@@ -305,7 +307,8 @@ class NumbaBackend(NumpyBackend):
             else:
                 args = (*data, *common, flags, losses, stop)
                 work = [lambda t=t: KF.train_epoch_2t(t, *args) for t in (0, 1)]
-            run_workers(work, stop, patience)
+            with one_blas_thread(gemm):
+                run_workers(work, stop, patience)
             totals[0] = losses[0] + (losses[1] if p.input_major else 0.0)  # the sparse workers share the samples
             return totals
         kernel = KS.train_sparse_1t if p.input_major else KF.train_epoch
@@ -318,7 +321,8 @@ class NumbaBackend(NumpyBackend):
                                    p.frozen_w[k], p.frozen_b[k], p.loss, p.opt, p.hp[k], p.mean, p.tiny, stop)
 
         n = max(1, min(self.threads, members.size))
-        run_workers([lambda ks=members[t::n]: train(ks) for t in range(n)], stop, patience)
+        with one_blas_thread(gemm):
+            run_workers([lambda ks=members[t::n]: train(ks) for t in range(n)], stop, patience)
         return totals
 
     def warmup(self, layers, loss, X, Y, batch_size, opt):
@@ -340,6 +344,23 @@ class NumbaBackend(NumpyBackend):
         orders = np.tile(np.arange(n, dtype=np.int64), (plan.n_members, 1))
         self.train_plan(plan.copy(), X, scale, Y, orders, min(batch_size, n), patience=_COMPILE_PATIENCE)
         return time.perf_counter() - t0
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_threads():
+    """A controller of BLAS's thread pools, made once scipy's BLAS (the library the fused
+    epochs' gemm calls, through Numba's helper) is loaded: loaded here, on this thread, rather
+    than on its first call inside a kernel on a worker."""
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController()
+
+
+def one_blas_thread(used):
+    """While the fused epochs call BLAS (``used``: ``KP.GEMM_ROWS``), BLAS runs on the thread that calls it: each
+    fastbp worker is one core's work, and a product spread over BLAS's own threads would take the
+    cores from the other worker (and those threads busy-wait after each product). Restored after."""
+    return _blas_threads().limit(limits=1, user_api="blas") if used else contextlib.nullcontext()
 
 
 def kernel_cache():

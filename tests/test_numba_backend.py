@@ -209,6 +209,47 @@ def test_two_threads_with_frozen_layer_softmax_and_depth(sizes):
     assert_same(train(NumbaBackend("float64", threads=2), "float64", **kw), train("numpy", "float64", **kw), "float64")
 
 
+# batches of GEMM_ROWS or more: the dense epochs' two big products by BLAS's gemm (a short last
+# batch, units split between two workers, uint8 scaling, padded rows of every width; each optimiser)
+GEMM_FITS = [lambda: dict(), lambda: dict(momentum=0.9, weight_decay=0.01),
+             lambda: dict(optimizer=fb.Adam(0.01, weight_decay=1e-3)),
+             lambda: dict(optimizer=fb.SGD(0.1, momentum=0.8, nesterov=True)), lambda: dict(frozen=("b",), momentum=0.5)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("threads,members", [(1, 1), (2, 1), (2, 3)], ids=["1t", "2t", "members"])
+@pytest.mark.parametrize("fit", GEMM_FITS, ids=["sgd", "momentum-decay", "adam", "nesterov", "frozen-b"])
+def test_large_batches_take_the_products_from_blas_and_match_numpy(dtype, threads, members, fit, monkeypatch):
+    from fastbp.kernels import _nb_blocked as KP
+    from fastbp.kernels import numba_backend as NB
+
+    fit = fit()  # (optimisers keep their state: a new one per test)
+    bs = KP.GEMM_ROWS + 3
+    X, y = data(n=3 * bs - 5, n_in=37, n_out=6)  # two full batches and a short one
+    kw = dict(sizes=(37, 45, 9, 6), hidden="tanh", out="softmax", loss="cross_entropy", batch_size=bs, X=X, y=y,
+              lr=0.3, **dict(fit))
+    ref = train("numpy", dtype, **dict(kw, **{k: v.fresh() for k, v in fit.items() if k == "optimizer"}))
+    used = []
+    stock = NB.one_blas_thread
+    monkeypatch.setattr(NB, "one_blas_thread", lambda gemm: used.append(gemm) or stock(gemm))
+    backend = NumbaBackend(dtype, threads=threads)
+    if members == 1:
+        fused = train(backend, dtype, **kw)
+        assert fused[0]["engine"] == f"numba-fused-{threads}t"
+        assert_same(fused, ref, dtype)
+    else:
+        nets = [make_net(backend, dtype, [37, 45, 9, 6], "tanh", "softmax", "cross_entropy", kw.get("frozen", ()),
+                         seed=0) for _ in range(members)]
+        opts = [fit["optimizer"].fresh() if "optimizer" in fit else None for _ in nets]
+        extra = {k: v for k, v in fit.items() if k not in ("optimizer", "frozen")}
+        h = fb.Ensemble(nets).fit(X, y, epochs=2, batch_size=bs, lr=0.3, optimizer=opts[0] and opts, **extra)
+        assert h["engine"] == "numba-members-2t"
+        for k, net in enumerate(nets):  # each member as the lone network
+            assert_same(({"loss": np.asarray(h["loss"])[:, k]}, net.get_params()), ref, dtype)
+    assert used[-2:] == [True, True]  # both epochs by BLAS, on one thread per worker (the warmup: 2 rows)
+    assert NB._blas_threads().info()[0]["num_threads"] >= 1  # and its threads given back afterwards
+
+
 def test_unsupported_configuration_falls_back_to_per_batch_kernels(monkeypatch):
     calls = []
     original = NumbaBackend.make_plan
