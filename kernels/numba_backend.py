@@ -230,10 +230,11 @@ class NumbaBackend(NumpyBackend):
         return all(self.covers(layers, loss, X, Y) for layers in networks)
 
     def use_sparse(self, X, scan=True):
-        """Whether a fit on X trains with the sparse first layer. ``scan=False`` (an epoch outside a
-        fit, a plan per call): "auto" does not measure dense X's density, and keeps it dense."""
+        """Whether a fit on X trains with the sparse first layer ("auto": from the density of up
+        to 4,096 rows spread over X). ``scan=False`` (an epoch outside a fit, a plan per call):
+        "auto" does not measure dense X's density, and keeps it dense."""
         if self.sparse == "auto":
-            return is_sparse(X) or (scan and density(X) <= SPARSE_DENSITY)
+            return is_sparse(X) or (scan and density(X, max_rows=4096) <= SPARSE_DENSITY)
         return self.sparse
 
     def engines(self):

@@ -294,7 +294,7 @@ def test_a_fit_with_a_callback_makes_its_inputs_once_and_sees_the_callbacks_chan
     made, scans = [], []
     of, scan = SparseRows.of, nb.density
     monkeypatch.setattr(SparseRows, "of", classmethod(lambda cls, *a: made.append(1) or of(*a)))
-    monkeypatch.setattr(nb, "density", lambda *a: scans.append(1) or scan(*a))
+    monkeypatch.setattr(nb, "density", lambda *a, **k: scans.append(1) or scan(*a, **k))
     net = fb.Network.from_sizes([40, 6, 3], backend=fb.get_backend("numba", sparse=sparse), seed=0)
 
     def halve_weights(epoch, history):
@@ -315,3 +315,16 @@ def test_a_fit_with_a_callback_makes_its_inputs_once_and_sees_the_callbacks_chan
 
     ref.fit(X, y, epochs=3, batch_size=10, lr=0.5, callback=halve_ref)
     np.testing.assert_allclose(net.get_params()[0]["W"], ref.get_params()[0]["W"], rtol=1e-4, atol=1e-5)
+
+
+def test_auto_estimates_the_density_of_a_large_dense_set_from_rows_spread_over_it():
+    # a set whose first half is dense and second half empty: rows from the start alone would say
+    # "dense", rows spread over it find half of it nonzero, within a percent of the exact count
+    rng = np.random.default_rng(0)
+    X = np.zeros((20000, 50), np.uint8)
+    X[:10000] = rng.integers(1, 256, (10000, 50))
+    X[10000:, :10] = 1
+    exact = np.count_nonzero(X) / X.size
+    estimate = nb.density(X, max_rows=4096)
+    assert abs(estimate - exact) < 0.01 and exact == pytest.approx(0.6)
+    assert nb.density(X[:100], max_rows=4096) == np.count_nonzero(X[:100]) / X[:100].size  # small: exact
