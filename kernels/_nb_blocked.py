@@ -20,7 +20,7 @@ from ._nb_math import dact
 from ._nb_optim import begin, decay_of, finish, gradient_slot
 
 CHUNK = 40  # samples per pass of the blocked kernels: 40 rows of 784 floats stay in L2
-GEMM_ROWS = 32  # batches of this many samples or more: the two big products by BLAS (the fused epochs)
+GEMM_ROWS, GEMM_UNITS = 64, 64  # the fused epochs' products of layers this wide, on batches this large: BLAS
 N_, T_ = ord("n"), ord("t")  # gemm: an operand as it is, transposed
 
 
@@ -157,6 +157,14 @@ def _forward_units(x, s0, s1, ld, W, wo, b, lo, hi, zs, Z):
             Z[s, j] = p0 * zs + b[j]
             s += 1
         j += 1
+
+
+def gemm_pays(bs, n_out):
+    """Whether the fused epochs take a layer's products (n_out units, batches of bs) from BLAS."""
+    return bs >= GEMM_ROWS and n_out >= GEMM_UNITS
+
+
+gemm_pays_nb = njit(**JIT)(gemm_pays)  # (the kernels' copy; Python asks gemm_pays)
 
 
 @njit(**JIT)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._nb_blocked import GEMM_ROWS, backprop_units, forward_units, update_layer_units
+from ._nb_blocked import backprop_units, forward_units, gemm_pays_nb, update_layer_units
 from ._nb_common import JIT
 from ._nb_intrinsics import _cpu_relax, _load_acquire, _prefetch, _sched_yield, _store_release
 from ._nb_math import activate_full, output_deltas
@@ -90,7 +90,6 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
     D = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
     zs0 = T(scale)
     one = T(1)
-    gemm = bs >= GEMM_ROWS
     total = 0.0
     for start in range(0, n, bs):
         if _load_acquire(stop, 0) != 0:
@@ -103,7 +102,7 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
         for l in range(L):
             x = xb if l == 0 else A[l - 1]
             forward_units(x, m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
-                          sizes[l + 1], zs0 if l == 0 else one, Z[l], gemm)
+                          sizes[l + 1], zs0 if l == 0 else one, Z[l], gemm_pays_nb(bs, sizes[l + 1]))
             activate_full(Z[l], A[l], m, sizes[l + 1], acts[l], T(slopes[l]))
         out = L - 1
         total += output_deltas(Z[out], A[out], yb, D[out], m, sizes[L], acts[out], T(slopes[out]), loss, T(tiny))
@@ -115,7 +114,8 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
             x = xb if l == 0 else A[l - 1]
             update_layer_units(x, m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, n_out,
-                               scale if l == 0 else 1.0, opt, hp, red, start // bs, frozen_w[l], frozen_b[l], gemm)
+                               scale if l == 0 else 1.0, opt, hp, red, start // bs, frozen_w[l], frozen_b[l],
+                               gemm_pays_nb(bs, n_out))
     return total
 
 
@@ -167,7 +167,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
     yb = zeros_aligned(bs * D.shape[2], W).reshape((bs, D.shape[2]))  # padded like the rows of A
     zs0 = T(scale)
     one = T(1)
-    gemm = bs >= GEMM_ROWS
+    gemm = gemm_pays_nb(bs, H)  # the first layer's products by BLAS
     total = 0.0
     nb = (n + bs - 1) // bs
     if t == 1:
@@ -196,7 +196,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
             activate_full(Z[0], A[0], m, H, acts[0], T(slopes[0]))  # the whole first layer: one flat loop
             for l in range(1, L):
                 forward_units(A[l - 1], m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
-                              sizes[l + 1], one, Z[l], gemm)
+                              sizes[l + 1], one, Z[l], gemm_pays_nb(bs, sizes[l + 1]))
                 activate_full(Z[l], A[l], m, sizes[l + 1], acts[l], T(slopes[l]))
             out = L - 1
             total += output_deltas(Z[out], A[out], yb, D[out], m, sizes[L], acts[out], T(slopes[out]), loss,
@@ -205,7 +205,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
                 backprop_units(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
                 update_layer_units(A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, sizes[l + 1],
-                                   1.0, opt, hp, red, k, frozen_w[l], frozen_b[l], gemm)
+                                   1.0, opt, hp, red, k, frozen_w[l], frozen_b[l], gemm_pays_nb(bs, sizes[l + 1]))
         if not _barrier(flags, t, 2 * k + 2, stop):
             return
         update_layer_units(x, m, lds[0], W, SW, woff[0], b, Sb, boff[0], D[0], lo, hi, scale, opt, hp, red, k,

@@ -287,7 +287,7 @@ class NumbaBackend(NumpyBackend):
         scale = float(scale)
         stop = _aligned_zeros(16, np.int64)
         p = plan
-        gemm = not p.input_major and bs >= KP.GEMM_ROWS  # the dense epochs' big products by BLAS
+        gemm = not p.input_major and any(KP.gemm_pays(bs, int(n)) for n in p.sizes[1:])  # products by BLAS
         X = X if p.inputs is None else p.inputs
         data = (X.indptr, X.indices, X.values) if p.input_major else (X,)
         shared = (p.woff, p.boff, p.sizes, p.lds, p.acts, p.slopes)
@@ -358,7 +358,7 @@ def _blas_threads():
 
 
 def one_blas_thread(used):
-    """While the fused epochs call BLAS (``used``: ``KP.GEMM_ROWS``), BLAS runs on the thread that calls it: each
+    """While the fused epochs call BLAS (``used``: ``KP.gemm_pays``), BLAS runs on the thread that calls it: each
     fastbp worker is one core's work, and a product spread over BLAS's own threads would take the
     cores from the other worker (and those threads busy-wait after each product). Restored after."""
     return _blas_threads().limit(limits=1, user_api="blas") if used else contextlib.nullcontext()

@@ -1,9 +1,9 @@
 """fastbp.sklearn against scikit-learn: the same constructor calls, side by side in one run.
 
 For each dataset, solver and seed, ``MLPClassifier(**params)`` from scikit-learn and from
-fastbp.sklearn are fitted on the same data (float32 input); the table gives test accuracy (mean
-and spread over the seeds) and fit time (median), and fastbp's speed-up. Threads: ``--threads
-1,2`` runs each with that many threads (scikit-learn: BLAS threads through threadpoolctl; fastbp:
+fastbp.sklearn are fitted on the same data (float32 input), the two taking turns seed by seed;
+the table gives test accuracy (mean and spread over the seeds) and fit time (median), and
+fastbp's speed-up. Threads: ``--threads 1,2`` runs each with that many threads (scikit-learn: BLAS threads through threadpoolctl; fastbp:
 the numba backend's ``threads`` and the same BLAS limit).
 
     python scripts/bench_sklearn.py                        # digits, a Fashion-MNIST subset, 60k
@@ -93,11 +93,12 @@ def main(argv=None):
         max_iter = args.max_iter or (200 if name == "digits" else 20)
         for solver in args.solvers.split(","):
             for threads in (int(t) for t in args.threads.split(",")):
-                result = {}
-                for library in ("sklearn", "fastbp"):
-                    runs = [fit_once(library, dict(solver=solver, max_iter=max_iter, random_state=seed), data, threads)
-                            for seed in range(args.seeds)]
-                    result[library] = runs
+                result = {"sklearn": [], "fastbp": []}
+                for seed in range(args.seeds):  # the two take turns, so that the machine's drift hits both
+                    for library in result:
+                        result[library].append(fit_once(library, dict(solver=solver, max_iter=max_iter,
+                                                                       random_state=seed), data, threads))
+                for library, runs in result.items():
                     rows.append(dict(dataset=name, solver=solver, threads=threads, library=library,
                                      seconds=[r[0] for r in runs], accuracy=[r[1] for r in runs],
                                      n_iter=[r[2] for r in runs]))

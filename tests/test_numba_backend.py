@@ -209,11 +209,13 @@ def test_two_threads_with_frozen_layer_softmax_and_depth(sizes):
     assert_same(train(NumbaBackend("float64", threads=2), "float64", **kw), train("numpy", "float64", **kw), "float64")
 
 
-# batches of GEMM_ROWS or more: the dense epochs' two big products by BLAS's gemm (a short last
-# batch, units split between two workers, uint8 scaling, padded rows of every width; each optimiser)
+# layers of GEMM_UNITS or more on batches of GEMM_ROWS or more: the dense epochs' two big products by
+# BLAS's gemm, the narrow layers above by the blocked loops (a short last batch, units split between
+# two workers, uint8 scaling, padded rows of every width; each optimiser)
 GEMM_FITS = [lambda: dict(), lambda: dict(momentum=0.9, weight_decay=0.01),
              lambda: dict(optimizer=fb.Adam(0.01, weight_decay=1e-3)),
-             lambda: dict(optimizer=fb.SGD(0.1, momentum=0.8, nesterov=True)), lambda: dict(frozen=("b",), momentum=0.5)]
+             lambda: dict(optimizer=fb.SGD(0.1, momentum=0.8, nesterov=True)),
+             lambda: dict(frozen=("b",), momentum=0.5)]
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -224,9 +226,10 @@ def test_large_batches_take_the_products_from_blas_and_match_numpy(dtype, thread
     from fastbp.kernels import numba_backend as NB
 
     fit = fit()  # (optimisers keep their state: a new one per test)
-    bs = KP.GEMM_ROWS + 3
+    bs, wide = KP.GEMM_ROWS + 3, KP.GEMM_UNITS + 5
+    assert KP.gemm_pays(bs, wide) and not KP.gemm_pays(bs, 9) and not KP.gemm_pays(bs - 4, wide)
     X, y = data(n=3 * bs - 5, n_in=37, n_out=6)  # two full batches and a short one
-    kw = dict(sizes=(37, 45, 9, 6), hidden="tanh", out="softmax", loss="cross_entropy", batch_size=bs, X=X, y=y,
+    kw = dict(sizes=(37, wide, 9, 6), hidden="tanh", out="softmax", loss="cross_entropy", batch_size=bs, X=X, y=y,
               lr=0.3, **dict(fit))
     ref = train("numpy", dtype, **dict(kw, **{k: v.fresh() for k, v in fit.items() if k == "optimizer"}))
     used = []
@@ -238,7 +241,7 @@ def test_large_batches_take_the_products_from_blas_and_match_numpy(dtype, thread
         assert fused[0]["engine"] == f"numba-fused-{threads}t"
         assert_same(fused, ref, dtype)
     else:
-        nets = [make_net(backend, dtype, [37, 45, 9, 6], "tanh", "softmax", "cross_entropy", kw.get("frozen", ()),
+        nets = [make_net(backend, dtype, [37, wide, 9, 6], "tanh", "softmax", "cross_entropy", kw.get("frozen", ()),
                          seed=0) for _ in range(members)]
         opts = [fit["optimizer"].fresh() if "optimizer" in fit else None for _ in nets]
         extra = {k: v for k, v in fit.items() if k not in ("optimizer", "frozen")}
