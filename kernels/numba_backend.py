@@ -10,7 +10,9 @@ member trained by that one-network epoch (``train_plan``; engines ``numba-fused-
 (``_nb_common.py`` lists them), compiled with ``cache=True``: a new process loads them from disk
 instead of compiling.
 
-What is compiled and what is not, honestly: ``train_epoch`` is entirely compiled; of the
+What is compiled and what is not, honestly: ``train_epoch`` is entirely compiled, and on batches
+of 64 samples or more calls BLAS's gemm (scipy's, on one thread per worker) for the products of
+layers of 64 units or more (``_nb_blocked.gemm_pays``); of the
 per-batch methods (the generic path, used by ``Network.train_batch``, ``gradients`` and
 inference) the activations, output deltas, losses and SGD updates are compiled; ``forward`` on
 64 rows or more (evaluation, prediction) uses the fused epoch's blocked product, and the other

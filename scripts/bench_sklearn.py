@@ -3,8 +3,9 @@
 For each dataset, solver and seed, ``MLPClassifier(**params)`` from scikit-learn and from
 fastbp.sklearn are fitted on the same data (float32 input), the two taking turns seed by seed;
 the table gives test accuracy (mean and spread over the seeds) and fit time (median), and
-fastbp's speed-up. Threads: ``--threads 1,2`` runs each with that many threads (scikit-learn: BLAS threads through threadpoolctl; fastbp:
-the numba backend's ``threads`` and the same BLAS limit).
+fastbp's speed-up. Threads: ``--threads 1,2`` runs each with that many threads (scikit-learn:
+BLAS threads through threadpoolctl; fastbp: the numba backend's ``threads`` and the same BLAS
+limit).
 
     python scripts/bench_sklearn.py                        # digits, a Fashion-MNIST subset, 60k
     python scripts/bench_sklearn.py --datasets digits --seeds 5 --solvers adam,sgd,lbfgs
