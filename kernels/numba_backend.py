@@ -14,11 +14,10 @@ What is compiled and what is not, honestly: ``train_epoch`` is entirely compiled
 of 64 samples or more calls BLAS's gemm (scipy's, on one thread per worker) for the products of
 layers of 64 units or more (``_nb_blocked.gemm_pays``); of the
 per-batch methods (the generic path, used by ``Network.train_batch``, ``gradients`` and
-inference) the activations, output deltas, losses and SGD updates are compiled; ``forward`` on
-64 rows or more (evaluation, prediction) uses the fused epoch's blocked product, and the other
-matrix products (``x @ W`` on small batches, ``x.T @ delta``) are NumPy's (BLAS). Keeping BLAS out
-of evaluation matters for two threads: OpenBLAS's own threads busy-wait for a while after each
-threaded product and would take the cores from the next epoch's workers.
+inference) the activations, output deltas, losses and SGD updates are compiled, the matrix
+products are NumPy's (BLAS): ``forward`` on 64 rows or more (evaluation, prediction) holds BLAS to
+the calling thread, since OpenBLAS's own threads busy-wait for a while after each threaded product
+and would take the cores from the next two-thread epoch's workers.
 
 Threads: ``threads=1`` (the default) or more. An ensemble (a plan of K members, ``fb.Ensemble``)
 runs on min(threads, K) workers, each training whole members (no barrier between them). For one
@@ -72,7 +71,7 @@ from .sparse import SparseRows, density, is_sparse  # noqa: E402
 
 # the two-thread kernel's barrier uses x86's pause instruction and libc's sched_yield
 TWO_THREADS_SUPPORTED = platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
-_COMPILED_PRODUCT_ROWS = 64  # forward(): from this many rows on, the compiled product instead of BLAS
+_ONE_THREAD_PRODUCT_ROWS = 64  # forward(): from this many rows on, BLAS on one thread
 _COMPILE_PATIENCE = 0.25  # seconds an interrupted warmup waits for its worker (a compile cannot be stopped)
 _FLUSH = {np.dtype(np.float32): KC.FLUSH32, np.dtype(np.float64): KC.FLUSH64}  # deltas below: zero
 # sparse="auto" trains with the sparse first layer when at most this fraction of the training
@@ -156,14 +155,13 @@ class NumbaBackend(NumpyBackend):
     def forward(self, x, W, b, activation):
         if is_sparse(x):  # a batch of scipy.sparse rows: scipy's product, no densifying
             z = np.asarray(x @ W, dtype=self.dtype) + b
-        elif x.ndim == 2 and x.shape[0] >= _COMPILED_PRODUCT_ROWS:
-            # large batches (evaluation, prediction): the blocked compiled product, which leaves
-            # BLAS's thread pool asleep. OpenBLAS's threads busy-wait for a while after each
-            # threaded product, and would take the cores from the two-thread epoch that follows.
-            x = np.ascontiguousarray(x, dtype=self.dtype)
-            z = np.empty((x.shape[0], W.shape[1]), dtype=self.dtype)
-            KP.forward_units(x, x.shape[0], x.shape[1], np.ascontiguousarray(W.T, dtype=self.dtype).reshape(-1), 0,
-                             np.ascontiguousarray(b, dtype=self.dtype), 0, W.shape[1], self._T(1), z, False)
+        elif x.ndim == 2 and x.shape[0] >= _ONE_THREAD_PRODUCT_ROWS:
+            # large batches (evaluation, prediction): BLAS on this thread alone. OpenBLAS's
+            # threads busy-wait for a while after each threaded product, and would take the
+            # cores from the two-thread epoch that follows. (Not the fused epochs' blocked
+            # product: compiling it made a new network's first predict several seconds slower.)
+            with one_blas_thread(True, scipy=False):
+                z = np.asarray(x @ W, dtype=self.dtype) + b
         else:
             z = x @ W + b
         return z, KB.activate(np.ascontiguousarray(z), KC.ACT_CODES[activation.name], self._slope(activation))
@@ -349,21 +347,26 @@ class NumbaBackend(NumpyBackend):
         return time.perf_counter() - t0
 
 
-@functools.lru_cache(maxsize=None)
-def _blas_threads():
-    """A controller of BLAS's thread pools, made once scipy's BLAS (the library the fused
-    epochs' gemm calls, through Numba's helper) is loaded: loaded here, on this thread, rather
-    than on its first call inside a kernel on a worker."""
-    import scipy.linalg.cython_blas  # noqa: F401
-    from threadpoolctl import ThreadpoolController
-    return ThreadpoolController()
+_BLAS_CONTROLLERS = {}  # whether scipy's BLAS was loaded -> a controller of the BLAS libraries loaded
 
 
-def one_blas_thread(used):
-    """While the fused epochs call BLAS (``used``: ``KP.gemm_pays``), BLAS runs on the thread that calls it: each
-    fastbp worker is one core's work, and a product spread over BLAS's own threads would take the
-    cores from the other worker (and those threads busy-wait after each product). Restored after."""
-    return _blas_threads().limit(limits=1, user_api="blas") if used else contextlib.nullcontext()
+def one_blas_thread(used, scipy=True):
+    """While the fused epochs call BLAS (``used``: ``KP.gemm_pays``), BLAS runs on the thread that
+    calls it: each fastbp worker is one core's work, and a product spread over BLAS's own threads
+    would take the cores from the other worker (and those threads busy-wait after each product).
+    Restored after. ``scipy``: load scipy's BLAS first (the library the kernels' gemm calls,
+    through Numba's helper), here rather than on its first call inside a kernel on a worker;
+    NumPy's own products need only NumPy's."""
+    if not used:
+        return contextlib.nullcontext()
+    if scipy:
+        import scipy.linalg.cython_blas  # noqa: F401
+    loaded = "scipy.linalg.cython_blas" in sys.modules
+    controller = _BLAS_CONTROLLERS.get(loaded)
+    if controller is None:
+        from threadpoolctl import ThreadpoolController
+        controller = _BLAS_CONTROLLERS[loaded] = ThreadpoolController()  # (scans the loaded libraries once)
+    return controller.limit(limits=1, user_api="blas")
 
 
 def kernel_cache():

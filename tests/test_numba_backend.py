@@ -117,22 +117,35 @@ def test_flat_output_deltas_match_per_row_deltas(dtype, act, loss):
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("m,n_in,n_out", [(64, 13, 5), (150, 37, 30), (101, 784, 10)])
-def test_forward_on_large_batches_uses_the_compiled_product_and_matches_numpy(dtype, m, n_in, n_out, monkeypatch):
-    """From 64 rows on (evaluation, prediction) forward() multiplies with the compiled kernel,
-    not BLAS: any n_in (no padding), any n_out, every activation."""
-    from fastbp.kernels import _nb_blocked as K
+@pytest.mark.parametrize("m,n_in,n_out", [(63, 13, 5), (64, 13, 5), (150, 37, 30), (101, 784, 10)])
+def test_forward_on_large_batches_holds_blas_to_one_thread_and_matches_numpy(dtype, m, n_in, n_out, monkeypatch):
+    """From 64 rows on (evaluation, prediction) forward()'s product runs with BLAS held to the
+    calling thread (its threads would busy-wait into the next epoch), and given back after: any
+    n_in, any n_out, every activation."""
+    from fastbp.kernels import numba_backend as NB
 
-    calls = []
-    product = K.forward_units
-    monkeypatch.setattr(K, "forward_units", lambda *a: calls.append(a[1]) or product(*a))
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    held, before = [], blas_threads()
+    stock = NB.one_blas_thread
+
+    def recording(used, scipy=True):
+        limit = stock(used, scipy)
+        held.append(used and set(blas_threads()) == {1})
+        return limit
+
+    monkeypatch.setattr(NB, "one_blas_thread", recording)
     ref, nb = get_backend("numpy", dtype), get_backend("numba", dtype)
     x, W, b, _ = arrays(dtype, m=m, n_in=n_in, n_out=n_out, seed=m)
     for act in ACTS:
         (z0, a0), (z1, a1) = ref.forward(x, W, b, act), nb.forward(x, W, b, act)
         np.testing.assert_allclose(z1, z0, **TOL[dtype])
         np.testing.assert_allclose(a1, a0, **TOL[dtype])
-    assert calls == [m] * len(ACTS)
+    assert held == ([True] * len(ACTS) if m >= 64 else [])
+    assert blas_threads() == before  # given back
 
 
 # depth 1, 2, 3; every output activation and loss; batch sizes with a smaller last batch (23 samples)
@@ -225,6 +238,13 @@ def test_large_batches_take_the_products_from_blas_and_match_numpy(dtype, thread
     from fastbp.kernels import _nb_blocked as KP
     from fastbp.kernels import numba_backend as NB
 
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    import scipy.linalg.cython_blas  # noqa: F401  (loaded before counting the libraries' threads)
+    before = blas_threads()
     fit = fit()  # (optimisers keep their state: a new one per test)
     bs, wide = KP.GEMM_ROWS + 3, KP.GEMM_UNITS + 5
     assert KP.gemm_pays(bs, wide) and not KP.gemm_pays(bs, 9) and not KP.gemm_pays(bs - 4, wide)
@@ -250,7 +270,7 @@ def test_large_batches_take_the_products_from_blas_and_match_numpy(dtype, thread
         for k, net in enumerate(nets):  # each member as the lone network
             assert_same(({"loss": np.asarray(h["loss"])[:, k]}, net.get_params()), ref, dtype)
     assert used[-2:] == [True, True]  # both epochs by BLAS, on one thread per worker (the warmup: 2 rows)
-    assert NB._blas_threads().info()[0]["num_threads"] >= 1  # and its threads given back afterwards
+    assert blas_threads() == before  # and BLAS's threads given back afterwards
 
 
 def test_unsupported_configuration_falls_back_to_per_batch_kernels(monkeypatch):
