@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._nb_blocked import backprop_units, forward_units, update_layer_units
+from ._nb_blocked import backprop_units, forward_units, gemm_pays_nb, update_layer_units
 from ._nb_common import JIT
 from ._nb_epoch import AHEAD, _barrier, gather_rows, prefetch_rows, zeros_aligned
 from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
@@ -120,7 +120,7 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
             activate_full(Z[0, s0:s1], A[0, s0:s1], ms, H, acts[0], T(slopes[0]))
             for l in range(1, L):
                 forward_units(A[l - 1, s0:s1], ms, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
-                              sizes[l + 1], one, Z[l, s0:s1], False)
+                              sizes[l + 1], one, Z[l, s0:s1], gemm_pays_nb(bs, sizes[l + 1]))
                 activate_full(Z[l, s0:s1], A[l, s0:s1], ms, sizes[l + 1], acts[l], T(slopes[l]))
             out = L - 1
             total += output_deltas(Z[out, s0:s1], A[out, s0:s1], yb[s0:s1], D[out, s0:s1], ms, sizes[L], acts[out],
@@ -133,9 +133,9 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
         if t == 0:  # the layers above and the first layer's biases, from every sample's deltas
             for l in range(L - 1, 0, -1):
                 update_layer_units(A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, sizes[l + 1],
-                                   1.0, opt, hp, red, k, frozen_w[l], frozen_b[l], False)
+                                   1.0, opt, hp, red, k, frozen_w[l], frozen_b[l], gemm_pays_nb(bs, sizes[l + 1]))
             update_layer_units(A[0], m, ld, W, SW, w0, b, Sb, boff[0], D[0], 0, H, 1.0, opt, hp, red, k,
-                               True, frozen_b[0], False)  # (the rule's bias part only: the weights come next)
+                               True, frozen_b[0], gemm_pays_nb(bs, H))  # (the rule's bias part only: the weights come next)
         if not frozen_w[0]:  # this worker's rows of the first layer's weights
             lo_i, hi_i = w0 + rlo * ld, w0 + rhi * ld
             wd = decay_of(hp, red)

@@ -287,7 +287,8 @@ class NumbaBackend(NumpyBackend):
         scale = float(scale)
         stop = _aligned_zeros(16, np.int64)
         p = plan
-        gemm = not p.input_major and any(KP.gemm_pays(bs, int(n)) for n in p.sizes[1:])  # products by BLAS
+        # layers whose products are BLAS's (a sparse first layer never is)
+        gemm = any(KP.gemm_pays(bs, int(n)) for n in p.sizes[2 if p.input_major else 1:])
         X = X if p.inputs is None else p.inputs
         data = (X.indptr, X.indices, X.values) if p.input_major else (X,)
         shared = (p.woff, p.boff, p.sizes, p.lds, p.acts, p.slopes)
