@@ -1,7 +1,7 @@
 """The per-batch kernels of the numba backend's generic path (``Network.train_batch``,
 ``gradients``, inference): the activations, their backward pass, the output deltas with the
 summed loss (the optimisers' update of a flat parameter is ``_nb_optim.update``). The matrix products around them are
-NumPy's, or ``_nb_blocked.forward_units`` on large batches."""
+NumPy's (BLAS, held to one thread on large batches: ``numba_backend.one_blas_thread``)."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,5 @@
 """The register-blocked products of a layer in the fused epoch: the forward product
-(``forward_units``, which ``NumbaBackend.forward`` also uses on large batches), the weight
+(``forward_units``), the weight
 gradient added into the weights or the optimiser's state (``accumulate_units``) within a layer's
 update (``update_layer_units``, the rule of ``_nb_optim.py`` around it), and the deltas of the layer below (``backprop_units``).
 

@@ -62,8 +62,9 @@ QUADRATIC, MSE, BCE, CE, POISSON = (ops.LOSS_CODES[name] for name in (
 # looping over the pairs compiled differently). A fourth pair in ops.CANCELLING fails to unpack here.
 (CANCEL_ACT_1, CANCEL_LOSS_1), (CANCEL_ACT_2, CANCEL_LOSS_2), (CANCEL_ACT_3, CANCEL_LOSS_3) = ops.cancelling_codes()
 CLIP32, CLIP64 = ops.LOSS_CLIP["float32"], ops.LOSS_CLIP["float64"]  # the cross-entropy losses' clip
-# Below these, deltas and Adam's moments are flushed to zero in float32 (subnormal floats are slow on
-# x86: each operation on one takes a microcode assist); float64 keeps them (0.0: nothing is below).
+# Below these, deltas and optimiser state (velocities, Adam's moments) are flushed to zero in float32
+# (subnormal floats are slow on x86: each operation on one takes a microcode assist); float64 keeps
+# them (0.0: nothing is below).
 FLUSH32, FLUSH64 = 1e-30, 0.0
 # The optimisers' codes and the hyperparameter vector's layout (ops.OPTIMIZER_TABLE, ops.HYPERPARAMETERS).
 OPT_SGD, OPT_ADAM = ops.OPTIMIZER_CODES["sgd"], ops.OPTIMIZER_CODES["adam"]

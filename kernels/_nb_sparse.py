@@ -134,8 +134,10 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
             for l in range(L - 1, 0, -1):
                 update_layer_units(A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, sizes[l + 1],
                                    1.0, opt, hp, red, k, frozen_w[l], frozen_b[l], gemm_pays_nb(bs, sizes[l + 1]))
+            # the rule's bias part only (the weights come next); gemm as the rule says, not a literal
+            # False: a literal argument would compile this call's whole tree once more
             update_layer_units(A[0], m, ld, W, SW, w0, b, Sb, boff[0], D[0], 0, H, 1.0, opt, hp, red, k,
-                               True, frozen_b[0], gemm_pays_nb(bs, H))  # (the rule's bias part only: the weights come next)
+                               True, frozen_b[0], gemm_pays_nb(bs, H))
         if not frozen_w[0]:  # this worker's rows of the first layer's weights
             lo_i, hi_i = w0 + rlo * ld, w0 + rhi * ld
             wd = decay_of(hp, red)

@@ -60,7 +60,7 @@ from .numpy_backend import NumpyBackend
 import numba  # noqa: E402  (ImportError here makes the registry report the backend unavailable)
 
 from . import _nb_batch as KB  # noqa: E402  (the per-batch kernels)
-from . import _nb_blocked as KP  # noqa: E402  (the blocked products: forward() on large batches)
+from . import _nb_blocked as KP  # noqa: E402  (the blocked products: which of them BLAS computes)
 from . import _nb_common as KC  # noqa: E402  (the op codes the kernels take)
 from . import _nb_epoch as KF  # noqa: E402  (the fused epochs)
 from . import _nb_optim as KO  # noqa: E402  (the optimisers' update rules)
