@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from ._nb_common import JIT
+from ._nb_common import JIT, separately
 from ._nb_intrinsics import _gemm, _rows_dot
 from ._nb_math import dact
 from ._nb_optim import begin, decay_of, finish, gradient_slot
@@ -24,7 +24,7 @@ GEMM_ROWS, GEMM_UNITS = 64, 64  # the fused epochs' products of layers this wide
 N_, T_ = ord("n"), ord("t")  # gemm: an operand as it is, transposed
 
 
-@njit(**JIT)
+@separately
 def _forward_units(x, s0, s1, ld, W, wo, b, lo, hi, zs, Z):
     """Z[s, j] = zs * (x[s, :ld] . W[wo + j*ld :][:ld]) + b[j] for s < m, lo <= j < hi.
     ``ld`` is the padded row length (zeros beyond n_in, a multiple of the vector length, so the
@@ -205,7 +205,7 @@ def _store4(Z, s, j, p0, p1, p2, p3, zs, b):
     Z[s, j + 3] = p3 * zs + b[j + 3]
 
 
-@njit(**JIT)
+@separately
 def _accumulate_units(x, s0, s1, ld, P, po, D, lo, hi, cs):
     """P[po + j*ld + i] += cs * sum_s D[s, j] * x[s, i] for lo <= j < hi, i < ld (the weight
     gradient, scaled, added straight into the weights or the velocities). Blocked: four units x
@@ -296,7 +296,7 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs, gemm):
         _accumulate_units(x, s0, min(m, s0 + CHUNK), ld, P, po, D, lo, hi, cs)
 
 
-@njit(**JIT)
+@separately
 def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, scale, k, frozen_w, frozen_b, gemm):
     """One optimiser step for units lo:hi of a layer (rows of the transposed W from ``wo``, stride
     ld; its biases from ``bo`` in b), from the deltas D and the inputs x (scaled by zs): the rule
@@ -326,7 +326,7 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
         finish(opt, hp, b, Sb, bo + lo, bo + hi, 0.0, k)
 
 
-@njit(**JIT)
+@separately
 def backprop_units(D, m, n_out, W, wo, ld, lo, hi, Zp, Ap, Dp, code, slope, tiny):
     """Deltas of the layer below, for its units lo:hi: Dp[s, i] = f'(z) * sum_j D[s, j] W[j, i]
     (W transposed, stride ld: row j holds the weights of unit j). Uses W before its update.

@@ -31,6 +31,18 @@ epochs of ``_nb_epoch.py`` would load their old machine code, silently. So the k
 entries are keyed on ``KERNELS_STAMP`` too, a hash of every source the kernels are compiled from
 (the ``_nb_*.py`` modules and ``ops.py``): any edit recompiles them all.
 
+Numba links a callee's code into each caller, where it is optimised and compiled once more, at
+every level above it, and again for each other kernel that uses it (the blocked products of a
+fit were compiled four times, and once more for each of the two-thread, sparse and per-batch
+kernels). The big shared kernels are therefore compiled ``separately``: once per signature, as a
+function of their own, which the other kernels call by a symbol (an intrinsic: ``_Separate``).
+A cached caller's reload hooks load them (and define their symbols) before its code is linked,
+and a cached kernel of ours that would call a symbol not defined then is compiled again instead
+(``_symbols_defined``). Those kernels are compiled without Numba's reference counting (they
+allocate nothing): an increment and a decrement of every array argument on each call cost the
+book's batch-10 epoch about 6%. Small functions used inside loops (exp, the activations'
+derivatives) stay ordinary ``@njit`` functions that LLVM inlines.
+
 Loading a kernel from that cache does not first make Numba load its typing and lowering
 registries (every implementation it has, from linear algebra to typed dicts: about 0.45 s, most
 of what a cached process paid before it could train); they serve compiling, and a compile
@@ -40,15 +52,22 @@ allocator) and its own machine code, nothing more.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import os
+import re
 
-from numba.core import caching
+import llvmlite.binding as ll
+from numba import njit, types
+from numba.core import caching, cgutils
 from numba.core.runtime.nrt import rtsys
+from numba.core.extending import _Intrinsic
 
 from . import ops
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+INLINE = dict(JIT, inline="always")  # small helpers: typed into each caller, never compiled on their own
 
 # The activation and loss codes, the cancelling output/loss pairs and the cross-entropy clip, from
 # the one table (ops.py); Numba freezes these globals into the compiled code (and its disk cache).
@@ -135,13 +154,140 @@ def _install_fast_load():
 
     def load_overload(self, sig, target_context):
         if not isinstance(self._impl.locator, _KernelsStamp):
-            return stock(self, sig, target_context)
+            return _keep_reload_init(stock(self, sig, target_context))
         rtsys.initialize(target_context)  # what running compiled code needs (what refresh does first)
         with self._guard_against_spurious_io_errors():
-            return self._load_overload(sig, target_context)
+            if not self._enabled:
+                return None
+            data = self._cache_file.load(self._index_key(sig, target_context.codegen()))
+            if data is None or not _symbols_defined(data):
+                return None  # (not cached, or calls a kernel it would not load: compiled again)
+            return _keep_reload_init(self._impl.rebuild(target_context, data))
 
     load_overload.fastbp = True
     caching.Cache.load_overload = load_overload
 
 
+def _symbols_defined(data):
+    """Run a cached function's reload hooks (which load the separately compiled kernels it
+    calls), then check that every kernel symbol its machine code calls is now defined: linked
+    against an undefined one, it would call address 0. ``data``: Numba's pickled compile result
+    (library data first, the reload hooks eighth)."""
+    try:
+        (_, kind, (code, _)), reload_init = data[0], data[7]
+    except (TypeError, ValueError, IndexError):
+        return True  # another layout (a Numba this code does not know): nothing to check
+    for hook in reload_init:
+        hook()  # (rebuild runs them again: each is done once)
+    wanted = set(_SYMBOL.findall(code)) if kind == "object" else set()
+    return wanted <= _DEFINED
+
+
+def _keep_reload_init(cres):
+    """A function loaded from the cache gets its reload hooks back on its library. (Numba keeps
+    them on the compile result only, and a kernel compiled later that links this one inherits the
+    hooks of its library: without them, a cached caller of a ``separately`` kernel compiled in a
+    process that had loaded its callees from the cache would not load that kernel first, and would
+    call an undefined symbol.)"""
+    if cres is not None and cres.reload_init:
+        cres.library._reload_init.update(cres.reload_init)
+    return cres
+
+
 _install_fast_load()
+
+
+# --- kernels compiled once, called by symbol -------------------------------------------------------
+_SYMBOL = re.compile(rb"fastbp\.[0-9a-f]{12}\.[A-Za-z0-9_.]+")  # a separately compiled kernel's symbol
+_DEFINED = set()  # the symbols defined in this process (bytes)
+
+def separately(fn=None, *, nrt=False):
+    """``fn`` compiled as a kernel of its own, once per signature, and called from other kernels by
+    a symbol instead of being linked into them. (Numba links a callee's code into each caller and
+    optimises and compiles it once more there, at every level above it: the blocked products were
+    compiled four times for one fit, and once more for each other epoch kernel that uses them.)
+    Returns the intrinsic that the kernels call; called from Python, it runs the compiled function
+    (``.dispatcher``). The symbol is a name of this version of the kernels, the signature and the
+    function (``_Separate.symbol``); a caller loaded from the cache first loads what it calls
+    (``_Load``, Numba's reload hook), so the symbol is defined before the caller's code is linked."""
+    if fn is None:
+        return lambda fn: _Separate(fn, nrt).call
+    return _Separate(fn, nrt).call
+
+
+class _Separate:
+    def __init__(self, fn, nrt):
+        self.dispatcher = njit(**JIT, _nrt=nrt)(fn)
+        self.module, self.name = fn.__module__, fn.__name__
+        self.symbols = {}  # argument types -> (symbol, return type)
+        self.call = self._intrinsic(fn)
+        self.call.dispatcher = self.dispatcher
+        self.call.separate = self
+
+    def symbol(self, argtypes):
+        digest = hashlib.sha256(repr(argtypes).encode()).hexdigest()[:16]
+        return f"fastbp.{KERNELS_STAMP[:12]}.{self.module.rsplit('.', 1)[-1]}.{self.name}.{digest}"
+
+    def ensure(self, argtypes):
+        """Compile (or load) the kernel for ``argtypes`` and define its symbol; (symbol, return type)."""
+        got = self.symbols.get(argtypes)
+        if got is None:
+            self.dispatcher.compile(argtypes)
+            cres = self.dispatcher.overloads[argtypes]
+            name = self.symbol(argtypes)
+            ll.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+            _DEFINED.add(name.encode())
+            got = self.symbols[argtypes] = (name, cres.signature.return_type)
+        return got
+
+    def _intrinsic(self, fn):
+        separate = self
+
+        def typer(args):
+            argtypes = tuple(types.unliteral(a) for a in args)
+            name, restype = separate.ensure(argtypes)
+
+            def codegen(context, builder, sig, llargs):
+                fnty = context.call_conv.get_function_type(sig.return_type, sig.args)
+                callee = cgutils.get_or_insert_function(builder.module, fnty, name)
+                status, result = context.call_conv.call_function(builder, callee, sig.return_type, sig.args, llargs)
+                with cgutils.if_unlikely(builder, status.is_error):
+                    context.call_conv.return_status_propagate(builder, status)
+                context.active_code_library._reload_init.add(_Load(separate.module, separate.name, argtypes))
+                return result
+            return restype(*argtypes), codegen
+
+        # an intrinsic with fn's own parameters (Numba's lowering cannot pass *args to one)
+        params = ", ".join(inspect.signature(fn).parameters)
+        scope = {"typer": typer}
+        exec(f"def {fn.__name__}(typingctx, {params}):\n    return typer(({params},))", scope)
+        call = _Call(fn.__name__, scope[fn.__name__])
+        call._register()
+        return call
+
+
+class _Call(_Intrinsic):
+    """The intrinsic that calls a separately compiled kernel; from Python, the kernel itself."""
+
+    def __call__(self, *args):
+        return self.dispatcher(*args)
+
+
+class _Load:
+    """Loads (or compiles) a separately compiled kernel for one signature and defines its symbol:
+    run by Numba before it links a cached caller's code (``reload_init``; pickled with it)."""
+
+    def __init__(self, module, name, argtypes):
+        self.module, self.name, self.argtypes = module, name, argtypes
+
+    def __call__(self):
+        getattr(importlib.import_module(self.module), self.name).separate.ensure(self.argtypes)
+
+    def __eq__(self, other):
+        return isinstance(other, _Load) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def _key(self):
+        return self.module, self.name, self.argtypes

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from ._nb_blocked import backprop_units, forward_units, gemm_pays_nb, update_layer_units
-from ._nb_common import JIT
+from ._nb_common import JIT, separately
 from ._nb_epoch import AHEAD, _barrier, gather_rows, prefetch_rows, zeros_aligned
 from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
 from ._nb_math import activate_full, output_deltas
@@ -58,7 +58,7 @@ def _lower_bound(indices, p0, p1, v):
     return lo
 
 
-@njit(**JIT)
+@separately(nrt=True)  # (it allocates)
 def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, bs, W, b, SW, Sb, woff, boff,
                        sizes, lds, acts, slopes, frozen_w, frozen_b, loss, opt, hp, mean, tiny, Z, A, D, P,
                        flags, losses, stop):

@@ -163,3 +163,103 @@ def test_kernels_load_from_the_cache_without_numbas_registries_and_compiling_sti
     assert loaded["W"] == first["W"]  # the same machine code, from the cache
     assert not loaded["registries"], "loading the cached kernels made Numba load every registry"
     assert loaded["user"] == 6.0
+
+
+# --- kernels compiled separately, called by symbol (``_nb_common.separately``) ---------------------
+SEPARATE = textwrap.dedent("""
+    from numba import njit
+    from fastbp.kernels._nb_common import separately
+
+    @separately
+    def leaf(x, c):
+        total = 0.0
+        for i in range(x.shape[0]):
+            x[i] += c
+            total += x[i]
+        return total
+
+    @njit(cache=True)
+    def mid(x):
+        return leaf(x, 1.0) + leaf(x, 2.0)
+
+    @njit(cache=True)
+    def top(x):
+        return mid(x) * 10.0
+""")
+
+SEPARATE_CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import separate_kernels as K
+    x = np.arange(4.0)
+    value = getattr(K, sys.argv[2])(x)
+    ir = "".join(K.mid.inspect_llvm().values()) if K.mid.stats.cache_misses else ""
+    print(json.dumps({"value": value, "x": x.tolist(), "ir": ir}))
+""")
+
+
+def _separate_child(tmp_path, name):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", SEPARATE_CHILD, str(tmp_path), name], capture_output=True,
+                         text=True, timeout=300, env=env, cwd=tmp_path)
+    assert out.returncode == 0, f"{name}: return code {out.returncode}\n{out.stderr}"
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_separately_compiled_kernel_is_called_by_symbol_and_loads_before_its_cached_callers(tmp_path):
+    """A caller holds a call to the separate kernel's symbol, not its code; a new process that
+    loads the caller from the cache loads the kernel first, also when the caller was compiled in a
+    process that had itself loaded its callees from the cache (Numba keeps the reload hooks of a
+    loaded function off its library: the caller's cache entry then lacked the hook, and calling it
+    in a third process jumped to an undefined symbol, a segfault)."""
+    (tmp_path / "separate_kernels.py").write_text(SEPARATE)
+    first = _separate_child(tmp_path, "mid")  # compiles leaf and mid
+    assert first["value"] == 28.0 and first["x"] == [3.0, 4.0, 5.0, 6.0]
+    declared = [line for line in first["ir"].splitlines() if line.startswith("declare") and "fastbp." in line]
+    assert declared, "mid does not call leaf by its symbol"
+    assert not [line for line in first["ir"].splitlines() if line.startswith("define") and "leaf" in line]
+    second = _separate_child(tmp_path, "top")  # compiles top; mid and leaf come from the cache
+    third = _separate_child(tmp_path, "top")  # all three from the cache
+    assert second["value"] == third["value"] == 280.0
+    assert third["x"] == [3.0, 4.0, 5.0, 6.0]
+
+
+def test_a_separately_compiled_kernel_called_from_python_runs_the_kernel():
+    from fastbp.kernels import _nb_math as M
+
+    z = np.array([0.5, -1.0], np.float32)
+    a = np.array([0.7, 0.2], np.float32)
+    y = np.array([1.0, 0.0], np.float32)
+    d = np.zeros(2, np.float32)
+    value = M.output_delta_row(z, a, y, d, 2, C.IDENTITY, np.float32(0), C.QUADRATIC, np.float32(0))
+    assert value == pytest.approx(0.5 * (0.3 ** 2 + 0.2 ** 2), rel=1e-6)
+    np.testing.assert_allclose(d, a - y, rtol=1e-6)
+    assert M.output_delta_row.dispatcher.signatures  # the compiled kernel itself ran
+
+
+def test_a_cached_kernel_calling_an_undefined_kernel_symbol_is_compiled_again_not_run():
+    """The guard before a cached kernel of ours is linked: its reload hooks run first (they define
+    the symbols of the kernels it calls), then every kernel symbol its machine code names must be
+    defined; if one is not, the entry counts as not cached (compiled again) instead of calling
+    address 0."""
+    name = b"fastbp.0123456789ab._nb_test.kernel.0123456789abcdef"
+    code = b"\x7fELF..." + b"\x00" + name + b"\x00more"
+
+    def data(hooks):
+        return (("lib", "object", (code, b"")), None, None, None, None, None, "", hooks, ())
+
+    assert not C._symbols_defined(data([]))
+    ran = []
+
+    def hook():  # what a _Load does: define the symbol
+        ran.append(1)
+        C._DEFINED.add(name)
+
+    try:
+        assert C._symbols_defined(data([hook])) and ran == [1]
+        assert C._symbols_defined(data([]))  # now defined in this process
+    finally:
+        C._DEFINED.discard(name)
+    assert C._symbols_defined(data([])) is False
+    assert C._symbols_defined(("lib", "bitcode")) is True  # a layout it does not know: left to Numba
