@@ -296,7 +296,7 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs, gemm):
         _accumulate_units(x, s0, min(m, s0 + CHUNK), ld, P, po, D, lo, hi, cs)
 
 
-@separately
+@njit(**JIT)
 def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, scale, k, frozen_w, frozen_b, gemm):
     """One optimiser step for units lo:hi of a layer (rows of the transposed W from ``wo``, stride
     ld; its biases from ``bo`` in b), from the deltas D and the inputs x (scaled by zs): the rule
@@ -326,7 +326,7 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
         finish(opt, hp, b, Sb, bo + lo, bo + hi, 0.0, k)
 
 
-@separately
+@njit(**JIT)
 def backprop_units(D, m, n_out, W, wo, ld, lo, hi, Zp, Ap, Dp, code, slope, tiny):
     """Deltas of the layer below, for its units lo:hi: Dp[s, i] = f'(z) * sum_j D[s, j] W[j, i]
     (W transposed, stride ld: row j holds the weights of unit j). Uses W before its update.

@@ -34,13 +34,17 @@ entries are keyed on ``KERNELS_STAMP`` too, a hash of every source the kernels a
 Numba links a callee's code into each caller, where it is optimised and compiled once more, at
 every level above it, and again for each other kernel that uses it (the blocked products of a
 fit were compiled four times, and once more for each of the two-thread, sparse and per-batch
-kernels). The big shared kernels are therefore compiled ``separately``: once per signature, as a
-function of their own, which the other kernels call by a symbol (an intrinsic: ``_Separate``).
+kernels). The blocked products (``_nb_blocked._forward_units``, ``_accumulate_units``) and the
+sparse epoch are therefore compiled ``separately``: once per signature, as a function of their
+own, which the other kernels call by a symbol (an intrinsic: ``_Separate``). (Compiling the
+layer update, the optimiser's rule, the activations and the output deltas so as well saved
+about 4 s more of the first fit, but the Adam epoch at batch 200 ran 5-15% slower in alternated
+runs, cause not found: they stay linked.)
 A cached caller's reload hooks load them (and define their symbols) before its code is linked,
 and a cached kernel of ours that would call a symbol not defined then is compiled again instead
-(``_symbols_defined``). Those kernels are compiled without Numba's reference counting (they
-allocate nothing): an increment and a decrement of every array argument on each call cost the
-book's batch-10 epoch about 6%. Small functions used inside loops (exp, the activations'
+(``_symbols_defined``). Those kernels are compiled without Numba's reference counting unless
+they allocate (``nrt=True``): an increment and a decrement of every array argument on each call
+cost the book's batch-10 epoch about 6% when more kernels were separate. Small functions used inside loops (exp, the activations'
 derivatives) stay ordinary ``@njit`` functions that LLVM inlines.
 
 Loading a kernel from that cache does not first make Numba load its typing and lowering

@@ -226,16 +226,17 @@ def test_a_separately_compiled_kernel_is_called_by_symbol_and_loads_before_its_c
 
 
 def test_a_separately_compiled_kernel_called_from_python_runs_the_kernel():
-    from fastbp.kernels import _nb_math as M
+    from fastbp.kernels import _nb_blocked as B
 
-    z = np.array([0.5, -1.0], np.float32)
-    a = np.array([0.7, 0.2], np.float32)
-    y = np.array([1.0, 0.0], np.float32)
-    d = np.zeros(2, np.float32)
-    value = M.output_delta_row(z, a, y, d, 2, C.IDENTITY, np.float32(0), C.QUADRATIC, np.float32(0))
-    assert value == pytest.approx(0.5 * (0.3 ** 2 + 0.2 ** 2), rel=1e-6)
-    np.testing.assert_allclose(d, a - y, rtol=1e-6)
-    assert M.output_delta_row.dispatcher.signatures  # the compiled kernel itself ran
+    rng = np.random.default_rng(0)
+    m, ld, n = 7, 32, 6
+    x = rng.random((m, ld)).astype(np.float32)
+    W = rng.random(n * ld).astype(np.float32)  # unit j's weights: W[j*ld:(j+1)*ld]
+    b = rng.random(n).astype(np.float32)
+    Z = np.zeros((m, n), np.float32)
+    B._forward_units(x, 0, m, ld, W, 0, b, 0, n, np.float32(0.5), Z)
+    np.testing.assert_allclose(Z, 0.5 * x @ W.reshape(n, ld).T + b, rtol=1e-5)
+    assert B._forward_units.dispatcher.signatures  # the compiled kernel itself ran
 
 
 def test_a_cached_kernel_calling_an_undefined_kernel_symbol_is_compiled_again_not_run():
