@@ -34,17 +34,17 @@ entries are keyed on ``KERNELS_STAMP`` too, a hash of every source the kernels a
 Numba links a callee's code into each caller, where it is optimised and compiled once more, at
 every level above it, and again for each other kernel that uses it (the blocked products of a
 fit were compiled four times, and once more for each of the two-thread, sparse and per-batch
-kernels). The blocked products (``_nb_blocked._forward_units``, ``_accumulate_units``) and the
-sparse epoch are therefore compiled ``separately``: once per signature, as a function of their
-own, which the other kernels call by a symbol (an intrinsic: ``_Separate``). (Compiling the
-layer update, the optimiser's rule, the activations and the output deltas so as well saved
-about 4 s more of the first fit, but the Adam epoch at batch 200 ran 5-15% slower in alternated
-runs, cause not found: they stay linked.)
+kernels). The big shared kernels are therefore compiled ``separately``: once per signature, as a
+function of their own, which the other kernels call by a symbol (an intrinsic: ``_Separate``):
+the blocked products, a layer's update, the optimiser's rule, the activations, the output
+deltas and the sparse epoch. The deltas of the layer below (``backprop_units``) are linked into
+the one-thread epoch and called apart from the others (``backprop_apart``): each way round was
+measured slower (see ``_nb_blocked.py``).
 A cached caller's reload hooks load them (and define their symbols) before its code is linked,
 and a cached kernel of ours that would call a symbol not defined then is compiled again instead
 (``_symbols_defined``). Those kernels are compiled without Numba's reference counting unless
 they allocate (``nrt=True``): an increment and a decrement of every array argument on each call
-cost the book's batch-10 epoch about 6% when more kernels were separate. Small functions used inside loops (exp, the activations'
+cost the book's batch-10 epoch about 6%. Small functions used inside loops (exp, the activations'
 derivatives) stay ordinary ``@njit`` functions that LLVM inlines.
 
 Loading a kernel from that cache does not first make Numba load its typing and lowering
@@ -60,6 +60,7 @@ import importlib
 import inspect
 import os
 import re
+import types as pytypes
 
 import llvmlite.binding as ll
 from numba import njit, types
@@ -205,7 +206,7 @@ _install_fast_load()
 _SYMBOL = re.compile(rb"fastbp\.[0-9a-f]{12}\.[A-Za-z0-9_.]+")  # a separately compiled kernel's symbol
 _DEFINED = set()  # the symbols defined in this process (bytes)
 
-def separately(fn=None, *, nrt=False):
+def separately(fn=None, *, nrt=False, name=None):
     """``fn`` compiled as a kernel of its own, once per signature, and called from other kernels by
     a symbol instead of being linked into them. (Numba links a callee's code into each caller and
     optimises and compiles it once more there, at every level above it: the blocked products were
@@ -213,9 +214,15 @@ def separately(fn=None, *, nrt=False):
     Returns the intrinsic that the kernels call; called from Python, it runs the compiled function
     (``.dispatcher``). The symbol is a name of this version of the kernels, the signature and the
     function (``_Separate.symbol``); a caller loaded from the cache first loads what it calls
-    (``_Load``, Numba's reload hook), so the symbol is defined before the caller's code is linked."""
+    (``_Load``, Numba's reload hook), so the symbol is defined before the caller's code is linked.
+    ``nrt``: with Numba's reference counting (a kernel that allocates); ``name``: ``fn`` is an
+    ``@njit`` kernel's Python function, compiled separately under this name as well (the module
+    must bind the result to that name)."""
     if fn is None:
-        return lambda fn: _Separate(fn, nrt).call
+        return lambda fn: separately(fn, nrt=nrt, name=name)
+    if name is not None:  # a second way to compile an ordinary kernel: a copy under a name of its own
+        fn = pytypes.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+        fn.__qualname__ = name
     return _Separate(fn, nrt).call
 
 

@@ -16,7 +16,7 @@ from numba import njit
 
 from ._nb_common import (BCE, CANCEL_ACT_1, CANCEL_ACT_2, CANCEL_ACT_3, CANCEL_LOSS_1, CANCEL_LOSS_2, CANCEL_LOSS_3,
                          CLIP32, CLIP64, EXP, IDENTITY, JIT, LEAKY_RELU, MSE, POISSON, QUADRATIC, RELU, SIGMOID,
-                         SOFTMAX, TANH)
+                         SOFTMAX, TANH, separately)
 from ._nb_intrinsics import _i32_as_f32, _i64_as_f64
 
 
@@ -145,7 +145,7 @@ def activate_rows(Z, A, m, lo, hi, code, slope):
             softmax_row(z, a, lo, hi)
 
 
-@njit(**JIT)
+@separately
 def activate_full(Z, A, m, n, code, slope):
     """A[s, :n] = f(Z[s, :n]) for s < m, and zeros in A[s, n:] (the padding, which the next
     layer reads). Elementwise activations run as one flat loop over the m whole rows: one long
@@ -188,7 +188,7 @@ def activate_full(Z, A, m, n, code, slope):
 
 
 # --- output deltas and losses ------------------------------------------------------------------
-@njit(**JIT)
+@separately
 def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
     """dL/dz of one sample into d[:n]; returns the sample's loss (float64). Branches stay
     outside the loops, so each loop vectorises."""
@@ -284,7 +284,7 @@ def output_delta_flat(Z, A, Yb, D, m, n, act, slope, loss, tiny):
     return value
 
 
-@njit(**JIT)
+@separately
 def output_deltas(Z, A, Yb, D, m, n, act, slope, loss, tiny):
     """dL/dz of the output layer for samples 0:m into D; returns the summed loss (float64)."""
     if flat_delta_covers(act, loss):

@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit
 
 from ._nb_common import (HP_BETA1, HP_BETA2, HP_EPS, HP_L2, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_STEP,
-                         FLUSH32, FLUSH64, HP_WEIGHT_DECAY, JIT, OPT_ADAM)
+                         FLUSH32, FLUSH64, HP_WEIGHT_DECAY, JIT, OPT_ADAM, separately)
 
 
 @njit(**JIT)
@@ -51,7 +51,7 @@ def decay_of(hp, scale):
     return hp[HP_WEIGHT_DECAY] + hp[HP_L2] * scale
 
 
-@njit(**JIT)
+@separately
 def begin(opt, hp, P, S, lo, hi, wd):
     """The first part of a step of P[lo:hi]; returns the coefficient c of the gradient. (Each
     rule loops over slices from 0: an index that could be negative would keep LLVM from
@@ -77,7 +77,7 @@ def begin(opt, hp, P, S, lo, hi, wd):
     return -lr
 
 
-@njit(**JIT)
+@separately
 def finish(opt, hp, P, S, lo, hi, wd, k):
     """The last part of the step begun by ``begin`` (the gradient has been added); ``k``: the
     index of this update after the optimiser's ``step`` count (0 for the first). In float32, the
