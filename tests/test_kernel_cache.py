@@ -264,3 +264,36 @@ def test_a_cached_kernel_calling_an_undefined_kernel_symbol_is_compiled_again_no
         C._DEFINED.discard(name)
     assert C._symbols_defined(data([])) is False
     assert C._symbols_defined(("lib", "bitcode")) is True  # a layout it does not know: left to Numba
+
+
+APART = textwrap.dedent("""
+    from numba import njit
+    from fastbp.kernels._nb_common import separately
+
+    @njit(cache=True)
+    def plain(x):
+        return x.sum()
+
+    plain_apart = separately(plain.py_func, name="plain_apart")
+
+    @njit(cache=True)
+    def uses_apart(x):
+        return plain_apart(x) + 1.0
+""")
+
+
+def test_an_njit_kernel_compiled_apart_under_another_name_has_cache_entries_of_its_own(tmp_path, monkeypatch):
+    """``separately(fn, name=...)``: one Python function compiled both ways (linked into some
+    kernels, called by symbol from others), each with its own cache index, neither overwriting
+    the other's entries."""
+    (tmp_path / "apart_kernels.py").write_text(APART)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import apart_kernels as K
+
+    x = np.arange(5.0)
+    assert K.plain(x) == 10.0 and K.plain_apart(x) == 10.0 and K.uses_apart(x) == 11.0
+    ir = "".join(K.uses_apart.inspect_llvm().values()).splitlines()
+    assert any(line.startswith("declare") and ".plain_apart." in line for line in ir)
+    assert K.plain_apart.dispatcher.py_func.__qualname__ == "plain_apart"
+    index = [d._cache._cache_file._index_path for d in (K.plain, K.plain_apart.dispatcher)]
+    assert index[0] != index[1] and all(os.path.exists(p) for p in index)
