@@ -72,7 +72,6 @@ from . import ops
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
-INLINE = dict(JIT, inline="always")  # small helpers: typed into each caller, never compiled on their own
 
 # The activation and loss codes, the cancelling output/loss pairs and the cross-entropy clip, from
 # the one table (ops.py); Numba freezes these globals into the compiled code (and its disk cache).
@@ -205,6 +204,7 @@ _install_fast_load()
 # --- kernels compiled once, called by symbol -------------------------------------------------------
 _SYMBOL = re.compile(rb"fastbp\.[0-9a-f]{12}\.[A-Za-z0-9_.]+")  # a separately compiled kernel's symbol
 _DEFINED = set()  # the symbols defined in this process (bytes)
+
 
 def separately(fn=None, *, nrt=False, name=None):
     """``fn`` compiled as a kernel of its own, once per signature, and called from other kernels by
