@@ -6,155 +6,64 @@ update (``update_layer_units``, the rule of ``_nb_optim.py`` around it), and the
 Layout: each layer's weights are kept TRANSPOSED, row j of ``W`` holding the n_in weights into
 unit j (``W[wo + j*n_in + i]`` in one flat buffer for all layers), so that both big loops
 (z = x.w forward, w += c*x update) run over contiguous memory and vectorise. Rows are zero-padded
-to 128 bytes, so vector loops have no scalar tail. The two big loops are register-blocked: four
-units x five samples per pass, so each weight loaded serves five samples and each input value
-four units; large batches are taken in chunks of CHUNK samples (L2).
+to 128 bytes, so vector loops have no scalar tail. The two big loops are register-blocked
+(``_dot_block``, ``_axpy_block``: vector code of the machine's width): UNITS units x SAMPLES
+samples per pass, so each weight loaded serves SAMPLES samples and each input value UNITS units;
+large batches are taken in chunks of CHUNK samples (L2).
 """
 from __future__ import annotations
 
 from numba import njit
 
 from ._nb_common import JIT, separately
-from ._nb_intrinsics import _gemm, _rows_dot
+from ._nb_intrinsics import REGISTERS, _axpy_block, _dot_block, _gemm, _rows_dot
 from ._nb_math import dact
 from ._nb_optim import begin, decay_of, finish, gradient_slot
 
 CHUNK = 40  # samples per pass of the blocked kernels: 40 rows of 784 floats stay in L2
 GEMM_ROWS, GEMM_UNITS = 64, 64  # the fused epochs' products of layers this wide, on batches this large: BLAS
 N_, T_ = ord("n"), ord("t")  # gemm: an operand as it is, transposed
+# The blocked products' shape: UNITS x SAMPLES sums in registers, plus UNITS weight vectors and one
+# input vector (forward), or SAMPLES inputs and UNITS x SAMPLES coefficients (gradient): 4 x 5 in
+# AVX-512's 32 registers; 2 x 5 in AVX2's 16 (4 x 5 spilled there: the forward product at 28
+# against 57 GFLOP/s, znver3, 784-30, batch 10, 2026-12-02). HALF: the units left over.
+UNITS, SAMPLES = (4, 5) if REGISTERS >= 32 else (2, 5)
+HALF = max(1, UNITS // 2)
 
 
 @separately
 def _forward_units(x, s0, s1, ld, W, wo, b, lo, hi, zs, Z):
-    """Z[s, j] = zs * (x[s, :ld] . W[wo + j*ld :][:ld]) + b[j] for s < m, lo <= j < hi.
+    """Z[s, j] = zs * (x[s, :ld] . W[wo + j*ld :][:ld]) + b[j] for s0 <= s < s1, lo <= j < hi.
     ``ld`` is the padded row length (zeros beyond n_in, a multiple of the vector length, so the
-    vectorised loops need no scalar tail). Blocked: four (then two, then one) units x five samples per pass, so each
-    loaded weight serves five samples and each loaded input four units."""
+    vector loops need no scalar tail). Blocked (``_dot_block``): UNITS units x SAMPLES samples per
+    pass, so each loaded weight serves SAMPLES samples and each loaded input UNITS units; then
+    half as many units, then one; and single samples at the end of each."""
     j = lo
-    while j + 4 <= hi:
-        w0 = W[wo + j * ld: wo + (j + 1) * ld]
-        w1 = W[wo + (j + 1) * ld: wo + (j + 2) * ld]
-        w2 = W[wo + (j + 2) * ld: wo + (j + 3) * ld]
-        w3 = W[wo + (j + 3) * ld: wo + (j + 4) * ld]
+    while j + UNITS <= hi:
         s = s0
-        while s + 5 <= s1:
-            x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
-            p00 = p01 = p02 = p03 = p10 = p11 = p12 = p13 = p20 = p21 = p22 = p23 = zs - zs
-            p30 = p31 = p32 = p33 = p40 = p41 = p42 = p43 = zs - zs
-            for i in range(ld):
-                u0 = w0[i]
-                u1 = w1[i]
-                u2 = w2[i]
-                u3 = w3[i]
-                t = x0[i]
-                p00 += t * u0
-                p01 += t * u1
-                p02 += t * u2
-                p03 += t * u3
-                t = x1[i]
-                p10 += t * u0
-                p11 += t * u1
-                p12 += t * u2
-                p13 += t * u3
-                t = x2[i]
-                p20 += t * u0
-                p21 += t * u1
-                p22 += t * u2
-                p23 += t * u3
-                t = x3[i]
-                p30 += t * u0
-                p31 += t * u1
-                p32 += t * u2
-                p33 += t * u3
-                t = x4[i]
-                p40 += t * u0
-                p41 += t * u1
-                p42 += t * u2
-                p43 += t * u3
-            _store4(Z, s, j, p00, p01, p02, p03, zs, b)
-            _store4(Z, s + 1, j, p10, p11, p12, p13, zs, b)
-            _store4(Z, s + 2, j, p20, p21, p22, p23, zs, b)
-            _store4(Z, s + 3, j, p30, p31, p32, p33, zs, b)
-            _store4(Z, s + 4, j, p40, p41, p42, p43, zs, b)
-            s += 5
+        while s + SAMPLES <= s1:
+            _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, UNITS, SAMPLES)
+            s += SAMPLES
         while s < s1:
-            x0 = x[s]
-            p00 = p01 = p02 = p03 = zs - zs
-            for i in range(ld):
-                t = x0[i]
-                p00 += t * w0[i]
-                p01 += t * w1[i]
-                p02 += t * w2[i]
-                p03 += t * w3[i]
-            _store4(Z, s, j, p00, p01, p02, p03, zs, b)
+            _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, UNITS, 1)
             s += 1
-        j += 4
-    if j + 2 <= hi:  # two units left
-        w0 = W[wo + j * ld: wo + (j + 1) * ld]
-        w1 = W[wo + (j + 1) * ld: wo + (j + 2) * ld]
+        j += UNITS
+    while j + HALF <= hi:
         s = s0
-        while s + 5 <= s1:
-            x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
-            p00 = p01 = p10 = p11 = p20 = p21 = p30 = p31 = p40 = p41 = zs - zs
-            for i in range(ld):
-                u0 = w0[i]
-                u1 = w1[i]
-                t = x0[i]
-                p00 += t * u0
-                p01 += t * u1
-                t = x1[i]
-                p10 += t * u0
-                p11 += t * u1
-                t = x2[i]
-                p20 += t * u0
-                p21 += t * u1
-                t = x3[i]
-                p30 += t * u0
-                p31 += t * u1
-                t = x4[i]
-                p40 += t * u0
-                p41 += t * u1
-            _store2(Z, s, j, p00, p01, zs, b)
-            _store2(Z, s + 1, j, p10, p11, zs, b)
-            _store2(Z, s + 2, j, p20, p21, zs, b)
-            _store2(Z, s + 3, j, p30, p31, zs, b)
-            _store2(Z, s + 4, j, p40, p41, zs, b)
-            s += 5
+        while s + SAMPLES <= s1:
+            _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, HALF, SAMPLES)
+            s += SAMPLES
         while s < s1:
-            x0 = x[s]
-            p00 = p01 = zs - zs
-            for i in range(ld):
-                t = x0[i]
-                p00 += t * w0[i]
-                p01 += t * w1[i]
-            _store2(Z, s, j, p00, p01, zs, b)
+            _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, HALF, 1)
             s += 1
-        j += 2
+        j += HALF
     while j < hi:
-        w0 = W[wo + j * ld: wo + (j + 1) * ld]
         s = s0
-        while s + 5 <= s1:
-            x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
-            p0 = p1 = p2 = p3 = p4 = zs - zs
-            for i in range(ld):
-                u = w0[i]
-                p0 += x0[i] * u
-                p1 += x1[i] * u
-                p2 += x2[i] * u
-                p3 += x3[i] * u
-                p4 += x4[i] * u
-            Z[s, j] = p0 * zs + b[j]
-            Z[s + 1, j] = p1 * zs + b[j]
-            Z[s + 2, j] = p2 * zs + b[j]
-            Z[s + 3, j] = p3 * zs + b[j]
-            Z[s + 4, j] = p4 * zs + b[j]
-            s += 5
+        while s + SAMPLES <= s1:
+            _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, 1, SAMPLES)
+            s += SAMPLES
         while s < s1:
-            x0 = x[s]
-            p0 = zs - zs
-            for i in range(ld):
-                p0 += x0[i] * w0[i]
-            Z[s, j] = p0 * zs + b[j]
+            _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, 1, 1)
             s += 1
         j += 1
 
@@ -191,96 +100,37 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z, gemm):
         _forward_units(x, s0, min(m, s0 + CHUNK), ld, W, wo, b, lo, hi, zs, Z)
 
 
-@njit(**JIT)
-def _store2(Z, s, j, p0, p1, zs, b):
-    Z[s, j] = p0 * zs + b[j]
-    Z[s, j + 1] = p1 * zs + b[j + 1]
-
-
-@njit(**JIT)
-def _store4(Z, s, j, p0, p1, p2, p3, zs, b):
-    Z[s, j] = p0 * zs + b[j]
-    Z[s, j + 1] = p1 * zs + b[j + 1]
-    Z[s, j + 2] = p2 * zs + b[j + 2]
-    Z[s, j + 3] = p3 * zs + b[j + 3]
-
-
 @separately
 def _accumulate_units(x, s0, s1, ld, P, po, D, lo, hi, cs):
-    """P[po + j*ld + i] += cs * sum_s D[s, j] * x[s, i] for lo <= j < hi, i < ld (the weight
-    gradient, scaled, added straight into the weights or the velocities). Blocked: four units x
-    five samples per pass."""
+    """P[po + j*ld + i] += cs * sum_s D[s, j] * x[s, i] for lo <= j < hi, i < ld, s0 <= s < s1
+    (the weight gradient, scaled, added straight into the weights or the velocities), the
+    samples' terms added in order. Blocked as ``_forward_units`` (``_axpy_block``)."""
     j = lo
-    while j + 4 <= hi:
-        t0 = P[po + j * ld: po + (j + 1) * ld]
-        t1 = P[po + (j + 1) * ld: po + (j + 2) * ld]
-        t2 = P[po + (j + 2) * ld: po + (j + 3) * ld]
-        t3 = P[po + (j + 3) * ld: po + (j + 4) * ld]
+    while j + UNITS <= hi:
         s = s0
-        while s + 5 <= s1:
-            x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
-            c00, c10, c20, c30, c40 = cs * D[s, j], cs * D[s + 1, j], cs * D[s + 2, j], cs * D[s + 3, j], cs * D[s + 4, j]
-            j1 = j + 1
-            c01, c11, c21, c31, c41 = cs * D[s, j1], cs * D[s + 1, j1], cs * D[s + 2, j1], cs * D[s + 3, j1], cs * D[s + 4, j1]
-            j2 = j + 2
-            c02, c12, c22, c32, c42 = cs * D[s, j2], cs * D[s + 1, j2], cs * D[s + 2, j2], cs * D[s + 3, j2], cs * D[s + 4, j2]
-            j3 = j + 3
-            c03, c13, c23, c33, c43 = cs * D[s, j3], cs * D[s + 1, j3], cs * D[s + 2, j3], cs * D[s + 3, j3], cs * D[s + 4, j3]
-            for i in range(ld):
-                a0, a1, a2, a3, a4 = x0[i], x1[i], x2[i], x3[i], x4[i]
-                t0[i] += c00 * a0 + c10 * a1 + c20 * a2 + c30 * a3 + c40 * a4
-                t1[i] += c01 * a0 + c11 * a1 + c21 * a2 + c31 * a3 + c41 * a4
-                t2[i] += c02 * a0 + c12 * a1 + c22 * a2 + c32 * a3 + c42 * a4
-                t3[i] += c03 * a0 + c13 * a1 + c23 * a2 + c33 * a3 + c43 * a4
-            s += 5
+        while s + SAMPLES <= s1:
+            _axpy_block(x, s, ld, P, po + j * ld, D, j, cs, UNITS, SAMPLES)
+            s += SAMPLES
         while s < s1:
-            x0 = x[s]
-            c0, c1, c2, c3 = cs * D[s, j], cs * D[s, j + 1], cs * D[s, j + 2], cs * D[s, j + 3]
-            for i in range(ld):
-                a0 = x0[i]
-                t0[i] += c0 * a0
-                t1[i] += c1 * a0
-                t2[i] += c2 * a0
-                t3[i] += c3 * a0
+            _axpy_block(x, s, ld, P, po + j * ld, D, j, cs, UNITS, 1)
             s += 1
-        j += 4
-    if j + 2 <= hi:  # two units left
-        t0 = P[po + j * ld: po + (j + 1) * ld]
-        t1 = P[po + (j + 1) * ld: po + (j + 2) * ld]
+        j += UNITS
+    while j + HALF <= hi:
         s = s0
-        while s + 5 <= s1:
-            x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
-            c00, c10, c20, c30, c40 = cs * D[s, j], cs * D[s + 1, j], cs * D[s + 2, j], cs * D[s + 3, j], cs * D[s + 4, j]
-            j1 = j + 1
-            c01, c11, c21, c31, c41 = cs * D[s, j1], cs * D[s + 1, j1], cs * D[s + 2, j1], cs * D[s + 3, j1], cs * D[s + 4, j1]
-            for i in range(ld):
-                a0, a1, a2, a3, a4 = x0[i], x1[i], x2[i], x3[i], x4[i]
-                t0[i] += c00 * a0 + c10 * a1 + c20 * a2 + c30 * a3 + c40 * a4
-                t1[i] += c01 * a0 + c11 * a1 + c21 * a2 + c31 * a3 + c41 * a4
-            s += 5
+        while s + SAMPLES <= s1:
+            _axpy_block(x, s, ld, P, po + j * ld, D, j, cs, HALF, SAMPLES)
+            s += SAMPLES
         while s < s1:
-            x0 = x[s]
-            c0, c1 = cs * D[s, j], cs * D[s, j + 1]
-            for i in range(ld):
-                a0 = x0[i]
-                t0[i] += c0 * a0
-                t1[i] += c1 * a0
+            _axpy_block(x, s, ld, P, po + j * ld, D, j, cs, HALF, 1)
             s += 1
-        j += 2
+        j += HALF
     while j < hi:
-        t0 = P[po + j * ld: po + (j + 1) * ld]
         s = s0
-        while s + 5 <= s1:
-            x0, x1, x2, x3, x4 = x[s], x[s + 1], x[s + 2], x[s + 3], x[s + 4]
-            c0, c1, c2, c3, c4 = cs * D[s, j], cs * D[s + 1, j], cs * D[s + 2, j], cs * D[s + 3, j], cs * D[s + 4, j]
-            for i in range(ld):
-                t0[i] += c0 * x0[i] + c1 * x1[i] + c2 * x2[i] + c3 * x3[i] + c4 * x4[i]
-            s += 5
+        while s + SAMPLES <= s1:
+            _axpy_block(x, s, ld, P, po + j * ld, D, j, cs, 1, SAMPLES)
+            s += SAMPLES
         while s < s1:
-            x0 = x[s]
-            c0 = cs * D[s, j]
-            for i in range(ld):
-                t0[i] += c0 * x0[i]
+            _axpy_block(x, s, ld, P, po + j * ld, D, j, cs, 1, 1)
             s += 1
         j += 1
 

@@ -205,6 +205,40 @@ def test_float_inputs_and_single_sample_batches():
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_blocked_products_match_numpy_for_every_block_and_tail(dtype):
+    """The register-blocked forward product and weight gradient (the vector blocks of the
+    machine's width, then the leftover units and samples) against NumPy, for unit counts and
+    sample ranges that end in each kind of tail, at offsets into the flat weights and the batch."""
+    from fastbp.kernels import _nb_blocked as B
+
+    rng = np.random.default_rng(3)
+    dt = np.dtype(dtype).type
+    ld = 128 // np.dtype(dtype).itemsize * 3  # a padded row of three 128-byte pieces
+    x = rng.normal(size=(17, ld)).astype(dtype)
+    wo = 2 * ld  # the layer's rows start two rows into the flat buffer
+    W = rng.normal(size=wo + 12 * ld).astype(dtype)
+    b = rng.normal(size=12).astype(dtype)
+    D = rng.normal(size=(17, 12)).astype(dtype)
+    tol = TOL[dtype]
+    for lo, hi in [(0, 1), (0, 2), (0, 3), (1, 6), (0, 7), (3, 12), (0, 9)]:
+        for s0, s1 in [(0, 1), (0, 4), (2, 7), (0, 10), (1, 13), (0, 17)]:
+            rows = W[wo:wo + 12 * ld].reshape(12, ld)[lo:hi]
+            Z = np.full((17, 12), 7.0, dtype)
+            B._forward_units(x, s0, s1, ld, W, wo, b, lo, hi, dt(0.5), Z)
+            np.testing.assert_allclose(Z[s0:s1, lo:hi], 0.5 * x[s0:s1] @ rows.T + b[lo:hi], **tol)
+            untouched = np.ones_like(Z, bool)
+            untouched[s0:s1, lo:hi] = False
+            assert (Z[untouched] == 7.0).all()  # nothing written outside the block
+            P = W.copy()
+            B._accumulate_units(x, s0, s1, ld, P, wo, D, lo, hi, dt(-0.25))
+            got = P[wo:wo + 12 * ld].reshape(12, ld)
+            np.testing.assert_allclose(got[lo:hi], rows - 0.25 * D[s0:s1, lo:hi].T @ x[s0:s1], **tol)
+            rest = np.ones(12, bool)
+            rest[lo:hi] = False
+            assert (got[rest] == W[wo:wo + 12 * ld].reshape(12, ld)[rest]).all() and (P[:wo] == W[:wo]).all()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("hidden_units,bs,fit", [(7, 5, {}), (13, 10, dict(momentum=0.5, weight_decay=0.01)),
                                                  (30, 4, dict(optimizer=fb.SGD(0.05, reduction="sum")))], ids=str)
 def test_two_threads_match_one_thread(dtype, hidden_units, bs, fit):
