@@ -67,7 +67,7 @@ from . import _nb_optim as KO  # noqa: E402  (the optimisers' update rules)
 from . import _nb_sparse as KS  # noqa: E402  (the fused epoch with a sparse first layer)
 from .plan import aligned_zeros as _aligned_zeros  # noqa: E402
 from .plan import build_plan  # noqa: E402
-from .sparse import SparseRows, density, is_sparse  # noqa: E402
+from .sparse import density, is_sparse  # noqa: E402
 
 # the two-thread kernel's barrier uses x86's pause instruction and libc's sched_yield
 TWO_THREADS_SUPPORTED = platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32"
@@ -212,7 +212,7 @@ class NumbaBackend(NumpyBackend):
         if not self._covers_all(networks, loss, X, Y):
             return None
         if self.use_sparse(X) if sparse is None else sparse:
-            inputs = SparseRows.of(X, self.dtype)
+            inputs = KS.sparse_rows(X, self.dtype)
         elif is_sparse(X):  # the dense engines read a dense copy
             inputs = np.ascontiguousarray(X.toarray(), dtype=np.uint8 if X.dtype == np.uint8 else self.dtype)
         else:

@@ -33,7 +33,8 @@ def density(X, max_rows=None):
     return np.count_nonzero(X) / max(1, X.size)
 
 
-def _index_dtype(n_features):
+def index_dtype(n_features):
+    """The dtype of the column indices of rows of ``n_features`` inputs."""
     return np.uint16 if n_features <= 1 << 16 else np.int32
 
 
@@ -93,12 +94,12 @@ class SparseRows:
             block = X[lo:lo + _CHUNK]
             mask = block != 0
             counts[lo:lo + block.shape[0]] = mask.sum(axis=1)
-            parts_i.append(np.nonzero(mask)[1].astype(_index_dtype(d)))
+            parts_i.append(np.nonzero(mask)[1].astype(index_dtype(d)))
             parts_v.append(block[mask].astype(vdt))
         indptr = np.zeros(n + 1, np.int64)
         np.cumsum(counts, out=indptr[1:])
         cat = (lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt))
-        return cls(indptr, cat(parts_i, _index_dtype(d)), cat(parts_v, vdt), d)
+        return cls(indptr, cat(parts_i, index_dtype(d)), cat(parts_v, vdt), d)
 
     @classmethod
     def from_scipy(cls, X, dtype):
@@ -109,7 +110,7 @@ class SparseRows:
             X = X.copy()
             X.sort_indices()
         vdt = np.uint8 if X.dtype == np.uint8 else np.dtype(dtype)
-        return cls(X.indptr.astype(np.int64), X.indices.astype(_index_dtype(X.shape[1])), X.data.astype(vdt),
+        return cls(X.indptr.astype(np.int64), X.indices.astype(index_dtype(X.shape[1])), X.data.astype(vdt),
                    X.shape[1])
 
     @classmethod

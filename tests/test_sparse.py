@@ -168,6 +168,32 @@ def test_rows_from_scipy_formats_match_the_dense_conversion():
     assert wide.indices.dtype == np.int32 and wide.indices[0] == 70000
 
 
+@pytest.mark.parametrize("kind", ["uint8", "float32", "float64", "strided", "empty rows", "wide"])
+def test_the_compiled_collection_of_nonzeros_equals_numpys(kind):
+    """``_nb_sparse.sparse_rows`` (what a sparse fit collects its rows with) gives SparseRows.of's
+    arrays exactly: uint8 kept, floats in the engine's dtype, any layout, rows of zeros."""
+    X, _ = random_sparse(n=60, d=70, fraction=0.2)
+    dtype = np.float32
+    if kind == "float32":
+        X = X / np.float32(255)
+    elif kind == "float64":
+        X, dtype = X / 255.0, np.float64
+    elif kind == "strided":
+        X = np.asfortranarray(X)[:, ::-1]
+    elif kind == "empty rows":
+        X[::3] = 0
+        X[-1] = 0
+    elif kind == "wide":
+        X = np.zeros((3, 70001), np.uint8)
+        X[1, [0, 5, 70000]] = (1, 2, 3)
+    ref, got = SparseRows.of(X, dtype), nb.KS.sparse_rows(X, dtype)
+    for name in ("indptr", "indices", "values"):
+        a, b = getattr(ref, name), getattr(got, name)
+        assert a.dtype == b.dtype, name
+        np.testing.assert_array_equal(b, a, err_msg=name)
+    assert got.shape == ref.shape and got.nnz == np.count_nonzero(X)
+
+
 def test_the_split_halves_the_nonzeros():
     X, _ = random_sparse(n=200, d=40)
     rows = SparseRows.from_array(X, np.float32)
@@ -270,8 +296,8 @@ def test_epochs_outside_a_fit_do_not_scan_the_data_each_time_under_auto(monkeypa
     X, y = random_sparse()
     Y = np.eye(3)[y]
     calls = []
-    real = SparseRows.of
-    monkeypatch.setattr(numba_backend.SparseRows, "of", classmethod(lambda cls, *a: calls.append(1) or real(*a)))
+    real = numba_backend.KS.sparse_rows  # (what the backend collects the nonzeros with)
+    monkeypatch.setattr(numba_backend.KS, "sparse_rows", lambda *a: calls.append(1) or real(*a))
     params = []
     for sparse in ("auto", True):
         be = fb.get_backend("numba", dtype="float64", sparse=sparse)
@@ -292,8 +318,8 @@ def test_a_fit_with_a_callback_makes_its_inputs_once_and_sees_the_callbacks_chan
     X = ((rng.random((120, 40)) < nonzero) * rng.integers(1, 256, (120, 40))).astype(np.uint8)
     y = rng.integers(0, 3, 120)
     made, scans = [], []
-    of, scan = SparseRows.of, nb.density
-    monkeypatch.setattr(SparseRows, "of", classmethod(lambda cls, *a: made.append(1) or of(*a)))
+    of, scan = nb.KS.sparse_rows, nb.density
+    monkeypatch.setattr(nb.KS, "sparse_rows", lambda *a: made.append(1) or of(*a))
     monkeypatch.setattr(nb, "density", lambda *a, **k: scans.append(1) or scan(*a, **k))
     net = fb.Network.from_sizes([40, 6, 3], backend=fb.get_backend("numba", sparse=sparse), seed=0)
 
