@@ -138,6 +138,14 @@ def _loss_grad(a, y, loss):
     raise ValueError(f"unknown loss {loss!r}")
 
 
+def _consecutive(idx):
+    """Whether the index array ``idx`` is i, i+1, ..., j (nonempty)."""
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or idx.size == 0 or idx.dtype.kind not in "iu":
+        return False
+    return int(idx[-1]) - int(idx[0]) == idx.size - 1 and bool(np.all(np.diff(idx) == 1))
+
+
 class NumpyBackend(Backend):
     """Reference implementation on NumPy arrays."""
 
@@ -164,6 +172,15 @@ class NumpyBackend(Backend):
         return X if X.dtype == np.uint8 else self.asarray(X)
 
     def gather(self, X, idx, scale):
+        if _consecutive(idx) and isinstance(X, np.ndarray) and X.flags.c_contiguous:
+            # rows i..j (predict, evaluate, unshuffled batches): a view, converted (a copy) only
+            # when the dtype or the scale asks for it
+            i0 = int(idx[0])
+            x = X[i0:i0 + len(idx)]
+            y = x.astype(self.dtype, copy=False)
+            if scale != 1:
+                y = y * self.dtype.type(scale) if y is x else np.multiply(y, self.dtype.type(scale), out=y)
+            return y
         x = X[idx].astype(self.dtype)  # scipy.sparse rows stay sparse: forward and backward take them
         if scale != 1:
             x = x * self.dtype.type(scale) if is_sparse(x) else np.multiply(x, self.dtype.type(scale), out=x)

@@ -386,3 +386,27 @@ def test_the_optimizer_owns_its_state_and_fit_goes_on_from_the_previous_one():
     assert not np.allclose(c.get_params()[0]["W"], b.get_params()[0]["W"])
     with pytest.raises(TypeError, match="optimizer: expected a fastbp optimiser"):
         net.fit(X, y, optimizer="adam")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_gather_of_consecutive_rows_is_the_same_batch_without_copying_what_needs_no_conversion(backend):
+    """Consecutive rows (predict's and evaluate's chunks) come as a view of X when neither the
+    dtype nor a scale needs a copy, with the values of the indexed gather, and never change X."""
+    be = fb.get_backend(backend, dtype="float32")
+    rng = np.random.default_rng(0)
+    X8 = rng.integers(0, 256, (50, 12)).astype(np.uint8)
+    X32 = rng.normal(size=(50, 12)).astype(np.float32)
+    X64 = rng.normal(size=(50, 12))
+    for X, scale in ((X8, 1 / 255), (X32, 1.0), (X32, 0.5), (X64, 1.0), (np.asfortranarray(X32), 1.0)):
+        before = X.copy()
+        for idx in (np.arange(7, 19), np.arange(0, 50), np.array([3]), np.array([4, 5, 7]), np.array([9, 8, 7])):
+            got = be.gather(X, idx, scale)
+            want = (X[idx].astype(np.float32) * np.float32(scale)) if scale != 1 else X[idx].astype(np.float32)
+            assert got.dtype == np.float32 and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(X, before)  # scaling never wrote into the caller's array
+    view = be.gather(X32, np.arange(10, 20), 1.0)
+    assert np.shares_memory(view, X32)  # float32 rows, no scale: no copy
+    assert not np.shares_memory(be.gather(X32, np.arange(10, 20), 0.5), X32)
+    net = fb.Network.from_sizes([12, 5, 3], backend=be, seed=0)
+    np.testing.assert_allclose(net.predict_proba(X32), net.predict_proba(X32.copy(order="F")), rtol=1e-6)
