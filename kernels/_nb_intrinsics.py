@@ -201,14 +201,22 @@ def _rows_axpy(typingctx, G, indices, values, p0, p1, go, ld, c, d, do):
 # vectorise (no remainder loops, no run-time checks), a kernel compiles in a fraction of the time,
 # and each (unit, sample) sum is the same whatever block computed it.
 
-def _register_bytes():
-    """The width of the vector registers Numba compiles for: 64 bytes with AVX-512, else 32."""
+def register_bytes(features):
+    """The width of the vector registers of an LLVM feature string ("+avx2,-avx512f,..."): 64
+    bytes with AVX-512, 32 with AVX, else 16 (SSE)."""
+    enabled = {f[1:] for f in features.split(",") if f.startswith("+")}
+    return 64 if "avx512f" in enabled else 32 if "avx" in enabled else 16
+
+
+def _target_features():
+    """The CPU features Numba compiles for: ``NUMBA_CPU_FEATURES`` when set, else the host's."""
+    from numba.core import config
     from numba.core.codegen import get_host_cpu_features
-    return 64 if "+avx512f" in get_host_cpu_features().split(",") else 32
+    return config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
 
 
-REGISTER_BYTES = _register_bytes()
-REGISTERS = 32 if REGISTER_BYTES == 64 else 16  # vector registers (x86-64: AVX-512 or AVX2)
+REGISTER_BYTES = register_bytes(_target_features())
+REGISTERS = 32 if REGISTER_BYTES == 64 else 16  # vector registers (x86-64: AVX-512, or AVX2 and SSE)
 
 
 def _literal_int(value, what):

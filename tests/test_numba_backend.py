@@ -204,6 +204,18 @@ def test_float_inputs_and_single_sample_batches():
                 "float64")
 
 
+def test_the_blocks_width_follows_the_features_numba_compiles_for():
+    from fastbp.kernels import _nb_blocked as B
+    from fastbp.kernels import _nb_intrinsics as I
+
+    assert I.register_bytes("+sse2,+avx,+avx2,+fma,-avx512f") == 32
+    assert I.register_bytes("+avx2,+avx512f,+avx512vl") == 64
+    assert I.register_bytes("+sse2,-avx,-avx2,-avx512f") == 16
+    assert I.register_bytes("") == 16
+    assert I.REGISTER_BYTES == I.register_bytes(I._target_features())
+    assert (B.UNITS, B.SAMPLES) == ((4, 5) if I.REGISTERS == 32 else (2, 5))
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_blocked_products_match_numpy_for_every_block_and_tail(dtype):
     """The register-blocked forward product and weight gradient (the vector blocks of the
