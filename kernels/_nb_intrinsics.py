@@ -5,6 +5,8 @@ and libc's ``sched_yield`` for the barrier's spin loop, the vector loops of the 
 layer and of the dense blocked products, and BLAS's gemm."""
 from __future__ import annotations
 
+import contextlib
+
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -92,18 +94,15 @@ def _sched_yield(typingctx):
 # bytes, one row of the input-major weights of a layer of up to 32 float32 (16 float64) units, or
 # one of its 128-byte pieces; LLVM splits the vector into the machine's registers.
 
-def _lanes(dtype):
-    return 128 // (dtype.bitwidth // 8)
-
-
 def _data(context, builder, aryty, ary):
     return context.make_array(aryty)(context, builder, ary).data
 
 
-def _vector_tools(context, builder, elty):
-    """(vector type, splat(x), fma(a, b, c), load(ptr), store(v, ptr)) for 128-byte vectors of elty."""
+def _vector_tools(context, builder, elty, nbytes=128):
+    """(vector type, splat(x), fma(a, b, c), load(ptr), store(v, ptr)) for vectors of elty of
+    ``nbytes`` bytes (128: a row segment; REGISTER_BYTES: one register)."""
     elt = context.get_value_type(elty)
-    n = _lanes(elty)
+    n = nbytes // (elty.bitwidth // 8)
     vec = ir.VectorType(elt, n)
     undef = ir.Constant(vec, ir.Undefined)
     zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n)
@@ -225,30 +224,28 @@ def _literal_int(value, what):
     return value.literal_value
 
 
-def _block_tools(context, builder, elty):
-    """(vector type, lanes, load(ptr, i), store(v, ptr, i), fma) for registers of the machine's width."""
-    elt = context.get_value_type(elty)
-    n = REGISTER_BYTES // (elty.bitwidth // 8)
-    vec = ir.VectorType(elt, n)
-    align = elty.bitwidth // 8
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                                         f"llvm.fma.v{n}f{elty.bitwidth}")
-
-    def at(ptr, i):
-        return builder.bitcast(builder.gep(ptr, [i]), vec.as_pointer())
-
-    def load(ptr, i):
-        return builder.load(at(ptr, i), align=align)
-
-    def store(v, ptr, i):
-        builder.store(v, at(ptr, i), align=align)
-
-    return vec, n, load, store, lambda a, b, c: builder.call(fma, [a, b, c])
-
-
 def _item(context, builder, aryty, ary, *index):
     return cgutils.get_item_pointer(context, builder, aryty, context.make_array(aryty)(context, builder, ary),
                                     list(index))
+
+
+def _block_rows(context, builder, sig, args, s, count, flat, offset, ld, units):
+    """Pointers to the block's rows: samples s..s+count of x (the first argument, 2-D), and the
+    rows ``offset + u*ld`` (u < units) of the flat array at argument ``flat``."""
+    i64 = ir.IntType(64)
+    xrows = [_item(context, builder, sig.args[0], args[0], builder.add(s, i64(q)), i64(0)) for q in range(count)]
+    base = _data(context, builder, sig.args[flat], args[flat])
+    return xrows, [builder.gep(base, [builder.add(offset, builder.mul(ld, i64(u)))]) for u in range(units)]
+
+
+@contextlib.contextmanager
+def _register_steps(builder, ld, n):
+    """A loop over a row of ``ld`` elements in steps of one register of ``n`` lanes (ld a multiple
+    of n); yields at(ptr): the pointer to ptr's element at the current step."""
+    i64 = ir.IntType(64)
+    with cgutils.for_range(builder, builder.sdiv(ld, i64(n))) as loop:
+        i = builder.mul(loop.index, i64(n))
+        yield lambda ptr: builder.gep(ptr, [i])
 
 
 @intrinsic
@@ -261,22 +258,19 @@ def _dot_block(typingctx, x, s, ld, W, wo, zs, b, Z, j, U, S):
     def codegen(context, builder, sig, args):
         x_, s_, ld_, W_, wo_, zs_, b_, Z_, j_ = args[:9]
         elty = sig.args[3].dtype
-        vec, n, load, _, fma = _block_tools(context, builder, elty)
+        vec, _, fma, load, _ = _vector_tools(context, builder, elty, REGISTER_BYTES)
         i64 = ir.IntType(64)
-        wp = _data(context, builder, sig.args[3], W_)
-        xrows = [_item(context, builder, sig.args[0], x_, builder.add(s_, i64(q)), i64(0)) for q in range(ns)]
-        wrows = [builder.gep(wp, [builder.add(wo_, builder.mul(ld_, i64(u)))]) for u in range(nu)]
+        xrows, wrows = _block_rows(context, builder, sig, args, s_, ns, 3, wo_, ld_, nu)
         accs = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for _ in range(nu)] for _ in range(ns)]
-        with cgutils.for_range(builder, builder.sdiv(ld_, i64(n))) as loop:
-            i = builder.mul(loop.index, i64(n))
-            w = [load(wrows[u], i) for u in range(nu)]
+        with _register_steps(builder, ld_, vec.count) as at:
+            w = [load(at(wrows[u])) for u in range(nu)]
             for q in range(ns):
-                xv = load(xrows[q], i)
+                xv = load(at(xrows[q]))
                 for u in range(nu):
                     builder.store(fma(xv, w[u], builder.load(accs[q][u])), accs[q][u])
         elt = context.get_value_type(elty)
         reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(elt, [elt, vec]),
-                                                f"llvm.vector.reduce.fadd.v{n}f{elty.bitwidth}")
+                                                f"llvm.vector.reduce.fadd.v{vec.count}f{elty.bitwidth}")
         scale = context.cast(builder, zs_, sig.args[5], elty)
         for u in range(nu):
             ju = builder.add(j_, i64(u))
@@ -301,29 +295,23 @@ def _axpy_block(typingctx, x, s, ld, P, po, D, j, cs, U, S):
     def codegen(context, builder, sig, args):
         x_, s_, ld_, P_, po_, D_, j_, cs_ = args[:8]
         elty = sig.args[3].dtype
-        vec, n, load, store, fma = _block_tools(context, builder, elty)
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        undef = ir.Constant(vec, ir.Undefined)
-        zero_mask = ir.Constant(ir.VectorType(i32, n), [0] * n)
+        vec, splat, fma, load, store = _vector_tools(context, builder, elty, REGISTER_BYTES)
+        i64 = ir.IntType(64)
         scale = context.cast(builder, cs_, sig.args[7], elty)
 
         def coefficient(q, u):
             d = builder.load(_item(context, builder, sig.args[5], D_, builder.add(s_, i64(q)), builder.add(j_, i64(u))))
-            return builder.shuffle_vector(builder.insert_element(undef, builder.fmul(scale, d), i32(0)), undef,
-                                          zero_mask)
+            return splat(builder.fmul(scale, d))
 
         c = [[coefficient(q, u) for u in range(nu)] for q in range(ns)]
-        pp = _data(context, builder, sig.args[3], P_)
-        xrows = [_item(context, builder, sig.args[0], x_, builder.add(s_, i64(q)), i64(0)) for q in range(ns)]
-        prows = [builder.gep(pp, [builder.add(po_, builder.mul(ld_, i64(u)))]) for u in range(nu)]
-        with cgutils.for_range(builder, builder.sdiv(ld_, i64(n))) as loop:
-            i = builder.mul(loop.index, i64(n))
-            xv = [load(xrows[q], i) for q in range(ns)]
+        xrows, prows = _block_rows(context, builder, sig, args, s_, ns, 3, po_, ld_, nu)
+        with _register_steps(builder, ld_, vec.count) as at:
+            xv = [load(at(xrows[q])) for q in range(ns)]
             for u in range(nu):
-                t = load(prows[u], i)
+                t = load(at(prows[u]))
                 for q in range(ns):
                     t = fma(c[q][u], xv[q], t)
-                store(t, prows[u], i)
+                store(t, at(prows[u]))
         return context.get_dummy_value()
     return sig, codegen
 

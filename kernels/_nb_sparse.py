@@ -28,7 +28,7 @@ from ._nb_epoch import AHEAD, _barrier, gather_rows, prefetch_rows, zeros_aligne
 from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
 from ._nb_math import activate_full, output_deltas
 from ._nb_optim import begin, decay_of, finish, gradient_slot
-from .sparse import SparseRows, index_dtype, is_sparse
+from .sparse import SparseRows, index_dtype, is_sparse, values_dtype
 
 
 @njit(**JIT)
@@ -100,7 +100,7 @@ def sparse_rows(X, dtype):
     np.cumsum(counts, out=indptr[1:])
     nnz = int(indptr[-1])
     indices = np.empty(nnz + 1, index_dtype(d))
-    values = np.empty(nnz + 1, np.uint8 if X.dtype == np.uint8 else np.dtype(dtype))
+    values = np.empty(nnz + 1, values_dtype(X, dtype))
     _collect_nonzeros(X, indptr, indices, values)
     return SparseRows(indptr, indices[:nnz], values[:nnz], d)
 

@@ -33,6 +33,11 @@ def density(X, max_rows=None):
     return np.count_nonzero(X) / max(1, X.size)
 
 
+def values_dtype(X, dtype):
+    """The dtype of the stored values of X's nonzeros: uint8 stays uint8, others become ``dtype``."""
+    return np.dtype(np.uint8) if X.dtype == np.uint8 else np.dtype(dtype)
+
+
 def index_dtype(n_features):
     """The dtype of the column indices of rows of ``n_features`` inputs."""
     return np.uint16 if n_features <= 1 << 16 else np.int32
@@ -87,7 +92,7 @@ class SparseRows:
         """From a dense 2-D array (uint8 kept, other values converted to ``dtype``)."""
         X = np.asarray(X)
         n, d = X.shape
-        vdt = np.uint8 if X.dtype == np.uint8 else np.dtype(dtype)
+        vdt = values_dtype(X, dtype)
         counts = np.empty(n, np.int64)
         parts_i, parts_v = [], []
         for lo in range(0, n, _CHUNK):
@@ -109,7 +114,7 @@ class SparseRows:
         if not X.has_sorted_indices:
             X = X.copy()
             X.sort_indices()
-        vdt = np.uint8 if X.dtype == np.uint8 else np.dtype(dtype)
+        vdt = values_dtype(X, dtype)
         return cls(X.indptr.astype(np.int64), X.indices.astype(index_dtype(X.shape[1])), X.data.astype(vdt),
                    X.shape[1])
 
