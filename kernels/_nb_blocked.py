@@ -13,9 +13,9 @@ large batches are taken in chunks of CHUNK samples (L2).
 """
 from __future__ import annotations
 
-from numba import njit
+from numba import njit, types
 
-from ._nb_common import JIT, separately
+from ._nb_common import INLINE, JIT, separately
 from ._nb_intrinsics import REGISTERS, _axpy_block, _dot_block, _gemm, _rows_dot
 from ._nb_math import dact
 from ._nb_optim import begin, decay_of, finish, gradient_slot
@@ -72,16 +72,16 @@ def gemm_pays(bs, n_out):
     return bs >= GEMM_ROWS and n_out >= GEMM_UNITS
 
 
-gemm_pays_nb = njit(**JIT)(gemm_pays)  # (the kernels' copy; Python asks gemm_pays)
+gemm_pays_nb = njit(**INLINE)(gemm_pays)  # (the kernels' copy; Python asks gemm_pays)
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def rows(a):
     """The distance between a 2-D array's rows, in elements (its leading dimension to BLAS)."""
     return a.strides[0] // a.itemsize
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z, gemm):
     """The blocked forward product over samples 0:m, in chunks of CHUNK samples: a chunk of
     inputs stays in L2 while every unit's weights pass over it (large batches). ``gemm``: by
@@ -134,7 +134,7 @@ def _accumulate_units(x, s0, s1, ld, P, po, D, lo, hi, cs):
         j += 1
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def accumulate_units(x, m, ld, P, po, D, lo, hi, cs, gemm):
     """The blocked weight-gradient accumulation over samples 0:m, in chunks of CHUNK samples.
     ``gemm``: by BLAS instead; column-major, P^T += cs * x^T D (P's rows are the columns)."""
@@ -145,7 +145,7 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs, gemm):
         _accumulate_units(x, s0, min(m, s0 + CHUNK), ld, P, po, D, lo, hi, cs)
 
 
-@separately
+@separately(constants=("opt",), returns=types.none)
 def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, scale, k, frozen_w, frozen_b, gemm):
     """One optimiser step for units lo:hi of a layer (rows of the transposed W from ``wo``, stride
     ld; its biases from ``bo`` in b), from the deltas D and the inputs x (scaled by zs): the rule
@@ -208,3 +208,4 @@ def backprop_units(D, m, n_out, W, wo, ld, lo, hi, Zp, Ap, Dp, code, slope, tiny
 # slow; called from the one-thread epoch (whose arrays are its own allocations), the separate copy
 # made the Adam epoch at batch 200 8% slower (its backprop phase 13 -> 50 ms). Measured 2026-12-02.
 backprop_apart = separately(backprop_units.py_func, name="backprop_apart")
+update_layer_units_at = update_layer_units.at  # (called by address: see separately)

@@ -63,15 +63,26 @@ import re
 import types as pytypes
 
 import llvmlite.binding as ll
+import numpy as np
 from numba import njit, types
-from numba.core import caching, cgutils
+from numba.core import caching, cgutils, ir
+from numba.core.compiler import CompilerBase, DefaultPassBuilder
+from numba.core.compiler_machinery import FunctionPass, register_pass
+from numba.core.ir_utils import build_definitions
+from numba.core.untyped_passes import IRProcessing
 from numba.core.runtime.nrt import rtsys
+from numba.core.errors import TypingError
 from numba.core.extending import _Intrinsic
 
 from . import ops
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+# Small helpers (scalar math, index arithmetic, the gather loops) are inlined by Numba itself, into
+# the kernel that calls them: each function Numba compiles on its own costs a fixed 35-80 ms of
+# typing, lowering and linking however small it is (measured: 20 one-line callees 0.74 s, inlined
+# 0.13 s), and LLVM inlined these anyway.
+INLINE = dict(JIT, inline="always")
 
 # The activation and loss codes, the cancelling output/loss pairs and the cross-entropy clip, from
 # the one table (ops.py); Numba freezes these globals into the compiled code (and its disk cache).
@@ -206,7 +217,7 @@ _SYMBOL = re.compile(rb"fastbp\.[0-9a-f]{12}\.[A-Za-z0-9_.]+")  # a separately c
 _DEFINED = set()  # the symbols defined in this process (bytes)
 
 
-def separately(fn=None, *, nrt=False, name=None):
+def separately(fn=None, *, nrt=False, name=None, constants=(), returns=None):
     """``fn`` compiled as a kernel of its own, once per signature, and called from other kernels by
     a symbol instead of being linked into them. (Numba links a callee's code into each caller and
     optimises and compiles it once more there, at every level above it: the blocked products were
@@ -217,26 +228,105 @@ def separately(fn=None, *, nrt=False, name=None):
     (``_Load``, Numba's reload hook), so the symbol is defined before the caller's code is linked.
     ``nrt``: with Numba's reference counting (a kernel that allocates); ``name``: ``fn`` is an
     ``@njit`` kernel's Python function, compiled separately under this name as well (the module
-    must bind the result to that name)."""
+    must bind the result to that name). ``constants``: parameters (codes) that a caller passing a
+    constant (a literal integer: a code bound by ``bound``) gets a kernel of its own for, with
+    that value bound (``bound``): only its branch is typed and compiled. ``returns``: the
+    kernel's return type (a Numba type), which makes it callable by address as well (``.at``,
+    see ``_Separate.at``)."""
     if fn is None:
-        return lambda fn: separately(fn, nrt=nrt, name=name)
+        return lambda fn: separately(fn, nrt=nrt, name=name, constants=constants, returns=returns)
     if name is not None:  # a second way to compile an ordinary kernel: a copy under a name of its own
         fn = pytypes.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
         fn.__qualname__ = name
-    return _Separate(fn, nrt).call
+    separate = _Separate(fn, nrt, tuple(constants), returns=returns)
+    separate.call = separate.intrinsic()
+    if returns is not None:
+        separate.call.at = separate.at_intrinsic()
+    return separate.call
+
+
+# --- kernels specialised on constant codes ------------------------------------------------------------
+@register_pass(mutates_CFG=True, analysis_only=False)
+class _BindConstants(FunctionPass):
+    """Numba pass: the parameters a ``bound`` function fixes become constants (their ``ir.Arg``
+    replaced by an ``ir.Const``), before Numba prunes the branches that test constants."""
+    _name = "fastbp_bind_constants"
+
+    def __init__(self):
+        FunctionPass.__init__(self)
+
+    def run_pass(self, state):
+        values = getattr(state.func_id.func, "fastbp_bound", None)
+        if not values:
+            return False
+        for block in state.func_ir.blocks.values():
+            for stmt in block.body:
+                if isinstance(stmt, ir.Assign) and isinstance(stmt.value, ir.Arg) and stmt.value.name in values:
+                    stmt.value = ir.Const(values[stmt.value.name], stmt.value.loc)
+        state.func_ir._definitions = build_definitions(state.func_ir.blocks)  # (what the pruning looks up)
+        return True
+
+
+class _BoundCompiler(CompilerBase):
+    """Numba's nopython pipeline with ``_BindConstants`` first."""
+
+    def define_pipelines(self):
+        pm = DefaultPassBuilder.define_nopython_pipeline(self.state)
+        pm.add_pass_after(_BindConstants, IRProcessing)
+        pm.finalize()
+        return [pm]
+
+
+def bound(fn, values, nrt=True):
+    """``fn`` (a kernel's Python function) compiled with the parameters named in ``values``
+    (name -> int, e.g. an activation code) fixed: a copy of it, named by the values
+    (``activate_full__code0``: cached beside ``fn`` under that name), compiled with Numba's
+    pipeline plus ``_BindConstants``. Numba prunes the branches that test a constant before it
+    types a function, so only the code of these values is typed, lowered and compiled (each
+    branch of an activation, loss or optimiser code otherwise costs compile time whether it runs
+    or not), and the kernels it passes a bound code to are given it as a constant in turn (see
+    ``separately``). The caller still passes every argument (a bound one's value is ignored).
+    ``nrt``: Numba's reference counting (see ``separately``). Memoised: one per values."""
+    values = tuple(sorted(values.items()))
+    key = (fn, values, nrt)
+    got = _BOUND.get(key)
+    if got is None:
+        name = fn.__name__ + "__" + "_".join(f"{k}{v}".replace("-", "m") for k, v in values)
+        copy = pytypes.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+        copy.__qualname__ = name
+        copy.fastbp_bound = dict(values)
+        got = _BOUND[key] = njit(**JIT, _nrt=nrt, pipeline_class=_BoundCompiler)(copy)
+    return got
+
+
+_BOUND = {}  # (function, values, nrt) -> its bound dispatcher
 
 
 class _Separate:
-    def __init__(self, fn, nrt):
-        self.dispatcher = njit(**JIT, _nrt=nrt)(fn)
+    def __init__(self, fn, nrt, constants=(), values=(), returns=None):
+        self.fn, self.nrt, self.constants, self.values, self.returns = fn, nrt, constants, values, returns
+        self.dispatcher = bound(fn, dict(values), nrt) if values else njit(**JIT, _nrt=nrt)(fn)
         self.module, self.name = fn.__module__, fn.__name__
         self.symbols = {}  # argument types -> (symbol, return type)
-        self.call = self._intrinsic(fn)
-        self.call.dispatcher = self.dispatcher
-        self.call.separate = self
+        self.addresses = {}  # argument types -> the compiled kernel's address
+        self.variants = {}  # bound values -> the _Separate of fn with them bound
+
+    def variant(self, values):
+        """This kernel with ``values`` ((name, int) pairs, sorted) bound: its own compiled kernel."""
+        if not values:
+            return self
+        got = self.variants.get(values)
+        if got is None:
+            got = self.variants[values] = _Separate(self.fn, self.nrt, (), values, self.returns)
+        return got
+
+    def address(self, argtypes):
+        """Compile (or load) the kernel for ``argtypes``; the address of its code (for ``.at``)."""
+        self.ensure(argtypes)
+        return self.addresses[argtypes]
 
     def symbol(self, argtypes):
-        digest = hashlib.sha256(repr(argtypes).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(repr((argtypes, self.values)).encode()).hexdigest()[:16]
         return f"fastbp.{KERNELS_STAMP[:12]}.{self.module.rsplit('.', 1)[-1]}.{self.name}.{digest}"
 
     def ensure(self, argtypes):
@@ -246,17 +336,30 @@ class _Separate:
             self.dispatcher.compile(argtypes)
             cres = self.dispatcher.overloads[argtypes]
             name = self.symbol(argtypes)
-            ll.add_symbol(name, cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name))
+            address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+            ll.add_symbol(name, address)
             _DEFINED.add(name.encode())
+            self.addresses[argtypes] = address
+            if self.returns is not None and cres.signature.return_type != self.returns:
+                raise TypeError(f"{self.name} returns {cres.signature.return_type}, declared {self.returns}")
             got = self.symbols[argtypes] = (name, cres.signature.return_type)
         return got
 
-    def _intrinsic(self, fn):
-        separate = self
+    def intrinsic(self):
+        fn, top = self.fn, self
+        params = list(inspect.signature(fn).parameters)
 
         def typer(args):
+            values = tuple(sorted((p, a.literal_value) for p, a in zip(params, args)
+                                  if p in top.constants and isinstance(a, types.IntegerLiteral)))
+            separate = top.variant(values)
             argtypes = tuple(types.unliteral(a) for a in args)
             name, restype = separate.ensure(argtypes)
+            # the bound constants stay literal in the call's signature: Numba files an intrinsic's
+            # lowering under its signature's types, so two variants of one signature would share one
+            # (the one typed last, calling the other's kernel)
+            sigtypes = tuple(a if p in top.constants and isinstance(a, types.IntegerLiteral) else u
+                             for p, a, u in zip(params, args, argtypes))
 
             def codegen(context, builder, sig, llargs):
                 fnty = context.call_conv.get_function_type(sig.return_type, sig.args)
@@ -264,17 +367,99 @@ class _Separate:
                 status, result = context.call_conv.call_function(builder, callee, sig.return_type, sig.args, llargs)
                 with cgutils.if_unlikely(builder, status.is_error):
                     context.call_conv.return_status_propagate(builder, status)
-                context.active_code_library._reload_init.add(_Load(separate.module, separate.name, argtypes))
+                context.active_code_library._reload_init.add(_Load(top.module, top.name, argtypes, values))
                 return result
-            return restype(*argtypes), codegen
+            return restype(*sigtypes), codegen
 
-        # an intrinsic with fn's own parameters (Numba's lowering cannot pass *args to one)
-        params = ", ".join(inspect.signature(fn).parameters)
+        # an intrinsic with fn's own parameters (Numba's lowering cannot pass *args to one); typed
+        # with literal arguments first, so that a constant code reaches the typer as one
+        names = ", ".join(params)
         scope = {"typer": typer}
-        exec(f"def {fn.__name__}(typingctx, {params}):\n    return typer(({params},))", scope)
-        call = _Call(fn.__name__, scope[fn.__name__])
+        exec(f"def {fn.__name__}(typingctx, {names}):\n    return typer(({names},))", scope)
+        call = _Call(fn.__name__, scope[fn.__name__], prefer_literal=True)
         call._register()
+        call.dispatcher = self.dispatcher
+        call.separate = self
         return call
+
+
+    def at_intrinsic(self):
+        """``kernel.at(fns, slot, *args)``: a call of the kernel's code at address ``fns[slot]``
+        (``slot`` a literal int), which the caller's caller chose and compiled: a fused epoch is
+        compiled once, not once per configuration, and calls the activation, output-delta and
+        optimiser kernels of the plan's codes (``_nb_epoch.SLOTS``) by address. Typing it compiles
+        nothing (the return type is declared); the call site's argument types are recorded in the
+        caller's library (``_Slot``), so that the caller's Python side can compile the kernels
+        for exactly them (``slot_addresses``)."""
+        top = self
+        params = list(inspect.signature(self.fn).parameters)
+
+        def typer(fns, slot, args):
+            index = slot.literal_value if isinstance(slot, types.IntegerLiteral) else None
+            if index is None or not (isinstance(fns, types.Array) and fns.dtype == types.int64 and fns.ndim == 1):
+                raise TypingError(f"{top.name}.at(fns, slot, ...): fns a 1-d int64 array, slot a literal int")
+            argtypes = tuple(types.unliteral(a) for a in args)
+
+            def codegen(context, builder, sig, llargs):
+                fnty = context.call_conv.get_function_type(top.returns, argtypes)
+                aryty = sig.args[0]
+                ary = context.make_array(aryty)(context, builder, llargs[0])
+                where = cgutils.get_item_pointer(context, builder, aryty, ary, [context.get_constant(types.intp, index)])
+                callee = builder.inttoptr(builder.load(where), fnty.as_pointer())
+                status, result = context.call_conv.call_function(builder, callee, top.returns, argtypes, llargs[2:])
+                with cgutils.if_unlikely(builder, status.is_error):
+                    context.call_conv.return_status_propagate(builder, status)
+                context.active_code_library._reload_init.add(_Slot(top.module, top.name, argtypes, index))
+                return result
+            return top.returns(fns, slot, *argtypes), codegen
+
+        names = ", ".join(params)
+        scope = {"typer": typer}
+        exec(f"def {self.fn.__name__}_at(typingctx, fns, slot, {names}):\n    return typer(fns, slot, ({names},))",
+             scope)
+        at = _Call(self.fn.__name__ + "_at", scope[self.fn.__name__ + "_at"], prefer_literal=True)
+        at._register()
+        return at
+
+
+def slot_addresses(cres, values_of):
+    """The ``fns`` array of a compiled kernel ``cres`` that calls kernels by address (``.at``):
+    for each slot its call sites use, the address of the kernel compiled (or loaded) for the
+    codes ``values_of(slot)`` (a dict name -> code) and the argument types of those call sites.
+    A slot's call sites must agree on the argument types."""
+    hooks = set(cres.library._reload_init) | set(cres.reload_init or ())
+    slots = {}
+    for hook in hooks:
+        if isinstance(hook, _Slot):
+            if slots.setdefault(hook.index, hook).argtypes != hook.argtypes:
+                raise TypeError(f"slot {hook.index} is called with two argument types: {hook.argtypes}, "
+                                f"{slots[hook.index].argtypes}")
+    fns = np.zeros(max(slots, default=-1) + 1, np.int64)
+    for index, hook in slots.items():
+        kernel = getattr(importlib.import_module(hook.module), hook.name).separate
+        fns[index] = kernel.variant(tuple(sorted(values_of(index).items()))).address(hook.argtypes)
+    return fns
+
+
+class _Slot:
+    """A call by address (``.at``) in a compiled kernel: which kernel, with which argument types,
+    through which slot of ``fns``. Kept with the caller's reload hooks (it does nothing when run),
+    so that a caller loaded from the cache still says what it calls."""
+
+    def __init__(self, module, name, argtypes, index):
+        self.module, self.name, self.argtypes, self.index = module, name, argtypes, index
+
+    def __call__(self):
+        pass
+
+    def __eq__(self, other):
+        return isinstance(other, _Slot) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def _key(self):
+        return self.module, self.name, self.argtypes, self.index
 
 
 class _Call(_Intrinsic):
@@ -288,11 +473,11 @@ class _Load:
     """Loads (or compiles) a separately compiled kernel for one signature and defines its symbol:
     run by Numba before it links a cached caller's code (``reload_init``; pickled with it)."""
 
-    def __init__(self, module, name, argtypes):
-        self.module, self.name, self.argtypes = module, name, argtypes
+    def __init__(self, module, name, argtypes, values=()):
+        self.module, self.name, self.argtypes, self.values = module, name, argtypes, values
 
     def __call__(self):
-        getattr(importlib.import_module(self.module), self.name).separate.ensure(self.argtypes)
+        getattr(importlib.import_module(self.module), self.name).separate.variant(self.values).ensure(self.argtypes)
 
     def __eq__(self, other):
         return isinstance(other, _Load) and self._key() == other._key()
@@ -301,4 +486,4 @@ class _Load:
         return hash(self._key())
 
     def _key(self):
-        return self.module, self.name, self.argtypes
+        return self.module, self.name, self.argtypes, self.values

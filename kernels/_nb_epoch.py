@@ -9,12 +9,33 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._nb_blocked import backprop_apart, backprop_units, forward_units, gemm_pays_nb, update_layer_units
-from ._nb_common import JIT
+from ._nb_blocked import backprop_apart, backprop_units, forward_units, gemm_pays_nb, update_layer_units_at
+from ._nb_common import INLINE, JIT
 from ._nb_intrinsics import _cpu_relax, _load_acquire, _prefetch, _sched_yield, _store_release
-from ._nb_math import activate_full, output_deltas
+from ._nb_math import activate_full_at, output_deltas_at
 
 SPINS = 2000  # polls of the barrier before yielding the CPU
+# The kernels a fused epoch calls by address (``fns[slot]``, see ``_nb_common.separately``), each
+# compiled for the codes of the configuration being trained (``slot_codes``): the epochs are
+# compiled once per dtype and engine, whatever the activations, loss and optimiser.
+SLOTS = ("hidden layers' activation", "output activation", "output deltas", "a layer's update",
+         "optimiser step begins", "optimiser step ends")
+SLOT_HIDDEN, SLOT_OUT, SLOT_DELTAS, SLOT_UPDATE, SLOT_BEGIN, SLOT_FINISH = (i for i, _ in enumerate(SLOTS))
+N_SLOTS = len(SLOTS)
+
+
+def slot_codes(slot, acts, loss, opt):
+    """The codes slot ``slot``'s kernel is compiled for (name -> code): the hidden layers'
+    activation (when they share one; otherwise none, and the kernel reads each layer's code), the
+    output layer's, the output deltas' (activation and loss), the optimiser's."""
+    if slot == SLOT_HIDDEN:
+        hidden = {int(a) for a in acts[:-1]} or {int(acts[-1])}  # (no hidden layer: a kernel already made)
+        return {"code": hidden.pop()} if len(hidden) == 1 else {}
+    if slot == SLOT_OUT:
+        return {"code": int(acts[-1])}
+    if slot == SLOT_DELTAS:
+        return {"act": int(acts[-1]), "loss": int(loss)}
+    return {"opt": int(opt)}
 AHEAD = 16  # rows prefetched ahead of the one being gathered
 
 
@@ -68,13 +89,24 @@ def zeros_aligned(size, like):
 
 
 # --- the fused epoch, one thread, any depth ------------------------------------------------------
+@njit(**INLINE)
+def activate_layer(fns, Z, A, m, n, l, L, acts, slope):
+    """``activate_full`` of layer l of L, the output layer's kernel or the hidden layers' (by
+    address: ``SLOTS``)."""
+    if l == L - 1:
+        activate_full_at(fns, SLOT_OUT, Z, A, m, n, acts[l], slope)
+    else:
+        activate_full_at(fns, SLOT_HIDDEN, Z, A, m, n, acts[l], slope)
+
+
 @njit(**JIT)
 def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, acts, slopes,
-                frozen_w, frozen_b, loss, opt, hp, mean, tiny, stop):
+                frozen_w, frozen_b, loss, opt, hp, mean, tiny, fns, stop):
     """One epoch of mini-batch training over X[order]. W holds every layer's weights transposed
     (layer l: rows of stride lds[l] from woff[l], zero-padded), b the biases (from boff[l]);
     both are modified in place, with the optimiser's state SW/Sb (``opt``, hyperparameters
-    ``hp``: see ``_nb_optim.py``).
+    ``hp``: see ``_nb_optim.py``). ``fns``: the addresses of the activation, output-delta and
+    update kernels compiled for this configuration's codes (``SLOTS``).
     Returns the summed loss of the epoch (float64). ``stop[0] != 0`` (set by another thread,
     polled before each batch) ends the epoch early: the caller then discards W, b, SW and Sb."""
     T = W.dtype.type
@@ -103,9 +135,10 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
             x = xb if l == 0 else A[l - 1]
             forward_units(x, m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
                           sizes[l + 1], zs0 if l == 0 else one, Z[l], gemm_pays_nb(bs, sizes[l + 1]))
-            activate_full(Z[l], A[l], m, sizes[l + 1], acts[l], T(slopes[l]))
+            activate_layer(fns, Z[l], A[l], m, sizes[l + 1], l, L, acts, T(slopes[l]))
         out = L - 1
-        total += output_deltas(Z[out], A[out], yb, D[out], m, sizes[L], acts[out], T(slopes[out]), loss, T(tiny))
+        total += output_deltas_at(fns, SLOT_DELTAS, Z[out], A[out], yb, D[out], m, sizes[L], acts[out],
+                                  T(slopes[out]), loss, T(tiny))
         red = 1.0 / m if mean else 1.0
         for l in range(L - 1, -1, -1):
             n_out = sizes[l + 1]
@@ -113,9 +146,9 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
                 backprop_units(D[l], m, n_out, W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
             x = xb if l == 0 else A[l - 1]
-            update_layer_units(x, m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, n_out,
-                               scale if l == 0 else 1.0, opt, hp, red, start // bs, frozen_w[l], frozen_b[l],
-                               gemm_pays_nb(bs, n_out))
+            update_layer_units_at(fns, SLOT_UPDATE, x, m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, n_out,
+                                  scale if l == 0 else 1.0, opt, hp, red, start // bs, frozen_w[l], frozen_b[l],
+                                  gemm_pays_nb(bs, n_out))
     return total
 
 
@@ -144,7 +177,7 @@ def _barrier(flags, t, k, stop):
 
 @njit(**JIT)
 def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, acts, slopes,
-                   frozen_w, frozen_b, loss, opt, hp, mean, tiny, Z, A, D, flags, losses, stop):
+                   frozen_w, frozen_b, loss, opt, hp, mean, tiny, fns, Z, A, D, flags, losses, stop):
     """Worker t (0 or 1) of an epoch on two threads, for networks of two or more layers. The
     first layer (the big one) is split: worker t owns hidden units lo:hi, i.e. their rows of the
     transposed W0 and their entries of b0 (worker 1 the first h, whole cache lines of Z[0]; worker 0
@@ -193,21 +226,22 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
             prefetch_rows(X, order, nxt + mn, 0, min(bs, n - nxt - mn))
         if t == 0:
             gather_rows(Y, order, start, m, 0, m, yb)
-            activate_full(Z[0], A[0], m, H, acts[0], T(slopes[0]))  # the whole first layer: one flat loop
+            activate_layer(fns, Z[0], A[0], m, H, 0, L, acts, T(slopes[0]))  # the whole layer: one flat loop
             for l in range(1, L):
                 forward_units(A[l - 1], m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
                               sizes[l + 1], one, Z[l], gemm_pays_nb(bs, sizes[l + 1]))
-                activate_full(Z[l], A[l], m, sizes[l + 1], acts[l], T(slopes[l]))
+                activate_layer(fns, Z[l], A[l], m, sizes[l + 1], l, L, acts, T(slopes[l]))
             out = L - 1
-            total += output_deltas(Z[out], A[out], yb, D[out], m, sizes[L], acts[out], T(slopes[out]), loss,
-                                   T(tiny))
+            total += output_deltas_at(fns, SLOT_DELTAS, Z[out], A[out], yb, D[out], m, sizes[L], acts[out],
+                                      T(slopes[out]), loss, T(tiny))
             for l in range(L - 1, 0, -1):
                 backprop_apart(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
-                update_layer_units(A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, sizes[l + 1],
-                                   1.0, opt, hp, red, k, frozen_w[l], frozen_b[l], gemm_pays_nb(bs, sizes[l + 1]))
+                update_layer_units_at(fns, SLOT_UPDATE, A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0,
+                                      sizes[l + 1], 1.0, opt, hp, red, k, frozen_w[l], frozen_b[l],
+                                      gemm_pays_nb(bs, sizes[l + 1]))
         if not _barrier(flags, t, 2 * k + 2, stop):
             return
-        update_layer_units(x, m, lds[0], W, SW, woff[0], b, Sb, boff[0], D[0], lo, hi, scale, opt, hp, red, k,
-                           frozen_w[0], frozen_b[0], gemm)
+        update_layer_units_at(fns, SLOT_UPDATE, x, m, lds[0], W, SW, woff[0], b, Sb, boff[0], D[0], lo, hi, scale,
+                              opt, hp, red, k, frozen_w[0], frozen_b[0], gemm)
     losses[t] = total

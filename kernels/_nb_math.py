@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
-from ._nb_common import (BCE, CANCEL_ACT_1, CANCEL_ACT_2, CANCEL_ACT_3, CANCEL_LOSS_1, CANCEL_LOSS_2, CANCEL_LOSS_3,
+from ._nb_common import (INLINE, BCE, CANCEL_ACT_1, CANCEL_ACT_2, CANCEL_ACT_3, CANCEL_LOSS_1, CANCEL_LOSS_2, CANCEL_LOSS_3,
                          CLIP32, CLIP64, EXP, IDENTITY, JIT, LEAKY_RELU, MSE, POISSON, QUADRATIC, RELU, SIGMOID,
                          SOFTMAX, TANH, separately)
 from ._nb_intrinsics import _i32_as_f32, _i64_as_f64
@@ -77,7 +77,7 @@ def tanh64(z):
     return 1.0 - 2.0 / (exp64(2.0 * z) + 1.0)
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def dact(z, a, code, slope):
     """f'(z) of an elementwise activation, from z and a = f(z), in the dtype of ``a``."""
     one = a - a + 1
@@ -113,7 +113,7 @@ def softmax_row(z, a, lo, hi):
         a[j] = T(a[j] * inv)
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def activate_rows(Z, A, m, lo, hi, code, slope):
     """A[s, lo:hi] = f(Z[s, lo:hi]) for s < m (softmax over the whole of lo:hi)."""
     T = A.dtype.type
@@ -145,7 +145,7 @@ def activate_rows(Z, A, m, lo, hi, code, slope):
             softmax_row(z, a, lo, hi)
 
 
-@separately
+@separately(constants=("code",), returns=types.none)
 def activate_full(Z, A, m, n, code, slope):
     """A[s, :n] = f(Z[s, :n]) for s < m, and zeros in A[s, n:] (the padding, which the next
     layer reads). Elementwise activations run as one flat loop over the m whole rows: one long
@@ -188,7 +188,7 @@ def activate_full(Z, A, m, n, code, slope):
 
 
 # --- output deltas and losses ------------------------------------------------------------------
-@separately
+@separately(constants=("act", "loss"))
 def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
     """dL/dz of one sample into d[:n]; returns the sample's loss (float64). Branches stay
     outside the loops, so each loop vectorises."""
@@ -246,7 +246,7 @@ def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
     return value
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def flushed(v, tiny):
     """v, or zero where |v| < tiny (float32 deltas: below FLUSH32 they only slow the products
     down). Applied where a value is computed: on a value loaded and stored back unchanged, LLVM
@@ -254,13 +254,13 @@ def flushed(v, tiny):
     return v if abs(v) >= tiny else v - v
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def flat_delta_covers(act, loss):
     """Whether ``output_delta_flat`` computes this output layer's deltas."""
     return (loss == QUADRATIC or loss == MSE) and act != SOFTMAX
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def output_delta_flat(Z, A, Yb, D, m, n, act, slope, loss, tiny):
     """The output deltas of samples 0:m at once (quadratic or mse loss, elementwise activation):
     one flat loop over the m padded rows, as ``activate_full`` does; the zero padding of A and Yb
@@ -291,7 +291,7 @@ def output_delta_flat(Z, A, Yb, D, m, n, act, slope, loss, tiny):
     return value / n if loss == MSE else value * 0.5
 
 
-@separately
+@separately(constants=("act", "loss"), returns=types.float64)
 def output_deltas(Z, A, Yb, D, m, n, act, slope, loss, tiny):
     """dL/dz of the output layer for samples 0:m into D; returns the summed loss (float64)."""
     if flat_delta_covers(act, loss):
@@ -300,3 +300,6 @@ def output_deltas(Z, A, Yb, D, m, n, act, slope, loss, tiny):
     for s in range(m):
         total += output_delta_row(Z[s], A[s], Yb[s], D[s], n, act, slope, loss, tiny)
     return total
+
+
+activate_full_at, output_deltas_at = activate_full.at, output_deltas.at  # (called by address: see separately)

@@ -24,18 +24,18 @@ p -= lr*sqrt(1-b2^t)/(1-b1^t) * m/(sqrt(v) + eps).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
-from ._nb_common import (HP_BETA1, HP_BETA2, HP_EPS, HP_L2, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_STEP,
+from ._nb_common import (INLINE, HP_BETA1, HP_BETA2, HP_EPS, HP_L2, HP_LR, HP_MOMENTUM, HP_NESTEROV, HP_STEP,
                          FLUSH32, FLUSH64, HP_WEIGHT_DECAY, JIT, OPT_ADAM, separately)
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def _needs_gradient(opt, hp):
     return opt == OPT_ADAM or (hp[HP_MOMENTUM] > 0 and hp[HP_NESTEROV] > 0)
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def gradient_slot(opt, hp):
     """Which array the batch gradient is added into: -1 the parameter, s >= 0 state slot s."""
     if opt == OPT_ADAM:
@@ -45,13 +45,13 @@ def gradient_slot(opt, hp):
     return -1
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def decay_of(hp, scale):
     """The L2 coefficient of an update of weights: weight_decay + l2 * scale (biases: 0)."""
     return hp[HP_WEIGHT_DECAY] + hp[HP_L2] * scale
 
 
-@separately
+@separately(constants=("opt",), returns=types.float64)
 def begin(opt, hp, P, S, lo, hi, wd):
     """The first part of a step of P[lo:hi]; returns the coefficient c of the gradient. (Each
     rule loops over slices from 0: an index that could be negative would keep LLVM from
@@ -79,7 +79,7 @@ def begin(opt, hp, P, S, lo, hi, wd):
     return -lr
 
 
-@separately
+@separately(constants=("opt",), returns=types.none)
 def finish(opt, hp, P, S, lo, hi, wd, k):
     """The last part of the step begun by ``begin`` (the gradient has been added); ``k``: the
     index of this update after the optimiser's ``step`` count (0 for the first). In float32, the
@@ -139,3 +139,6 @@ def update(opt, hp, P, S, g, scale, decayed):
         for i in range(n):
             G[i] += cs * g[i]
     finish(opt, hp, P, S, 0, n, wd, 0)
+
+
+begin_at, finish_at = begin.at, finish.at  # (called by address: see separately)

@@ -22,16 +22,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._nb_blocked import backprop_apart, forward_units, gemm_pays_nb, update_layer_units
-from ._nb_common import JIT, separately
-from ._nb_epoch import AHEAD, _barrier, gather_rows, prefetch_rows, zeros_aligned
+from ._nb_blocked import backprop_apart, forward_units, gemm_pays_nb, update_layer_units_at
+from ._nb_common import INLINE, JIT, separately
+from ._nb_epoch import AHEAD, SLOT_BEGIN, SLOT_DELTAS, SLOT_FINISH, SLOT_UPDATE, _barrier, activate_layer, gather_rows, prefetch_rows, zeros_aligned
 from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
-from ._nb_math import activate_full, output_deltas
-from ._nb_optim import begin, decay_of, finish, gradient_slot
+from ._nb_math import output_deltas_at
+from ._nb_optim import begin_at, decay_of, finish_at, gradient_slot
 from .sparse import SparseRows, index_dtype, is_sparse, values_dtype
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def prefetch_sample(indptr, indices, values, r):
     """Start loading sample r's nonzeros (indices and values) into the cache."""
     p0, p1 = indptr[r], indptr[r + 1]
@@ -44,7 +44,7 @@ def prefetch_sample(indptr, indices, values, r):
         _prefetch(values, p1 - 1)
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def _lower_bound(indices, p0, p1, v):
     """The first p in p0:p1 with indices[p] >= v (p1 if none); indices[p0:p1] sorted. (Not
     np.searchsorted: its implementation's module makes a cached kernel import scipy.linalg when it
@@ -107,7 +107,7 @@ def sparse_rows(X, dtype):
 
 @separately(nrt=True)  # (it allocates)
 def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, bs, W, b, SW, Sb, woff, boff,
-                       sizes, lds, acts, slopes, frozen_w, frozen_b, loss, opt, hp, mean, tiny, Z, A, D, P,
+                       sizes, lds, acts, slopes, frozen_w, frozen_b, loss, opt, hp, mean, tiny, fns, Z, A, D, P,
                        flags, losses, stop):
     """Worker t of nw (1 or 2) of one epoch over the samples ``order`` (see the module doc).
     ``Z``, ``A``, ``D`` (L x bs x width) and ``P`` (nw x bs x lds[1]: each worker's partial
@@ -164,13 +164,14 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
                     if nw > 1:
                         v += P[1, s, j]
                     z[j] = v * zs0 + b0[j]
-            activate_full(Z[0, s0:s1], A[0, s0:s1], ms, H, acts[0], T(slopes[0]))
+            activate_layer(fns, Z[0, s0:s1], A[0, s0:s1], ms, H, 0, L, acts, T(slopes[0]))
             for l in range(1, L):
                 forward_units(A[l - 1, s0:s1], ms, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
                               sizes[l + 1], one, Z[l, s0:s1], gemm_pays_nb(bs, sizes[l + 1]))
-                activate_full(Z[l, s0:s1], A[l, s0:s1], ms, sizes[l + 1], acts[l], T(slopes[l]))
+                activate_layer(fns, Z[l, s0:s1], A[l, s0:s1], ms, sizes[l + 1], l, L, acts, T(slopes[l]))
             out = L - 1
-            total += output_deltas(Z[out, s0:s1], A[out, s0:s1], yb[s0:s1], D[out, s0:s1], ms, sizes[L], acts[out],
+            total += output_deltas_at(fns, SLOT_DELTAS, Z[out, s0:s1], A[out, s0:s1], yb[s0:s1], D[out, s0:s1], ms,
+                                      sizes[L], acts[out],
                                    T(slopes[out]), loss, T(tiny))
             for l in range(L - 1, 0, -1):
                 backprop_apart(D[l, s0:s1], ms, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1, s0:s1],
@@ -179,39 +180,19 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
             return
         if t == 0:  # the layers above and the first layer's biases, from every sample's deltas
             for l in range(L - 1, 0, -1):
-                update_layer_units(A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, sizes[l + 1],
-                                   1.0, opt, hp, red, k, frozen_w[l], frozen_b[l], gemm_pays_nb(bs, sizes[l + 1]))
+                update_layer_units_at(fns, SLOT_UPDATE, A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0,
+                                      sizes[l + 1], 1.0, opt, hp, red, k, frozen_w[l], frozen_b[l],
+                                      gemm_pays_nb(bs, sizes[l + 1]))
             # the rule's bias part only (the weights come next); gemm as the rule says, not a literal
             # False: a literal argument would compile this call's whole tree once more
-            update_layer_units(A[0], m, ld, W, SW, w0, b, Sb, boff[0], D[0], 0, H, 1.0, opt, hp, red, k,
-                               True, frozen_b[0], gemm_pays_nb(bs, H))
+            update_layer_units_at(fns, SLOT_UPDATE, A[0], m, ld, W, SW, w0, b, Sb, boff[0], D[0], 0, H, 1.0, opt, hp,
+                                  red, k, True, frozen_b[0], gemm_pays_nb(bs, H))
         if not frozen_w[0]:  # this worker's rows of the first layer's weights
             lo_i, hi_i = w0 + rlo * ld, w0 + rhi * ld
             wd = decay_of(hp, red)
-            cs = T(begin(opt, hp, W, SW, lo_i, hi_i, wd) * red * scale)
+            cs = T(begin_at(fns, SLOT_BEGIN, opt, hp, W, SW, lo_i, hi_i, wd) * red * scale)
             for s in range(m):
                 for j in range(0, ld, lanes):
                     _rows_axpy(G, indices, values, lo_p[s], hi_p[s], w0 + j, ld, cs, D[0, s], j)
-            finish(opt, hp, W, SW, lo_i, hi_i, wd, k)
+            finish_at(fns, SLOT_FINISH, opt, hp, W, SW, lo_i, hi_i, wd, k)
     losses[t] = total
-
-
-@njit(**JIT)
-def train_sparse_1t(indptr, indices, values, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, acts,
-                    slopes, frozen_w, frozen_b, loss, opt, hp, mean, tiny, stop):
-    """The sparse epoch on one thread (``train_epoch_sparse`` with nw = 1, its buffers made here);
-    returns the summed loss."""
-    L = acts.shape[0]
-    maxw = 1
-    for l in range(1, L + 1):
-        maxw = max(maxw, lds[l])
-    Z = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
-    A = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
-    D = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
-    P = zeros_aligned(bs * lds[1], W).reshape((1, bs, lds[1]))
-    flags = np.zeros(32, np.int64)
-    losses = np.zeros(2)
-    train_epoch_sparse(0, 1, indptr, indices, values, sizes[0], scale, Y, order, bs, W, b, SW, Sb, woff, boff,
-                       sizes, lds, acts, slopes, frozen_w, frozen_b, loss, opt, hp, mean, tiny, Z, A, D, P, flags,
-                       losses, stop)
-    return losses[0]

@@ -164,24 +164,27 @@ class NumbaBackend(NumpyBackend):
                 z = np.asarray(x @ W, dtype=self.dtype) + b
         else:
             z = x @ W + b
-        return z, KB.activate(np.ascontiguousarray(z), KC.ACT_CODES[activation.name], self._slope(activation))
+        code = KC.ACT_CODES[activation.name]
+        return z, _for(KB.activate, code=code)(np.ascontiguousarray(z), code, self._slope(activation))
 
     @_interrupt_as_such
     def activation_backward(self, g, z, a, activation):
-        return KB.activation_backward(np.ascontiguousarray(g), z, a, KC.ACT_CODES[activation.name],
-                                      self._slope(activation))
+        code = KC.ACT_CODES[activation.name]
+        return _for(KB.activation_backward, code=code)(np.ascontiguousarray(g), z, a, code, self._slope(activation))
 
     @_interrupt_as_such
     def output_delta(self, z, a, y, activation, loss):
-        d, _ = KB.output_delta(z, a, np.ascontiguousarray(y, dtype=self.dtype), KC.ACT_CODES[activation.name],
-                               self._slope(activation), KC.LOSS_CODES[loss])
+        code, lcode = KC.ACT_CODES[activation.name], KC.LOSS_CODES[loss]
+        d, _ = _for(KB.output_delta, code=code, loss=lcode)(z, a, np.ascontiguousarray(y, dtype=self.dtype), code,
+                                                             self._slope(activation), lcode)
         return d
 
     @_interrupt_as_such
     def loss(self, a, y, loss):
         # the loss needs no z or activation: run output_delta with the identity and take the value
-        _, total = KB.output_delta(a, a, np.ascontiguousarray(y, dtype=self.dtype), KC.IDENTITY, self._T(0),
-                                   KC.LOSS_CODES[loss])
+        lcode = KC.LOSS_CODES[loss]
+        _, total = _for(KB.output_delta, code=KC.IDENTITY, loss=lcode)(a, a, np.ascontiguousarray(y, dtype=self.dtype),
+                                                                       KC.IDENTITY, self._T(0), lcode)
         return float(total)
 
     @_interrupt_as_such
@@ -191,8 +194,8 @@ class NumbaBackend(NumpyBackend):
         if not (p.flags.c_contiguous and (state is None or state.flags.c_contiguous)):
             return NumpyBackend.update(self, p, g, state, opt, hp, scale, decayed)  # in place on any layout
         S = np.zeros((1, 1), self.dtype) if state is None else state.reshape(state.shape[0], -1)
-        KO.update(int(opt), hp, p.reshape(-1), S, np.ascontiguousarray(g, dtype=self.dtype).reshape(-1),
-                  float(scale), bool(decayed))
+        _for(KO.update, opt=int(opt))(int(opt), hp, p.reshape(-1), S,
+                                      np.ascontiguousarray(g, dtype=self.dtype).reshape(-1), float(scale), bool(decayed))
 
     # --- the fused epochs, on a training plan (kernels/plan.py) -------------------------------
     def covers(self, layers, loss, X, Y):
@@ -300,27 +303,38 @@ class NumbaBackend(NumpyBackend):
             D = _aligned_zeros((L, bs, maxw), dt)
             flags = _aligned_zeros(32, np.int64)
             losses = np.zeros(2)
+            fns = np.zeros(KF.N_SLOTS, np.int64)
             common = (scale, Y, orders[0], bs, p.W[0], p.b[0], p.SW[0], p.Sb[0], *shared, p.frozen_w[0],
-                      p.frozen_b[0], p.loss, p.opt, p.hp[0], p.mean, p.tiny, Z, A, D)
+                      p.frozen_b[0], p.loss, p.opt, p.hp[0], p.mean, p.tiny, fns, Z, A, D)
             if p.input_major:
                 P = _aligned_zeros((2, bs, int(p.lds[1])), dt)
                 args = (2, *data, X.split(), *common, P, flags, losses, stop)
-                work = [lambda t=t: KS.train_epoch_sparse(t, *args) for t in (0, 1)]
+                work = [lambda t=t: with_slots(KS.train_epoch_sparse, (t, *args), fns, p) for t in (0, 1)]
             else:
                 args = (*data, *common, flags, losses, stop)
-                work = [lambda t=t: KF.train_epoch_2t(t, *args) for t in (0, 1)]
+                work = [lambda t=t: with_slots(KF.train_epoch_2t, (t, *args), fns, p) for t in (0, 1)]
             with one_blas_thread(gemm):
                 run_workers(work, stop, patience)
             totals[0] = losses[0] + (losses[1] if p.input_major else 0.0)  # the sparse workers share the samples
             return totals
-        kernel = KS.train_sparse_1t if p.input_major else KF.train_epoch
-
         def train(ks):  # one worker: whole members, one compiled epoch each (a call per member and epoch)
+            fns = np.zeros(KF.N_SLOTS, np.int64)
+            if p.input_major:  # the sparse epoch as one worker of one, with this worker's buffers
+                L, maxw = p.n_layers, int(max(p.lds[1:]))
+                bufs = [_aligned_zeros((L, bs, maxw), self.dtype) for _ in range(3)]
+                bufs.append(_aligned_zeros((1, bs, int(p.lds[1])), self.dtype))
+                flags, losses = np.zeros(32, np.int64), np.zeros(2)
             for k in ks:
                 if stop[0] != 0:
                     return
-                totals[k] = kernel(*data, scale, Y, orders[k], bs, p.W[k], p.b[k], p.SW[k], p.Sb[k], *shared,
-                                   p.frozen_w[k], p.frozen_b[k], p.loss, p.opt, p.hp[k], p.mean, p.tiny, stop)
+                member = (scale, Y, orders[k], bs, p.W[k], p.b[k], p.SW[k], p.Sb[k], *shared, p.frozen_w[k],
+                          p.frozen_b[k], p.loss, p.opt, p.hp[k], p.mean, p.tiny, fns)
+                if p.input_major:
+                    with_slots(KS.train_epoch_sparse, (0, 1, *data, p.sizes[0], *member, *bufs, flags, losses,
+                                                       stop), fns, p)
+                    totals[k] = losses[0]
+                else:
+                    totals[k] = with_slots(KF.train_epoch, (*data, *member, stop), fns, p)
 
         n = max(1, min(self.threads, members.size))
         with one_blas_thread(gemm):
@@ -346,6 +360,33 @@ class NumbaBackend(NumpyBackend):
         orders = np.tile(np.arange(n, dtype=np.int64), (plan.n_members, 1))
         self.train_plan(plan.copy(), X, scale, Y, orders, min(batch_size, n), patience=_COMPILE_PATIENCE)
         return time.perf_counter() - t0
+
+
+def _for(kernel, **codes):
+    """A per-batch kernel compiled for these codes (``_nb_common.bound``): a first prediction or
+    step compiles only its activation's (and loss's) branch."""
+    return KC.bound(kernel.py_func, codes)
+
+
+_SLOT_ADDRESSES = {}  # (epoch, its argument types, the plan's codes) -> its fns
+
+
+def with_slots(kernel, args, fns, plan):
+    """Run a fused epoch ``kernel`` on ``args`` after compiling (or loading) it for their types
+    and writing into ``fns`` (one of ``args``) the addresses of the kernels it calls by address,
+    compiled for the plan's codes (``_nb_epoch.slot_codes``): once per epoch kernel, argument
+    types and codes. (Run on the worker threads, as the compile is: see ``warmup``.)"""
+    dispatcher = getattr(kernel, "dispatcher", kernel)
+    argtypes = tuple(numba.typeof(a) for a in args)
+    key = (dispatcher, argtypes, plan.acts.tobytes(), int(plan.loss), int(plan.opt))
+    addresses = _SLOT_ADDRESSES.get(key)
+    if addresses is None:
+        dispatcher.compile(argtypes)
+        addresses = KC.slot_addresses(dispatcher.overloads[argtypes],
+                                      lambda slot: KF.slot_codes(slot, plan.acts, plan.loss, plan.opt))
+        _SLOT_ADDRESSES[key] = addresses
+    fns[:addresses.size] = addresses
+    return dispatcher(*args)
 
 
 _BLAS_CONTROLLERS = {}  # whether scipy's BLAS was loaded -> a controller of the BLAS libraries loaded

@@ -297,3 +297,87 @@ def test_an_njit_kernel_compiled_apart_under_another_name_has_cache_entries_of_i
     assert K.plain_apart.dispatcher.py_func.__qualname__ == "plain_apart"
     index = [d._cache._cache_file._index_path for d in (K.plain, K.plain_apart.dispatcher)]
     assert index[0] != index[1] and all(os.path.exists(p) for p in index)
+
+
+
+BOUND = textwrap.dedent("""
+    from numba import njit, types
+    from fastbp.kernels._nb_common import separately
+
+    @separately(constants=("code",))
+    def pick(x, code):
+        if code == 0:
+            return x + 1.0
+        if code == 1:
+            return x * 2.0
+        return x.no_such_attribute  # untypable: compiles only where the code prunes it
+
+    @separately(constants=("code",), returns=types.float64)
+    def outer(x, code):
+        return pick(x, code) - 0.5
+
+    @separately(constants=("code",), returns=types.float64)
+    def outer_again(x, code):
+        return pick(x, code) - 0.25
+
+    outer_at, outer_again_at = outer.at, outer_again.at
+
+    @njit(cache=True)
+    def run(fns, x, code):
+        return outer_at(fns, 0, x, code)
+
+    @njit(cache=True)
+    def run_again(fns, x, code):
+        return outer_again_at(fns, 0, x, code)
+""")
+
+BOUND_CHILD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from numba import typeof, types
+    sys.path.insert(0, sys.argv[1])
+    import bound_kernels as K
+    from fastbp.kernels._nb_common import slot_addresses
+    values, hits = [], []
+    for caller, callee in ((K.run, K.outer), (K.run_again, K.outer_again)):
+        argtypes = (typeof(np.zeros(1, np.int64)), types.float64, types.int64)
+        caller.compile(argtypes)
+        for code in (0, 1):
+            fns = slot_addresses(caller.overloads[argtypes], lambda slot: {"code": code})
+            values.append(caller(fns, 3.0, 7))
+            hits.append(sum(callee.separate.variant((("code", code),)).dispatcher.stats.cache_hits.values()))
+        hits.append(sum(caller.stats.cache_hits.values()))
+    print(json.dumps({"values": values, "hits": hits}))
+""")
+
+
+def test_kernels_called_by_address_are_compiled_for_the_codes_chosen_and_only_their_branches(tmp_path):
+    """``kernel.at(fns, slot, ...)``: the caller is compiled once and calls the kernel compiled
+    for the codes its Python side chose (``slot_addresses``), which passes its bound code on as a
+    constant to the kernels it calls (``separately(constants=...)``): each is compiled for that
+    code, with the branches of other codes pruned before typing (an untypable branch of another
+    code does not stop them; compiled for a code unknown until it runs, the kernel cannot be).
+    Each code's kernel is its own, also in a second caller typed after another code's (Numba
+    files an intrinsic's lowering by its signature: with the codes unliteral there, ``outer_again``
+    for code 0 called ``pick`` for code 1), and a new process loads them all from the cache."""
+    (tmp_path / "bound_kernels.py").write_text(BOUND)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    outs = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", BOUND_CHILD, str(tmp_path)], capture_output=True, text=True,
+                             timeout=300, env=env, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        outs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    # the chosen code decides, not the argument passed (7)
+    assert outs[0]["values"] == outs[1]["values"] == [3.5, 5.5, 3.75, 5.75]
+    assert outs[0]["hits"] == [0] * 6 and outs[1]["hits"] == [1] * 6
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import bound_kernels as K
+        from numba.core.errors import TypingError
+
+        with pytest.raises(TypingError):
+            K.pick.dispatcher(3.0, 0)  # the code only known at run time: every branch typed
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("bound_kernels", None)

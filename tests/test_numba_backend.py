@@ -60,7 +60,8 @@ def test_sgd_update_matches_numpy(dtype, momentum, decay):
 
 
 def make_net(backend, dtype, sizes, hidden, out, loss, frozen=(), seed=0):
-    layers = [fb.Dense(i, o, hidden if k < len(sizes) - 2 else out, frozen=frozen if k == 0 else ())
+    hidden = hidden if isinstance(hidden, list) else [hidden] * (len(sizes) - 2)  # (a list: each layer's own)
+    layers = [fb.Dense(i, o, hidden[k] if k < len(sizes) - 2 else out, frozen=frozen if k == 0 else ())
               for k, (i, o) in enumerate(zip(sizes, sizes[1:]))]
     return fb.Network(layers, loss=loss, backend=backend, dtype=dtype, seed=seed)
 
@@ -172,6 +173,28 @@ def test_fused_epoch_matches_numpy_and_per_batch_path(dtype, sizes, hidden, out,
     assert_same(fused, ref, dtype)
     assert_same(per_batch, ref, dtype)
     assert_same(fused, per_batch, dtype)
+
+
+@pytest.mark.parametrize("engine", ["1t", "2t", "sparse"])
+def test_hidden_layers_of_different_activations_match_numpy(engine):
+    """The kernels a fused epoch calls by address are compiled for the configuration's codes
+    (``slot_codes``); hidden layers that differ get the kernel that reads each layer's code, and
+    train as NumPy does."""
+    from fastbp.kernels import _nb_common as C
+    from fastbp.kernels import _nb_epoch as F
+
+    kw = dict(sizes=(12, 7, 6, 5), hidden=["relu", ("leaky_relu", 0.1)], out="softmax", loss="cross_entropy")
+    ref = train("numpy", "float64", **kw)
+    be = NumbaBackend("float64", threads=2 if engine == "2t" else 1, sparse=engine == "sparse")
+    fused = train(be, "float64", **kw)
+    assert fused[0]["engine"] == {"1t": "numba-fused-1t", "2t": "numba-fused-2t", "sparse": "numba-sparse-1t"}[engine]
+    assert_same(fused, ref, "float64")
+    X, y = data(n_in=12)
+    plan = be.make_plan([fused[2].layers], "cross_entropy", [fb.SGD()], be.prepare_data(X), be.asarray(np.eye(5)[y]), 5)
+    assert F.slot_codes(F.SLOT_HIDDEN, plan.acts, plan.loss, plan.opt) == {}
+    assert F.slot_codes(F.SLOT_OUT, plan.acts, plan.loss, plan.opt) == {"code": C.ACT_CODES["softmax"]}
+    assert F.slot_codes(F.SLOT_DELTAS, plan.acts, plan.loss, plan.opt) == {"act": C.ACT_CODES["softmax"],
+                                                                         "loss": C.LOSS_CODES["cross_entropy"]}
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -416,6 +439,6 @@ def test_the_kernel_cache_is_keyed_on_every_kernel_source(tmp_path):
     assert C.kernels_stamp(str(copy)) == C.KERNELS_STAMP
     (copy / "_nb_optim.py").write_text((copy / "_nb_optim.py").read_text() + "\n# an edit of a callee\n")
     assert C.kernels_stamp(str(copy)) != C.KERNELS_STAMP
-    for dispatcher in (S.train_sparse_1t, F.train_epoch):  # the callers' cache entries carry the stamp
+    for dispatcher in (S.train_epoch_sparse.dispatcher, F.train_epoch):  # the callers' cache entries carry the stamp
         locator = dispatcher._cache._impl.locator
         assert isinstance(locator, C._KernelsStamp) and locator.get_source_stamp()[1] == C.KERNELS_STAMP
