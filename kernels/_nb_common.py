@@ -436,12 +436,26 @@ def slot_addresses(cres, values_of):
                                 f"{slots[hook.index].argtypes}")
     fns = np.zeros(max(slots, default=-1) + 1, np.int64)
     for index, hook in slots.items():
-        kernel = getattr(importlib.import_module(hook.module), hook.name).separate
-        fns[index] = kernel.variant(tuple(sorted(values_of(index).items()))).address(hook.argtypes)
+        fns[index] = hook.separate().variant(tuple(sorted(values_of(index).items()))).address(hook.argtypes)
     return fns
 
 
-class _Slot:
+class _Hook:
+    """A reload hook of a compiled kernel (``_Load``, ``_Slot``): equal to another of its kind
+    with the same ``_key()`` (Numba keeps a set of them per library, pickled with the code)."""
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def separate(self):
+        """The ``_Separate`` of the kernel the hook names (``module.name``)."""
+        return getattr(importlib.import_module(self.module), self.name).separate
+
+
+class _Slot(_Hook):
     """A call by address (``.at``) in a compiled kernel: which kernel, with which argument types,
     through which slot of ``fns``. Kept with the caller's reload hooks (it does nothing when run),
     so that a caller loaded from the cache still says what it calls."""
@@ -451,12 +465,6 @@ class _Slot:
 
     def __call__(self):
         pass
-
-    def __eq__(self, other):
-        return isinstance(other, _Slot) and self._key() == other._key()
-
-    def __hash__(self):
-        return hash(self._key())
 
     def _key(self):
         return self.module, self.name, self.argtypes, self.index
@@ -469,7 +477,7 @@ class _Call(_Intrinsic):
         return self.dispatcher(*args)
 
 
-class _Load:
+class _Load(_Hook):
     """Loads (or compiles) a separately compiled kernel for one signature and defines its symbol:
     run by Numba before it links a cached caller's code (``reload_init``; pickled with it)."""
 
@@ -477,13 +485,7 @@ class _Load:
         self.module, self.name, self.argtypes, self.values = module, name, argtypes, values
 
     def __call__(self):
-        getattr(importlib.import_module(self.module), self.name).separate.variant(self.values).ensure(self.argtypes)
-
-    def __eq__(self, other):
-        return isinstance(other, _Load) and self._key() == other._key()
-
-    def __hash__(self):
-        return hash(self._key())
+        self.separate().variant(self.values).ensure(self.argtypes)
 
     def _key(self):
         return self.module, self.name, self.argtypes, self.values
