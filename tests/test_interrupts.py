@@ -14,9 +14,13 @@ import pytest
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 PRELUDE = textwrap.dedent("""
-    import json, sys, threading, time
+    import json, signal, sys, threading, time
     import numpy as np
     import fastbp as fb
+
+    # Ctrl-C raises KeyboardInterrupt, as in an interactive run, even when the tests were started
+    # in the background (a shell's `&` job ignores SIGINT, and the children inherit that)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def make_backend(name, threads):
         if name == "numba":
