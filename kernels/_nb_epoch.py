@@ -134,7 +134,7 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
         for l in range(L):
             x = xb if l == 0 else A[l - 1]
             forward_units(x, m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
-                          sizes[l + 1], zs0 if l == 0 else one, Z[l], gemm_pays_nb(bs, sizes[l + 1]))
+                          sizes[l + 1], zs0 if l == 0 else one, Z[l], gemm_pays_nb(bs, sizes[l + 1], W.itemsize))
             activate_layer(fns, Z[l], A[l], m, sizes[l + 1], l, L, acts, T(slopes[l]))
         out = L - 1
         total += output_deltas_at(fns, SLOT_DELTAS, Z[out], A[out], yb, D[out], m, sizes[L], acts[out],
@@ -148,7 +148,7 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
             x = xb if l == 0 else A[l - 1]
             update_layer_units_at(fns, SLOT_UPDATE, x, m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, n_out,
                                   scale if l == 0 else 1.0, opt, hp, red, start // bs, frozen_w[l], frozen_b[l],
-                                  gemm_pays_nb(bs, n_out))
+                                  gemm_pays_nb(bs, n_out, W.itemsize))
     return total
 
 
@@ -200,7 +200,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
     yb = zeros_aligned(bs * D.shape[2], W).reshape((bs, D.shape[2]))  # padded like the rows of A
     zs0 = T(scale)
     one = T(1)
-    gemm = gemm_pays_nb(bs, H)  # the first layer's products by BLAS
+    gemm = gemm_pays_nb(bs, H, W.itemsize)  # the first layer's products by BLAS
     total = 0.0
     nb = (n + bs - 1) // bs
     if t == 1:
@@ -229,7 +229,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
             activate_layer(fns, Z[0], A[0], m, H, 0, L, acts, T(slopes[0]))  # the whole layer: one flat loop
             for l in range(1, L):
                 forward_units(A[l - 1], m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
-                              sizes[l + 1], one, Z[l], gemm_pays_nb(bs, sizes[l + 1]))
+                              sizes[l + 1], one, Z[l], gemm_pays_nb(bs, sizes[l + 1], W.itemsize))
                 activate_layer(fns, Z[l], A[l], m, sizes[l + 1], l, L, acts, T(slopes[l]))
             out = L - 1
             total += output_deltas_at(fns, SLOT_DELTAS, Z[out], A[out], yb, D[out], m, sizes[L], acts[out],
@@ -239,7 +239,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
                 update_layer_units_at(fns, SLOT_UPDATE, A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0,
                                       sizes[l + 1], 1.0, opt, hp, red, k, frozen_w[l], frozen_b[l],
-                                      gemm_pays_nb(bs, sizes[l + 1]))
+                                      gemm_pays_nb(bs, sizes[l + 1], W.itemsize))
         if not _barrier(flags, t, 2 * k + 2, stop):
             return
         update_layer_units_at(fns, SLOT_UPDATE, x, m, lds[0], W, SW, woff[0], b, Sb, boff[0], D[0], lo, hi, scale,

@@ -167,7 +167,7 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
             activate_layer(fns, Z[0, s0:s1], A[0, s0:s1], ms, H, 0, L, acts, T(slopes[0]))
             for l in range(1, L):
                 forward_units(A[l - 1, s0:s1], ms, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
-                              sizes[l + 1], one, Z[l, s0:s1], gemm_pays_nb(bs, sizes[l + 1]))
+                              sizes[l + 1], one, Z[l, s0:s1], gemm_pays_nb(bs, sizes[l + 1], W.itemsize))
                 activate_layer(fns, Z[l, s0:s1], A[l, s0:s1], ms, sizes[l + 1], l, L, acts, T(slopes[l]))
             out = L - 1
             total += output_deltas_at(fns, SLOT_DELTAS, Z[out, s0:s1], A[out, s0:s1], yb[s0:s1], D[out, s0:s1], ms,
@@ -182,11 +182,11 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
             for l in range(L - 1, 0, -1):
                 update_layer_units_at(fns, SLOT_UPDATE, A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0,
                                       sizes[l + 1], 1.0, opt, hp, red, k, frozen_w[l], frozen_b[l],
-                                      gemm_pays_nb(bs, sizes[l + 1]))
+                                      gemm_pays_nb(bs, sizes[l + 1], W.itemsize))
             # the rule's bias part only (the weights come next); gemm as the rule says, not a literal
             # False: a literal argument would compile this call's whole tree once more
             update_layer_units_at(fns, SLOT_UPDATE, A[0], m, ld, W, SW, w0, b, Sb, boff[0], D[0], 0, H, 1.0, opt, hp,
-                                  red, k, True, frozen_b[0], gemm_pays_nb(bs, H))
+                                  red, k, True, frozen_b[0], gemm_pays_nb(bs, H, W.itemsize))
         if not frozen_w[0]:  # this worker's rows of the first layer's weights
             lo_i, hi_i = w0 + rlo * ld, w0 + rhi * ld
             wd = decay_of(hp, red)

@@ -292,7 +292,7 @@ def test_two_threads_with_frozen_layer_softmax_and_depth(sizes):
     assert_same(train(NumbaBackend("float64", threads=2), "float64", **kw), train("numpy", "float64", **kw), "float64")
 
 
-# layers of GEMM_UNITS or more on batches of GEMM_ROWS or more: the dense epochs' two big products by
+# layers of GEMM_UNITS (float32 on AVX-512: GEMM_UNITS_32) or more on batches of GEMM_ROWS or more: the dense epochs' two big products by
 # BLAS's gemm, the narrow layers above by the blocked loops (a short last batch, units split between
 # two workers, uint8 scaling, padded rows of every width; each optimiser)
 GEMM_FITS = [lambda: dict(), lambda: dict(momentum=0.9, weight_decay=0.01),
@@ -318,8 +318,10 @@ def test_large_batches_take_the_products_from_blas_and_match_numpy(dtype, thread
     import scipy.linalg.cython_blas  # noqa: F401  (loaded before counting the libraries' threads)
     before = blas_threads()
     fit = fit()  # (optimisers keep their state: a new one per test)
-    bs, wide = KP.GEMM_ROWS + 3, KP.GEMM_UNITS + 5
-    assert KP.gemm_pays(bs, wide) and not KP.gemm_pays(bs, 6) and not KP.gemm_pays(bs - 4, wide)
+    size = np.dtype(dtype).itemsize
+    bs, wide = KP.GEMM_ROWS + 3, (KP.GEMM_UNITS_32 if size == 4 else KP.GEMM_UNITS) + 5
+    assert KP.gemm_pays(bs, wide, size) and not KP.gemm_pays(bs, 6, size) and not KP.gemm_pays(bs - 4, wide, size)
+    assert not KP.gemm_pays(bs, wide - 6, size)
     X, y = data(n=3 * bs - 5, n_in=37, n_out=6)  # two full batches and a short one
     kw = dict(sizes=(37, wide, wide, 6), hidden="tanh", out="softmax", loss="cross_entropy", batch_size=bs, X=X, y=y,
               lr=0.3, **dict(fit))
