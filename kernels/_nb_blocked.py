@@ -185,25 +185,29 @@ def backprop_units(D, m, n_out, W, wo, ld, lo, hi, Zp, Ap, Dp, code, slope, tiny
     """Deltas of the layer below, for its units lo:hi: Dp[s, i] = f'(z) * sum_j D[s, j] W[j, i]
     (W transposed, stride ld: row j holds the weights of unit j). Uses W before its update.
     Whole 128-byte pieces of lo:hi are one vector combination of the rows each (``_rows_dot``,
-    its sums in registers), the rest a plain loop."""
+    its sums in registers), the rest a plain loop. Every loop runs over a slice from 0: an index
+    from ``lo`` could be negative to Numba, which then wraps it, and LLVM does not vectorise the
+    loop (this function took 3x as long that way: 1.0 against 0.4 us for 10 samples of 32 units)."""
     T = Dp.dtype.type
     lanes = 128 // W.itemsize
     for s in range(m):
-        g = Dp[s]
         d = D[s]
         i = lo
         while i + lanes <= hi:
-            _rows_dot(W, None, d, 0, n_out, wo + i, ld, g, i)
+            _rows_dot(W, None, d, 0, n_out, wo + i, ld, Dp[s], i)
             i += lanes
-        for r in range(i, hi):
-            g[r] = T(0)
-        for j in range(n_out):
-            w = W[wo + j * ld: wo + (j + 1) * ld]
-            for r in range(i, hi):
-                g[r] += d[j] * w[r]
-        z = Zp[s]
-        a = Ap[s]
-        for r in range(lo, hi):
+        if i < hi:
+            t = Dp[s, i:hi]
+            for r in range(t.shape[0]):
+                t[r] = T(0)
+            for j in range(n_out):
+                w = W[wo + j * ld + i: wo + j * ld + hi]
+                for r in range(t.shape[0]):
+                    t[r] += d[j] * w[r]
+        g = Dp[s, lo:hi]
+        z = Zp[s, lo:hi]
+        a = Ap[s, lo:hi]
+        for r in range(g.shape[0]):
             v = g[r] * dact(z[r], a[r], code, slope)
             g[r] = v if abs(v) >= tiny else T(0)
 
