@@ -57,7 +57,7 @@ def gather_rows(X, order, start, m, lo, hi, xb):
             o[i] = T(r[i])
 
 
-@njit(**JIT)
+@njit(**INLINE)
 def prefetch_row(X, k):
     """Ask the CPU to start loading row X[k] into the cache (every line of it)."""
     r = X[k]
@@ -74,6 +74,28 @@ def prefetch_rows(X, order, start, lo, hi):
     would only queue behind each other and evict the working set."""
     for s in range(lo, min(hi, lo + AHEAD)):
         prefetch_row(X, order[start + s])
+
+
+@njit(**INLINE)
+def gather_targets(Y, order, start, m, lo, hi, yb):
+    """``gather_rows`` for the targets (a few values a row): inlined, where a call of gather_rows
+    would compile one more version of it for Y's type."""
+    T = yb.dtype.type
+    for s in range(lo, min(hi, m)):
+        r = Y[order[start + s]]
+        o = yb[s]
+        for i in range(r.shape[0]):
+            o[i] = T(r[i])
+
+
+@njit(**INLINE)
+def prefetch_targets(Y, order, start, lo, hi):
+    """``prefetch_rows`` for the targets (their rows miss the cache as the inputs' do), inlined."""
+    for s in range(lo, min(hi, lo + AHEAD)):
+        r = Y[order[start + s]]
+        for i in range(0, r.shape[0], max(1, 64 // Y.itemsize)):
+            _prefetch(r, i)
+        _prefetch(r, r.shape[0] - 1)
 
 
 @njit(**JIT)
@@ -128,9 +150,9 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
             break
         m = min(bs, n - start)
         gather_rows(X, order, start, m, 0, m, xb)
-        gather_rows(Y, order, start, m, 0, m, yb)
+        gather_targets(Y, order, start, m, 0, m, yb)
         prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
-        prefetch_rows(Y, order, start + m, 0, min(bs, n - start - m))  # target rows miss the cache too
+        prefetch_targets(Y, order, start + m, 0, min(bs, n - start - m))
         for l in range(L):
             x = xb if l == 0 else A[l - 1]
             forward_units(x, m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
@@ -214,7 +236,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
         if t == 0:  # worker 0 gathers its copy of the batch here, and the targets
             gather_rows(X, order, start, m, 0, m, x)
             prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
-            prefetch_rows(Y, order, start + m, 0, min(bs, n - start - m))
+            prefetch_targets(Y, order, start + m, 0, min(bs, n - start - m))
         forward_units(x, m, lds[0], W, woff[0], b[boff[0]:boff[0] + H], lo, hi, zs0, Z[0], gemm)
         if not _barrier(flags, t, 2 * k + 1, stop):
             return
@@ -225,7 +247,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
             gather_rows(X, order, nxt, mn, 0, mn, xw[(k + 1) % 2])
             prefetch_rows(X, order, nxt + mn, 0, min(bs, n - nxt - mn))
         if t == 0:
-            gather_rows(Y, order, start, m, 0, m, yb)
+            gather_targets(Y, order, start, m, 0, m, yb)
             activate_layer(fns, Z[0], A[0], m, H, 0, L, acts, T(slopes[0]))  # the whole layer: one flat loop
             for l in range(1, L):
                 forward_units(A[l - 1], m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,

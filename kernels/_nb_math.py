@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 from numba import njit, types
+from numba.extending import overload
 
 from ._nb_common import (INLINE, BCE, CANCEL_ACT_1, CANCEL_ACT_2, CANCEL_ACT_3, CANCEL_LOSS_1, CANCEL_LOSS_2, CANCEL_LOSS_3,
                          CLIP32, CLIP64, EXP, IDENTITY, JIT, LEAKY_RELU, MSE, POISSON, QUADRATIC, RELU, SIGMOID,
@@ -71,6 +72,20 @@ def sigmoid64(z):
     return 1.0 / (1.0 + exp64(-z))
 
 
+def sigmoid_like(z, a):
+    """The sigmoid of z in the precision of array ``a`` (in compiled code: ``sigmoid32`` for a
+    float32 array, else ``sigmoid64``, chosen while typing, so only that one is compiled: a branch
+    on ``a.itemsize`` would compile both into every caller)."""
+    return sigmoid32(np.float32(z)) if a.dtype == np.float32 else sigmoid64(np.float64(z))
+
+
+@overload(sigmoid_like, inline="always")
+def _sigmoid_like(z, a):
+    if a.dtype == types.float32:
+        return lambda z, a: sigmoid32(np.float32(z))
+    return lambda z, a: sigmoid64(np.float64(z))
+
+
 @njit(**JIT)
 def tanh64(z):
     z = min(max(z, -20.0), 20.0)
@@ -120,12 +135,9 @@ def activate_rows(Z, A, m, lo, hi, code, slope):
     for s in range(m):
         z = Z[s]
         a = A[s]
-        if code == SIGMOID and A.itemsize == 4:
+        if code == SIGMOID:
             for j in range(lo, hi):
-                a[j] = T(sigmoid32(np.float32(z[j])))
-        elif code == SIGMOID:
-            for j in range(lo, hi):
-                a[j] = T(sigmoid64(np.float64(z[j])))
+                a[j] = T(sigmoid_like(z[j], A))
         elif code == TANH:
             for j in range(lo, hi):
                 a[j] = T(tanh64(np.float64(z[j])))
@@ -159,12 +171,9 @@ def activate_full(Z, A, m, n, code, slope):
     z = Z.reshape(Z.size)
     a = A.reshape(A.size)
     count = m * width
-    if code == SIGMOID and A.itemsize == 4:
+    if code == SIGMOID:
         for j in range(count):
-            a[j] = T(sigmoid32(np.float32(z[j])))
-    elif code == SIGMOID:
-        for j in range(count):
-            a[j] = T(sigmoid64(np.float64(z[j])))
+            a[j] = T(sigmoid_like(z[j], A))
     elif code == TANH:
         for j in range(count):
             a[j] = T(tanh64(np.float64(z[j])))

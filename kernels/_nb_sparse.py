@@ -24,7 +24,7 @@ from numba import njit
 
 from ._nb_blocked import backprop_apart, forward_units, gemm_pays_nb, update_layer_units_at
 from ._nb_common import INLINE, JIT, separately
-from ._nb_epoch import AHEAD, SLOT_BEGIN, SLOT_DELTAS, SLOT_FINISH, SLOT_UPDATE, _barrier, activate_layer, gather_rows, prefetch_rows, zeros_aligned
+from ._nb_epoch import AHEAD, SLOT_BEGIN, SLOT_DELTAS, SLOT_FINISH, SLOT_UPDATE, _barrier, activate_layer, gather_targets, prefetch_targets, zeros_aligned
 from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
 from ._nb_math import output_deltas_at
 from ._nb_optim import begin_at, decay_of, finish_at, gradient_slot
@@ -154,8 +154,8 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
         s0, s1 = (0, m) if nw == 1 else ((0, half) if t == 0 else (half, m))
         ms = s1 - s0
         if ms > 0:
-            gather_rows(Y, order, start, m, s0, s1, yb)
-            prefetch_rows(Y, order, start + m, s0, min(s1, n - start - m))
+            gather_targets(Y, order, start, m, s0, s1, yb)
+            prefetch_targets(Y, order, start + m, s0, min(s1, n - start - m))
             b0 = b[boff[0]:boff[0] + H]
             for s in range(s0, s1):
                 z = Z[0, s]

@@ -444,3 +444,24 @@ def test_the_kernel_cache_is_keyed_on_every_kernel_source(tmp_path):
     for dispatcher in (S.train_epoch_sparse.dispatcher, F.train_epoch):  # the callers' cache entries carry the stamp
         locator = dispatcher._cache._impl.locator
         assert isinstance(locator, C._KernelsStamp) and locator.get_source_stamp()[1] == C.KERNELS_STAMP
+
+
+def test_sigmoid_like_compiles_only_the_sigmoid_of_the_arrays_precision():
+    """A float32 kernel's sigmoid is the float32 one, and the float64 one is not compiled into it
+    (a branch on the array's itemsize compiled both into every caller)."""
+    from numba import njit
+
+    from fastbp.kernels import _nb_math as KM
+
+    @njit
+    def f(z, a):
+        return KM.sigmoid_like(z, a)
+
+    a32, a64 = np.zeros(1, np.float32), np.zeros(1, np.float64)
+    for z, a, own, other in [(np.float32(0.7), a32, "sigmoid32", "sigmoid64"), (0.7, a64, "sigmoid64", "sigmoid32")]:
+        value = f(z, a)
+        assert value == getattr(KM, own)(z)
+        assert (float(np.float32(value)) == value) == (a.dtype == np.float32)  # computed in a's precision
+        assert abs(float(value) - 1 / (1 + np.exp(-0.7))) < 1e-6
+        llvm = f.inspect_llvm(f.signatures[-1])
+        assert own in llvm and other not in llvm
