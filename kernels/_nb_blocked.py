@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from numba import njit, types
 
-from ._nb_common import INLINE, JIT, separately
+from ._nb_common import INLINE, separately
 from ._nb_intrinsics import REGISTERS, _axpy_block, _dot_block, _gemm, _rows_dot
 from ._nb_math import dact
 from ._nb_optim import begin, decay_of, finish, gradient_slot
@@ -180,7 +180,7 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
         finish(opt, hp, b, Sb, bo + lo, bo + hi, 0.0, k)
 
 
-@njit(**JIT)
+@separately
 def backprop_units(D, m, n_out, W, wo, ld, lo, hi, Zp, Ap, Dp, code, slope, tiny):
     """Deltas of the layer below, for its units lo:hi: Dp[s, i] = f'(z) * sum_j D[s, j] W[j, i]
     (W transposed, stride ld: row j holds the weights of unit j). Uses W before its update.
@@ -212,9 +212,4 @@ def backprop_units(D, m, n_out, W, wo, ld, lo, hi, Zp, Ap, Dp, code, slope, tiny
             g[r] = v if abs(v) >= tiny else T(0)
 
 
-# The same deltas compiled apart, for the two-thread and sparse epochs, whose Z, A and D arrays are
-# their arguments: linked into train_epoch_2t, this loop made the book's two-thread epoch 1.3x as
-# slow; called from the one-thread epoch (whose arrays are its own allocations), the separate copy
-# made the Adam epoch at batch 200 8% slower (its backprop phase 13 -> 50 ms). Measured 2026-12-02.
-backprop_apart = separately(backprop_units.py_func, name="backprop_apart")
 update_layer_units_at = update_layer_units.at  # (called by address: see separately)

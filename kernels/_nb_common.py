@@ -37,9 +37,9 @@ fit were compiled four times, and once more for each of the two-thread, sparse a
 kernels). The big shared kernels are therefore compiled ``separately``: once per signature, as a
 function of their own, which the other kernels call by a symbol (an intrinsic: ``_Separate``):
 the blocked products, a layer's update, the optimiser's rule, the activations, the output
-deltas and the sparse epoch. The deltas of the layer below (``backprop_units``) are linked into
-the one-thread epoch and called apart from the others (``backprop_apart``): each way round was
-measured slower (see ``_nb_blocked.py``).
+deltas, the deltas of the layer below and the sparse epoch. (The deltas of the layer below were
+linked into the one-thread epoch until their loops ran from 0: with an index from a run-time
+``lo`` LLVM left them scalar, and only the linked copy, where ``lo`` was a constant 0, was fast.)
 A cached caller's reload hooks load them (and define their symbols) before its code is linked,
 and a cached kernel of ours that would call a symbol not defined then is compiled again instead
 (``_symbols_defined``). Those kernels are compiled without Numba's reference counting unless

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._nb_blocked import backprop_apart, backprop_units, forward_units, gemm_pays_nb, update_layer_units_at
+from ._nb_blocked import backprop_units, forward_units, gemm_pays_nb, update_layer_units_at
 from ._nb_common import INLINE, JIT
 from ._nb_intrinsics import _cpu_relax, _load_acquire, _prefetch, _sched_yield, _store_release
 from ._nb_math import activate_full_at, output_deltas_at
@@ -257,7 +257,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
             total += output_deltas_at(fns, SLOT_DELTAS, Z[out], A[out], yb, D[out], m, sizes[L], acts[out],
                                       T(slopes[out]), loss, T(tiny))
             for l in range(L - 1, 0, -1):
-                backprop_apart(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
+                backprop_units(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
                                D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
                 update_layer_units_at(fns, SLOT_UPDATE, A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0,
                                       sizes[l + 1], 1.0, opt, hp, red, k, frozen_w[l], frozen_b[l],
