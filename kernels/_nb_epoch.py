@@ -1,12 +1,13 @@
 """The fused epochs of the numba backend, one compiled call per epoch: ``train_epoch`` (one
 thread, any depth) and ``train_epoch_2t`` (two workers, two or more layers, synchronised by
-``_barrier``), with the gathering of each batch's rows by the shuffled order into buffers aligned
-to 128 bytes (uint8 converted on the fly). The next batch's input rows are prefetched into L2
+``_barrier``), with the gathering of each batch's rows by the shuffled order into buffers
+aligned to 128 bytes (uint8 converted on the fly). The caller allocates every buffer, so the
+epochs are compiled without reference counting (each view of an array they allocated was an
+atomic increment and decrement). The next batch's input rows are prefetched into L2
 while the current batch computes. The parameters are in the layout of ``_nb_blocked.py``.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 from ._nb_blocked import backprop_units, forward_units, gemm_pays_nb, update_layer_units_at
@@ -39,7 +40,7 @@ def slot_codes(slot, acts, loss, opt):
 AHEAD = 16  # rows prefetched ahead of the one being gathered
 
 
-# --- batches: gather, prefetch, aligned buffers -------------------------------------------------
+# --- batches: gather, prefetch -----------------------------------------------------------------
 @njit(**JIT)
 def gather_rows(X, order, start, m, lo, hi, xb):
     """xb[s, :n_in] = X[order[start + s], :] as floats (uint8 stays unscaled), lo <= s < min(hi, m).
@@ -98,17 +99,6 @@ def prefetch_targets(Y, order, start, lo, hi):
         _prefetch(r, r.shape[0] - 1)
 
 
-@njit(**JIT)
-def zeros_aligned(size, like):
-    """``size`` zeros of ``like``'s dtype whose data starts on a 128-byte boundary (Numba's own
-    arrays are 32-byte aligned, so half of the 64-byte vector loads of each row would split cache
-    lines); the caller reshapes them (one compiled function for every shape)."""
-    extra = 128 // like.itemsize
-    buf = np.zeros(size + extra, like.dtype)
-    off = ((128 - buf.ctypes.data % 128) % 128) // like.itemsize
-    return buf[off:off + size]
-
-
 
 # --- the fused epoch, one thread, any depth ------------------------------------------------------
 @njit(**INLINE)
@@ -121,27 +111,23 @@ def activate_layer(fns, Z, A, m, n, l, L, acts, slope):
         activate_full_at(fns, SLOT_HIDDEN, Z, A, m, n, acts[l], slope)
 
 
-@njit(**JIT)
+@njit(**JIT, _nrt=False)  # (it allocates nothing: no reference counting of its views)
 def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, acts, slopes,
-                frozen_w, frozen_b, loss, opt, hp, mean, tiny, fns, stop):
+                frozen_w, frozen_b, loss, opt, hp, mean, tiny, fns, xb, yb, Z, A, D, stop):
     """One epoch of mini-batch training over X[order]. W holds every layer's weights transposed
     (layer l: rows of stride lds[l] from woff[l], zero-padded), b the biases (from boff[l]);
     both are modified in place, with the optimiser's state SW/Sb (``opt``, hyperparameters
     ``hp``: see ``_nb_optim.py``). ``fns``: the addresses of the activation, output-delta and
     update kernels compiled for this configuration's codes (``SLOTS``).
     Returns the summed loss of the epoch (float64). ``stop[0] != 0`` (set by another thread,
-    polled before each batch) ends the epoch early: the caller then discards W, b, SW and Sb."""
+    polled before each batch) ends the epoch early: the caller then discards W, b, SW and Sb.
+    The caller's buffers (zeros, 128-byte aligned rows): ``xb`` (bs x lds[0]) the batch's inputs,
+    ``yb`` (bs x width) its targets, padded like the rows of A (see output_delta_flat), ``Z``,
+    ``A``, ``D`` (L x bs x width, width the widest of lds[1:]) each layer's sums, activations and
+    deltas. (Allocated here, they made the epoch count references to every view of them.)"""
     T = W.dtype.type
     L = acts.shape[0]
     n = order.shape[0]
-    maxw = 1
-    for l in range(1, L + 1):
-        maxw = max(maxw, lds[l])
-    xb = zeros_aligned(bs * lds[0], W).reshape((bs, lds[0]))
-    yb = zeros_aligned(bs * maxw, W).reshape((bs, maxw))  # targets padded like the rows of A (see output_delta_flat)
-    Z = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
-    A = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
-    D = zeros_aligned(L * bs * maxw, W).reshape((L, bs, maxw))
     zs0 = T(scale)
     one = T(1)
     total = 0.0
@@ -197,9 +183,9 @@ def _barrier(flags, t, k, stop):
     return True
 
 
-@njit(**JIT)
+@njit(**JIT, _nrt=False)  # (it allocates nothing: no reference counting of its views)
 def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, acts, slopes,
-                   frozen_w, frozen_b, loss, opt, hp, mean, tiny, fns, Z, A, D, flags, losses, stop):
+                   frozen_w, frozen_b, loss, opt, hp, mean, tiny, fns, Z, A, D, XW, YB, flags, losses, stop):
     """Worker t (0 or 1) of an epoch on two threads, for networks of two or more layers. The
     first layer (the big one) is split: worker t owns hidden units lo:hi, i.e. their rows of the
     transposed W0 and their entries of b0 (worker 1 the first h, whole cache lines of Z[0]; worker 0
@@ -218,8 +204,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
     h = (H // 2 + 15) // 16 * 16 if H >= 32 else (H // 2 + 3) // 4 * 4 if H >= 8 else (H + 1) // 2
     h = min(h, H)
     lo, hi = (h, H) if t == 0 else (0, h)
-    xw = zeros_aligned(2 * bs * lds[0], W).reshape((2, bs, lds[0]))  # private: LLVM knows it aliases nothing
-    yb = zeros_aligned(bs * D.shape[2], W).reshape((bs, D.shape[2]))  # padded like the rows of A
+    xw = XW[t]  # this worker's two batch buffers (2 x bs x lds[0])
+    yb = YB[t]  # its targets (bs x width), padded like the rows of A
     zs0 = T(scale)
     one = T(1)
     gemm = gemm_pays_nb(bs, H, W.itemsize)  # the first layer's products by BLAS

@@ -24,7 +24,7 @@ from numba import njit
 
 from ._nb_blocked import backprop_units, forward_units, gemm_pays_nb, update_layer_units_at
 from ._nb_common import INLINE, JIT, separately
-from ._nb_epoch import AHEAD, SLOT_BEGIN, SLOT_DELTAS, SLOT_FINISH, SLOT_UPDATE, _barrier, activate_layer, gather_targets, prefetch_targets, zeros_aligned
+from ._nb_epoch import AHEAD, SLOT_BEGIN, SLOT_DELTAS, SLOT_FINISH, SLOT_UPDATE, _barrier, activate_layer, gather_targets, prefetch_targets
 from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
 from ._nb_math import output_deltas_at
 from ._nb_optim import begin_at, decay_of, finish_at, gradient_slot
@@ -105,13 +105,15 @@ def sparse_rows(X, dtype):
     return SparseRows(indptr, indices[:nnz], values[:nnz], d)
 
 
-@separately(nrt=True)  # (it allocates)
+@separately  # (it allocates nothing: compiled without reference counting, so its views cost nothing)
 def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, bs, W, b, SW, Sb, woff, boff,
                        sizes, lds, acts, slopes, frozen_w, frozen_b, loss, opt, hp, mean, tiny, fns, Z, A, D, P,
-                       flags, losses, stop):
+                       spans, Yb, flags, losses, stop):
     """Worker t of nw (1 or 2) of one epoch over the samples ``order`` (see the module doc).
     ``Z``, ``A``, ``D`` (L x bs x width) and ``P`` (nw x bs x lds[1]: each worker's partial
-    first-layer sums) are shared by the workers; worker t's summed loss goes to ``losses[t]``.
+    first-layer sums) are shared by the workers; ``spans`` (nw x 2 x bs, int64: where each
+    sample's nonzeros of this worker's inputs begin and end) and ``Yb`` (nw x bs x width: the
+    batch's targets) are each worker's own. Worker t's summed loss goes to ``losses[t]``.
     ``stop[0] != 0`` ends the epoch early (polled before each batch and in the barriers)."""
     T = W.dtype.type
     L = acts.shape[0]
@@ -121,9 +123,8 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
     lanes = 128 // W.itemsize
     w0 = woff[0]
     rlo, rhi = (0, sizes[0]) if nw == 1 else ((0, split) if t == 0 else (split, sizes[0]))
-    lo_p = np.zeros(bs, np.int64)  # this worker's nonzeros of each sample of the batch
-    hi_p = np.zeros(bs, np.int64)
-    yb = zeros_aligned(bs * D.shape[2], W).reshape((bs, D.shape[2]))
+    lo_p, hi_p = spans[t, 0], spans[t, 1]  # this worker's nonzeros of each sample of the batch
+    yb = Yb[t]
     zs0 = T(scale)
     one = T(1)
     slot = gradient_slot(opt, hp)

@@ -308,10 +308,12 @@ class NumbaBackend(NumpyBackend):
                       p.frozen_b[0], p.loss, p.opt, p.hp[0], p.mean, p.tiny, fns, Z, A, D)
             if p.input_major:
                 P = _aligned_zeros((2, bs, int(p.lds[1])), dt)
-                args = (2, *data, X.split(), *common, P, flags, losses, stop)
+                spans, Yb = np.zeros((2, 2, bs), np.int64), _aligned_zeros((2, bs, maxw), dt)
+                args = (2, *data, X.split(), *common, P, spans, Yb, flags, losses, stop)
                 work = [lambda t=t: with_slots(KS.train_epoch_sparse, (t, *args), fns, p) for t in (0, 1)]
             else:
-                args = (*data, *common, flags, losses, stop)
+                XW, YB = _aligned_zeros((2, 2, bs, int(p.lds[0])), dt), _aligned_zeros((2, bs, maxw), dt)
+                args = (*data, *common, XW, YB, flags, losses, stop)
                 work = [lambda t=t: with_slots(KF.train_epoch_2t, (t, *args), fns, p) for t in (0, 1)]
             with one_blas_thread(gemm):
                 run_workers(work, stop, patience)
@@ -319,11 +321,14 @@ class NumbaBackend(NumpyBackend):
             return totals
         def train(ks):  # one worker: whole members, one compiled epoch each (a call per member and epoch)
             fns = np.zeros(KF.N_SLOTS, np.int64)
-            if p.input_major:  # the sparse epoch as one worker of one, with this worker's buffers
-                L, maxw = p.n_layers, int(max(p.lds[1:]))
-                bufs = [_aligned_zeros((L, bs, maxw), self.dtype) for _ in range(3)]
-                bufs.append(_aligned_zeros((1, bs, int(p.lds[1])), self.dtype))
+            L, maxw = p.n_layers, int(max(p.lds[1:]))
+            bufs = [_aligned_zeros((L, bs, maxw), self.dtype) for _ in range(3)]  # this worker's Z, A, D
+            if p.input_major:  # the sparse epoch as one worker of one
+                bufs += [_aligned_zeros((1, bs, int(p.lds[1])), self.dtype), np.zeros((1, 2, bs), np.int64),
+                         _aligned_zeros((1, bs, maxw), self.dtype)]
                 flags, losses = np.zeros(32, np.int64), np.zeros(2)
+            else:
+                bufs = [_aligned_zeros((bs, int(p.lds[0])), self.dtype), _aligned_zeros((bs, maxw), self.dtype), *bufs]
             for k in ks:
                 if stop[0] != 0:
                     return
@@ -334,7 +339,7 @@ class NumbaBackend(NumpyBackend):
                                                        stop), fns, p)
                     totals[k] = losses[0]
                 else:
-                    totals[k] = with_slots(KF.train_epoch, (*data, *member, stop), fns, p)
+                    totals[k] = with_slots(KF.train_epoch, (*data, *member, *bufs, stop), fns, p)
 
         n = max(1, min(self.threads, members.size))
         with one_blas_thread(gemm):
