@@ -11,11 +11,11 @@ from ._nb_common import JIT, SOFTMAX
 from ._nb_math import activate_rows, dact, output_delta_row
 
 
-@njit(**JIT)
-def activate(z, code, slope):
-    a = np.empty_like(z)
+@njit(**JIT, _nrt=False)
+def activate(z, a, code, slope):
+    """a = f(z), into the caller's array (allocating nothing, it needs no reference counting,
+    whose helpers a new network's first prediction would compile)."""
     activate_rows(z, a, z.shape[0], 0, z.shape[1], code, slope)
-    return a
 
 
 @njit(**JIT)

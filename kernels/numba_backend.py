@@ -165,7 +165,10 @@ class NumbaBackend(NumpyBackend):
         else:
             z = x @ W + b
         code = KC.ACT_CODES[activation.name]
-        return z, _for(KB.activate, code=code)(np.ascontiguousarray(z), code, self._slope(activation))
+        z = np.ascontiguousarray(z)
+        a = np.empty_like(z)
+        _for(KB.activate, nrt=False, code=code)(z, a, code, self._slope(activation))
+        return z, a
 
     @_interrupt_as_such
     def activation_backward(self, g, z, a, activation):
@@ -367,10 +370,11 @@ class NumbaBackend(NumpyBackend):
         return time.perf_counter() - t0
 
 
-def _for(kernel, **codes):
+def _for(kernel, nrt=True, **codes):
     """A per-batch kernel compiled for these codes (``_nb_common.bound``): a first prediction or
-    step compiles only its activation's (and loss's) branch."""
-    return KC.bound(kernel.py_func, codes)
+    step compiles only its activation's (and loss's) branch. ``nrt=False``: a kernel that
+    allocates nothing, compiled without reference counting."""
+    return KC.bound(kernel.py_func, codes, nrt)
 
 
 _SLOT_ADDRESSES = {}  # (epoch, its argument types, the plan's codes) -> its fns
