@@ -13,8 +13,8 @@ from ._nb_math import activate_rows, dact, output_delta_row
 
 @njit(**JIT, _nrt=False)
 def activate(z, a, code, slope):
-    """a = f(z), into the caller's array (allocating nothing, it needs no reference counting,
-    whose helpers a new network's first prediction would compile)."""
+    """a = f(z), into the caller's array. It allocates nothing, so it is compiled without
+    reference counting (whose helpers a new network's first prediction would otherwise compile)."""
     activate_rows(z, a, z.shape[0], 0, z.shape[1], code, slope)
 
 

@@ -77,26 +77,10 @@ def prefetch_rows(X, order, start, lo, hi):
         prefetch_row(X, order[start + s])
 
 
-@njit(**INLINE)
-def gather_targets(Y, order, start, m, lo, hi, yb):
-    """``gather_rows`` for the targets (a few values a row): inlined, where a call of gather_rows
-    would compile one more version of it for Y's type."""
-    T = yb.dtype.type
-    for s in range(lo, min(hi, m)):
-        r = Y[order[start + s]]
-        o = yb[s]
-        for i in range(r.shape[0]):
-            o[i] = T(r[i])
-
-
-@njit(**INLINE)
-def prefetch_targets(Y, order, start, lo, hi):
-    """``prefetch_rows`` for the targets (their rows miss the cache as the inputs' do), inlined."""
-    for s in range(lo, min(hi, lo + AHEAD)):
-        r = Y[order[start + s]]
-        for i in range(0, r.shape[0], max(1, 64 // Y.itemsize)):
-            _prefetch(r, i)
-        _prefetch(r, r.shape[0] - 1)
+# The targets' rows (a few values each): the same two loops, inlined into the epochs, where a call
+# would compile one more version of gather_rows and prefetch_rows for Y's type.
+gather_targets = njit(**INLINE)(gather_rows.py_func)
+prefetch_targets = njit(**INLINE)(prefetch_rows.py_func)
 
 
 
