@@ -37,7 +37,7 @@ fit were compiled four times, and once more for each of the two-thread, sparse a
 kernels). The big shared kernels are therefore compiled ``separately``: once per signature, as a
 function of their own, which the other kernels call by a symbol (an intrinsic: ``_Separate``):
 the blocked products, a layer's update, the optimiser's rule, the activations, the output
-deltas, the deltas of the layer below and the sparse epoch. (The deltas of the layer below were
+deltas and the deltas of the layer below. (The deltas of the layer below were
 linked into the one-thread epoch until their loops ran from 0: with an index from a run-time
 ``lo`` LLVM left them scalar, and only the linked copy, where ``lo`` was a constant 0, was fast.)
 A cached caller's reload hooks load them (and define their symbols) before its code is linked,
@@ -45,7 +45,9 @@ and a cached kernel of ours that would call a symbol not defined then is compile
 (``_symbols_defined``). Those kernels are compiled without Numba's reference counting unless
 they allocate (``nrt=True``): an increment and a decrement of every array argument on each call
 cost the book's batch-10 epoch about 6%. Small functions used inside loops (exp, the activations'
-derivatives) stay ordinary ``@njit`` functions that LLVM inlines.
+derivatives) stay ordinary ``@njit`` functions that LLVM inlines. A kernel that only other kernels
+call is compiled without Numba's Python wrapper (``for_kernels``), and no kernel has Numba's
+C-callable one: writing them was a tenth of a first fit's compile.
 
 Loading a kernel from that cache does not first make Numba load its typing and lowering
 registries (every implementation it has, from linear algebra to typed dicts: about 0.45 s, most
@@ -65,6 +67,7 @@ import types as pytypes
 import llvmlite.binding as ll
 import numpy as np
 from numba import njit, types
+from numba.core.registry import CPUDispatcher
 from numba.core import caching, cgutils, ir
 from numba.core.compiler import CompilerBase, DefaultPassBuilder
 from numba.core.compiler_machinery import FunctionPass, register_pass
@@ -77,7 +80,9 @@ from numba.core.extending import _Intrinsic
 from . import ops
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy")
+# (Without Numba's C-callable wrapper: nothing calls a kernel as a C function, and writing one per
+# kernel is compile time for nothing.)
+JIT = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy", no_cfunc_wrapper=True)
 # Small helpers (scalar math, index arithmetic, the gather loops) are inlined by Numba itself, into
 # the kernel that calls them: each function Numba compiles on its own costs a fixed 35-80 ms of
 # typing, lowering and linking however small it is (measured: 20 one-line callees 0.74 s, inlined
@@ -104,6 +109,42 @@ FLUSH32, FLUSH64 = 1e-30, 0.0
 OPT_SGD, OPT_ADAM = ops.OPTIMIZER_CODES["sgd"], ops.OPTIMIZER_CODES["adam"]
 HP_LR, HP_MOMENTUM, HP_WEIGHT_DECAY, HP_NESTEROV, HP_BETA1, HP_BETA2, HP_EPS, HP_STEP, HP_L2 = (
     ops.HP[name] for name in ("lr", "momentum", "weight_decay", "nesterov", "beta1", "beta2", "eps", "step", "l2"))
+
+
+def for_kernels(fn=None, **options):
+    """``njit(**JIT, **options)(fn)`` for a function that only other kernels call: compiled without
+    Numba's Python wrapper (the code that converts each Python argument, an array's in particular,
+    and the result: most of the compile time of a small kernel, 50 ms for one of five arguments).
+    Called from Python (a test, a look at one kernel), it runs a copy compiled with the wrapper
+    (``<name>__py``, cached on its own: see ``_KernelsOnly``)."""
+    if fn is None:
+        return lambda fn: for_kernels(fn, **options)
+    options = dict(JIT, **options)
+    dispatcher = njit(**options, no_cpython_wrapper=True)(fn)
+    dispatcher.__class__ = _KernelsOnly
+    dispatcher.fastbp_options = options
+    return dispatcher
+
+
+def renamed(fn, name):
+    """A copy of Python function ``fn`` under another name (its own cache file: Numba names the
+    file after the function), with fn's attributes."""
+    copy = pytypes.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
+    copy.__qualname__ = name
+    copy.__dict__.update(fn.__dict__)
+    return copy
+
+
+class _KernelsOnly(CPUDispatcher):
+    """The dispatcher of a kernel compiled without Numba's Python wrapper (``for_kernels``): other
+    kernels type and call it as any; a call from Python, which would jump through the wrapper it
+    does not have, runs a twin compiled with one."""
+
+    def __call__(self, *args, **kwargs):
+        twin = self.__dict__.get("fastbp_twin")
+        if twin is None:
+            twin = self.fastbp_twin = njit(**self.fastbp_options)(renamed(self.py_func, self.py_func.__name__ + "__py"))
+        return twin(*args, **kwargs)
 
 
 # --- the disk cache, keyed on every kernel source ----------------------------------------------------
@@ -236,8 +277,7 @@ def separately(fn=None, *, nrt=False, name=None, constants=(), returns=None):
     if fn is None:
         return lambda fn: separately(fn, nrt=nrt, name=name, constants=constants, returns=returns)
     if name is not None:  # a second way to compile an ordinary kernel: a copy under a name of its own
-        fn = pytypes.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
-        fn.__qualname__ = name
+        fn = renamed(fn, name)
     separate = _Separate(fn, nrt, tuple(constants), returns=returns)
     separate.call = separate.intrinsic()
     if returns is not None:
@@ -277,7 +317,7 @@ class _BoundCompiler(CompilerBase):
         return [pm]
 
 
-def bound(fn, values, nrt=True):
+def bound(fn, values, nrt=True, python=True):
     """``fn`` (a kernel's Python function) compiled with the parameters named in ``values``
     (name -> int, e.g. an activation code) fixed: a copy of it, named by the values
     (``activate_full__code0``: cached beside ``fn`` under that name), compiled with Numba's
@@ -286,16 +326,17 @@ def bound(fn, values, nrt=True):
     branch of an activation, loss or optimiser code otherwise costs compile time whether it runs
     or not), and the kernels it passes a bound code to are given it as a constant in turn (see
     ``separately``). The caller still passes every argument (a bound one's value is ignored).
-    ``nrt``: Numba's reference counting (see ``separately``). Memoised: one per values."""
+    ``nrt``: Numba's reference counting (see ``separately``); ``python=False``: only kernels call
+    it (``for_kernels``). Memoised: one per values."""
     values = tuple(sorted(values.items()))
-    key = (fn, values, nrt)
+    key = (fn, values, nrt, python)
     got = _BOUND.get(key)
     if got is None:
-        name = fn.__name__ + "__" + "_".join(f"{k}{v}".replace("-", "m") for k, v in values)
-        copy = pytypes.FunctionType(fn.__code__, fn.__globals__, name, fn.__defaults__, fn.__closure__)
-        copy.__qualname__ = name
+        copy = renamed(fn, fn.__name__ + "__" + "_".join(f"{k}{v}".replace("-", "m") for k, v in values))
         copy.fastbp_bound = dict(values)
-        got = _BOUND[key] = njit(**JIT, _nrt=nrt, pipeline_class=_BoundCompiler)(copy)
+        jit = njit(**JIT, _nrt=nrt, pipeline_class=_BoundCompiler) if python else \
+            for_kernels(_nrt=nrt, pipeline_class=_BoundCompiler)
+        got = _BOUND[key] = jit(copy)
     return got
 
 
@@ -305,7 +346,7 @@ _BOUND = {}  # (function, values, nrt) -> its bound dispatcher
 class _Separate:
     def __init__(self, fn, nrt, constants=(), values=(), returns=None):
         self.fn, self.nrt, self.constants, self.values, self.returns = fn, nrt, constants, values, returns
-        self.dispatcher = bound(fn, dict(values), nrt) if values else njit(**JIT, _nrt=nrt)(fn)
+        self.dispatcher = bound(fn, dict(values), nrt, python=False) if values else for_kernels(fn, _nrt=nrt)
         self.module, self.name = fn.__module__, fn.__name__
         self.symbols = {}  # argument types -> (symbol, return type)
         self.addresses = {}  # argument types -> the compiled kernel's address

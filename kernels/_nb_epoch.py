@@ -11,7 +11,7 @@ from __future__ import annotations
 from numba import njit
 
 from ._nb_blocked import backprop_units, forward_units, gemm_pays_nb, update_layer_units_at
-from ._nb_common import INLINE, JIT
+from ._nb_common import INLINE, JIT, for_kernels
 from ._nb_intrinsics import _cpu_relax, _load_acquire, _prefetch, _sched_yield, _store_release
 from ._nb_math import activate_full_at, output_deltas_at
 
@@ -41,7 +41,7 @@ AHEAD = 16  # rows prefetched ahead of the one being gathered
 
 
 # --- batches: gather, prefetch -----------------------------------------------------------------
-@njit(**JIT)
+@for_kernels
 def gather_rows(X, order, start, m, lo, hi, xb):
     """xb[s, :n_in] = X[order[start + s], :] as floats (uint8 stays unscaled), lo <= s < min(hi, m).
     Row s + AHEAD is prefetched while row s is converted: in large batches, where the rows
@@ -68,7 +68,7 @@ def prefetch_row(X, k):
     _prefetch(r, n_in - 1)  # rows do not start on a cache line: the last line may be one more
 
 
-@njit(**JIT)
+@for_kernels
 def prefetch_rows(X, order, start, lo, hi):
     """Prefetch rows X[order[start + s]] for lo <= s < min(hi, lo + AHEAD) (the start of the next
     batch, while this one computes; ``gather_rows`` prefetches the rest as it goes). More at once
@@ -146,7 +146,7 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
 
 
 # --- the fused epoch, two threads, two layers ------------------------------------------------------
-@njit(**JIT)
+@for_kernels
 def _barrier(flags, t, k, stop):
     """Worker t arrived at barrier k (counted from 1): publish, then wait for the other worker.
     Release/acquire: everything written before the barrier is visible to the other after it.

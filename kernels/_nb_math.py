@@ -16,13 +16,13 @@ from numba import njit, types
 from numba.extending import overload
 
 from ._nb_common import (INLINE, BCE, CANCEL_ACT_1, CANCEL_ACT_2, CANCEL_ACT_3, CANCEL_LOSS_1, CANCEL_LOSS_2, CANCEL_LOSS_3,
-                         CLIP32, CLIP64, EXP, IDENTITY, JIT, LEAKY_RELU, MSE, POISSON, QUADRATIC, RELU, SIGMOID,
-                         SOFTMAX, TANH, separately)
+                         CLIP32, CLIP64, EXP, IDENTITY, LEAKY_RELU, MSE, POISSON, QUADRATIC, RELU, SIGMOID,
+                         SOFTMAX, TANH, for_kernels, separately)
 from ._nb_intrinsics import _i32_as_f32, _i64_as_f64
 
 
 # --- scalar math -----------------------------------------------------------------------------
-@njit(**JIT)
+@for_kernels
 def exp64(x):
     """exp(x) for |x| <= 708 in float64: 2**n * exp(r) with |r| <= ln2/2, Taylor to degree 13
     (relative error about 2e-16). Vectorises: no calls, no branches."""
@@ -45,7 +45,7 @@ def exp64(x):
     return p * _i64_as_f64((np.int64(n) + 1023) << 52)
 
 
-@njit(**JIT)
+@for_kernels
 def exp32(x):
     """exp(x) for |x| <= 87 in float32 (Cephes' expf polynomial, relative error about 2e-7)."""
     n = np.floor(x * np.float32(1.442695) + np.float32(0.5))
@@ -60,13 +60,13 @@ def exp32(x):
     return p * _i32_as_f32((np.int32(n) + np.int32(127)) << np.int32(23))
 
 
-@njit(**JIT)
+@for_kernels
 def sigmoid32(z):
     z = min(max(z, np.float32(-87.0)), np.float32(87.0))
     return np.float32(1.0) / (np.float32(1.0) + exp32(-z))
 
 
-@njit(**JIT)
+@for_kernels
 def sigmoid64(z):
     z = min(max(z, -700.0), 700.0)
     return 1.0 / (1.0 + exp64(-z))
@@ -86,7 +86,7 @@ def _sigmoid_like(z, a):
     return lambda z, a: sigmoid64(np.float64(z))
 
 
-@njit(**JIT)
+@for_kernels
 def tanh64(z):
     z = min(max(z, -20.0), 20.0)
     return 1.0 - 2.0 / (exp64(2.0 * z) + 1.0)
@@ -111,7 +111,7 @@ def dact(z, a, code, slope):
 
 
 # --- layer math on batch rows ------------------------------------------------------------------
-@njit(**JIT)
+@for_kernels
 def softmax_row(z, a, lo, hi):
     """a[lo:hi] = softmax(z[lo:hi]) (one sample's row)."""
     T = a.dtype.type

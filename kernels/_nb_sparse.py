@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit
 
 from ._nb_blocked import backprop_units, forward_units, gemm_pays_nb, update_layer_units_at
-from ._nb_common import INLINE, JIT, separately
+from ._nb_common import INLINE, JIT
 from ._nb_epoch import AHEAD, SLOT_BEGIN, SLOT_DELTAS, SLOT_FINISH, SLOT_UPDATE, _barrier, activate_layer, gather_targets, prefetch_targets
 from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
 from ._nb_math import output_deltas_at
@@ -105,7 +105,7 @@ def sparse_rows(X, dtype):
     return SparseRows(indptr, indices[:nnz], values[:nnz], d)
 
 
-@separately  # (it allocates nothing: compiled without reference counting, so its views cost nothing)
+@njit(**JIT, _nrt=False)  # (it allocates nothing: no reference counting of its views)
 def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, bs, W, b, SW, Sb, woff, boff,
                        sizes, lds, acts, slopes, frozen_w, frozen_b, loss, opt, hp, mean, tiny, fns, Z, A, D, P,
                        spans, Yb, flags, losses, stop):

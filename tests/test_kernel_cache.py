@@ -236,7 +236,42 @@ def test_a_separately_compiled_kernel_called_from_python_runs_the_kernel():
     Z = np.zeros((m, n), np.float32)
     B._forward_units(x, 0, m, ld, W, 0, b, 0, n, np.float32(0.5), Z)
     np.testing.assert_allclose(Z, 0.5 * x @ W.reshape(n, ld).T + b, rtol=1e-5)
-    assert B._forward_units.dispatcher.signatures  # the compiled kernel itself ran
+    # the kernel's own code has no Python wrapper (only kernels call it): its twin with one ran
+    assert B._forward_units.dispatcher.fastbp_twin.signatures
+
+
+def test_a_kernel_only_kernels_call_has_no_python_or_c_wrapper_and_from_python_runs_a_twin():
+    """``for_kernels``: compiled without Numba's Python wrapper (a call from Python through the
+    missing wrapper was a segfault), so a call from Python compiles a twin with it (named apart:
+    a cache file of its own); no kernel has Numba's C-callable wrapper. (Compiled here, uncached,
+    so that its LLVM IR is at hand.)"""
+    from numba import njit
+
+    from fastbp.kernels import _nb_common as C
+    from fastbp.kernels import _nb_math as KM
+
+    def twice_exp(x):
+        return KM.exp32(x) * np.float32(2)
+
+    kernel = C.for_kernels(twice_exp, cache=False)
+
+    @njit
+    def caller(x):
+        return kernel(x) + KM.sigmoid32(x)
+
+    x = np.float32(0.3)
+    expected = 2 * np.exp(np.float64(x)) + 1 / (1 + np.exp(-np.float64(x)))
+    assert abs(caller(x) - expected) < 1e-5
+    assert isinstance(kernel, C._KernelsOnly) and isinstance(KM.exp32, C._KernelsOnly)
+    assert abs(kernel(x) - 2 * np.exp(np.float64(x))) < 1e-5  # from Python: the twin
+    twin = kernel.fastbp_twin
+    assert twin.py_func.__name__ == "twice_exp__py" and twin.signatures
+    for dispatcher, python in [(kernel, False), (twin, True)]:
+        cres = dispatcher.overloads[dispatcher.signatures[0]]
+        llvm = cres.library.get_llvm_str()
+        assert cres.fndesc.llvm_func_name in llvm
+        assert (cres.fndesc.llvm_cpython_wrapper_name in llvm) == python
+        assert cres.fndesc.llvm_cfunc_wrapper_name not in llvm
 
 
 def test_a_cached_kernel_calling_an_undefined_kernel_symbol_is_compiled_again_not_run():

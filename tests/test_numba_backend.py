@@ -441,7 +441,7 @@ def test_the_kernel_cache_is_keyed_on_every_kernel_source(tmp_path):
     assert C.kernels_stamp(str(copy)) == C.KERNELS_STAMP
     (copy / "_nb_optim.py").write_text((copy / "_nb_optim.py").read_text() + "\n# an edit of a callee\n")
     assert C.kernels_stamp(str(copy)) != C.KERNELS_STAMP
-    for dispatcher in (S.train_epoch_sparse.dispatcher, F.train_epoch):  # the callers' cache entries carry the stamp
+    for dispatcher in (S.train_epoch_sparse, F.train_epoch):  # the callers' cache entries carry the stamp
         locator = dispatcher._cache._impl.locator
         assert isinstance(locator, C._KernelsStamp) and locator.get_source_stamp()[1] == C.KERNELS_STAMP
 
