@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -330,10 +331,10 @@ def machine():
     except (OSError, StopIteration):
         pass
     versions = {"python": platform.python_version(), "numpy": np.__version__}
-    for mod in ("numba", "torch", "sklearn"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except ImportError:
+    for mod, dist in (("numba", "numba"), ("torch", "torch"), ("sklearn", "scikit-learn")):
+        try:  # the installed version, without importing the package (torch and sklearn take seconds)
+            versions[mod] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return model, os.cpu_count(), versions
 
