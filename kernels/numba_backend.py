@@ -31,7 +31,8 @@ its core. One-layer networks (and machines other than x86-64 Linux/macOS) use on
 Spinning wastes a core when the machine is oversubscribed, hence the default of one thread.
 
 Interrupts: the fused epoch (one thread or two) runs on worker threads while the calling thread
-waits (``run_workers``), so Ctrl-C is answered at once: the workers poll a stop flag before each
+waits (``run_workers``), so Ctrl-C is answered at once (an epoch of a few milliseconds, once
+compiled, runs on the calling thread: see ``train_plan``): the workers poll a stop flag before each
 batch and in the barriers, the epoch's work (done on the plan's copies of the parameters) is
 discarded, and the layers keep the weights they had before the epoch. An interrupted first
 compile returns at once too; the compile itself cannot be stopped and finishes, and is cached,
@@ -66,7 +67,7 @@ from . import _nb_epoch as KF  # noqa: E402  (the fused epochs)
 from . import _nb_optim as KO  # noqa: E402  (the optimisers' update rules)
 from . import _nb_sparse as KS  # noqa: E402  (the fused epoch with a sparse first layer)
 from .plan import aligned_zeros as _aligned_zeros  # noqa: E402
-from .plan import build_plan  # noqa: E402
+from .plan import build_plan, refill  # noqa: E402
 from .sparse import density, is_sparse  # noqa: E402
 
 # the two-thread kernel's barrier uses x86's pause instruction and libc's sched_yield
@@ -230,7 +231,8 @@ class NumbaBackend(NumpyBackend):
         none) serve again, so the data is neither scanned nor converted once more."""
         if not self._covers_all(networks, loss, X, Y):
             return None
-        return build_plan(networks, loss, optimizers, self.dtype, _FLUSH[self.dtype], plan.inputs)
+        return (refill(plan, networks, loss, optimizers)
+                or build_plan(networks, loss, optimizers, self.dtype, _FLUSH[self.dtype], plan.inputs))
 
     def _covers_all(self, networks, loss, X, Y):
         return all(self.covers(layers, loss, X, Y) for layers in networks)
@@ -281,8 +283,11 @@ class NumbaBackend(NumpyBackend):
         worker threads while this thread waits, so that Ctrl-C is answered at once: the workers
         are told to stop (they poll a flag before each batch) and the exception goes on; the
         plan then holds a mixture (``Plan.restore`` puts back a snapshot). One member on
-        ``threads >= 2``: the two-thread kernel; several: each worker runs whole members.
-        Returns the summed loss per member (NaN for those not run)."""
+        ``threads >= 2``: the two-thread kernel; several: each worker runs whole members. An
+        epoch for one worker of at most ``INLINE_FLOPS`` whose kernel is compiled already runs on
+        this thread instead (milliseconds: an interrupt is answered when it ends; starting a
+        thread would cost more than the maths). Returns the summed loss per member (NaN for
+        those not run)."""
         K_ = plan.n_members
         members = np.arange(K_, dtype=np.int64) if members is None else np.asarray(members, dtype=np.int64)
         totals = np.full(K_, np.nan)
@@ -322,7 +327,7 @@ class NumbaBackend(NumpyBackend):
                 run_workers(work, stop, patience)
             totals[0] = losses[0] + (losses[1] if p.input_major else 0.0)  # the sparse workers share the samples
             return totals
-        def train(ks):  # one worker: whole members, one compiled epoch each (a call per member and epoch)
+        def calls(ks):  # one worker's calls: whole members, one compiled epoch each
             fns = np.zeros(KF.N_SLOTS, np.int64)
             L, maxw = p.n_layers, int(max(p.lds[1:]))
             bufs = [_aligned_zeros((L, bs, maxw), self.dtype) for _ in range(3)]  # this worker's Z, A, D
@@ -333,20 +338,29 @@ class NumbaBackend(NumpyBackend):
             else:
                 bufs = [_aligned_zeros((bs, int(p.lds[0])), self.dtype), _aligned_zeros((bs, maxw), self.dtype), *bufs]
             for k in ks:
-                if stop[0] != 0:
-                    return
                 member = (scale, Y, orders[k], bs, p.W[k], p.b[k], p.SW[k], p.Sb[k], *shared, p.frozen_w[k],
                           p.frozen_b[k], p.loss, p.opt, p.hp[k], p.mean, p.tiny, fns)
                 if p.input_major:
-                    with_slots(KS.train_epoch_sparse, (0, 1, *data, p.sizes[0], *member, *bufs, flags, losses,
-                                                       stop), fns, p)
-                    totals[k] = losses[0]
+                    yield k, KS.train_epoch_sparse, (0, 1, *data, p.sizes[0], *member, *bufs, flags, losses, stop), \
+                        fns, losses
                 else:
-                    totals[k] = with_slots(KF.train_epoch, (*data, *member, *bufs, stop), fns, p)
+                    yield k, KF.train_epoch, (*data, *member, *bufs, stop), fns, None
+
+        def train(work):
+            for k, kernel, args, fns, losses in work:
+                if stop[0] != 0:
+                    return
+                total = with_slots(kernel, args, fns, p)
+                totals[k] = total if losses is None else losses[0]
 
         n = max(1, min(self.threads, members.size))
         with one_blas_thread(gemm):
-            run_workers([lambda ks=members[t::n]: train(ks) for t in range(n)], stop, patience)
+            if n == 1 and _flops(p, orders.shape[1], members.size) <= INLINE_FLOPS:
+                work = list(calls(members))
+                if compiled(*work[0][1:3], p):  # a short epoch, no compile: here (a thread costs more)
+                    train(work)
+                    return totals
+            run_workers([lambda ks=members[t::n]: train(calls(ks)) for t in range(n)], stop, patience)
         return totals
 
     def warmup(self, layers, loss, X, Y, batch_size, opt):
@@ -377,7 +391,39 @@ def _for(kernel, nrt=True, **codes):
     return KC.bound(kernel.py_func, codes, nrt)
 
 
+INLINE_FLOPS = 2e7  # an epoch of one worker estimated at no more runs on the calling thread (milliseconds)
+
+
+def _flops(plan, n, members):
+    """About the floating-point operations of an epoch of ``members`` over ``n`` samples: a
+    multiply-add per weight and sample in the forward pass, the deltas and the gradient."""
+    sizes = plan.sizes
+    return 6.0 * n * members * float(np.dot(sizes[:-1], sizes[1:]))
+
+
 _SLOT_ADDRESSES = {}  # (epoch, its argument types, the plan's codes) -> its fns
+
+
+def _fingerprint(a):
+    """What Numba's type of argument ``a`` depends on (finer than it, and quicker than
+    ``numba.typeof``, which costs more than a small epoch's maths when called per epoch)."""
+    if isinstance(a, np.ndarray):
+        f = a.flags
+        return a.dtype, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned
+    if isinstance(a, tuple):
+        return tuple(map(_fingerprint, a))
+    return type(a)
+
+
+def _slot_key(kernel, args, plan):
+    dispatcher = getattr(kernel, "dispatcher", kernel)
+    return dispatcher, (dispatcher, tuple(map(_fingerprint, args)), plan.acts.tobytes(), int(plan.loss),
+                        int(plan.opt))
+
+
+def compiled(kernel, args, plan):
+    """Whether ``with_slots(kernel, args, ..., plan)`` would run without compiling anything."""
+    return _slot_key(kernel, args, plan)[1] in _SLOT_ADDRESSES
 
 
 def with_slots(kernel, args, fns, plan):
@@ -385,11 +431,10 @@ def with_slots(kernel, args, fns, plan):
     and writing into ``fns`` (one of ``args``) the addresses of the kernels it calls by address,
     compiled for the plan's codes (``_nb_epoch.slot_codes``): once per epoch kernel, argument
     types and codes. (Run on the worker threads, as the compile is: see ``warmup``.)"""
-    dispatcher = getattr(kernel, "dispatcher", kernel)
-    argtypes = tuple(numba.typeof(a) for a in args)
-    key = (dispatcher, argtypes, plan.acts.tobytes(), int(plan.loss), int(plan.opt))
+    dispatcher, key = _slot_key(kernel, args, plan)
     addresses = _SLOT_ADDRESSES.get(key)
     if addresses is None:
+        argtypes = tuple(numba.typeof(a) for a in args)
         dispatcher.compile(argtypes)
         addresses = KC.slot_addresses(dispatcher.overloads[argtypes],
                                       lambda slot: KF.slot_codes(slot, plan.acts, plan.loss, plan.opt))

@@ -14,6 +14,8 @@ the optimiser state) back into the members' layers and optimisers; ``snapshot``/
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .ops import ACT_CODES, LOSS_CODES
@@ -25,7 +27,7 @@ ALIGN = 128  # bytes: rows of the packed buffers start on whole cache lines
 def aligned_zeros(shape, dtype, align=ALIGN):
     """Zeros whose first element sits on an ``align``-byte boundary."""
     dtype = np.dtype(dtype)
-    n = int(np.prod(shape))
+    n = math.prod(shape) if isinstance(shape, tuple) else int(shape)
     buf = np.zeros(n + align // dtype.itemsize, dtype)
     off = (-buf.ctypes.data % align) // dtype.itemsize
     return buf[off:off + n].reshape(shape)
@@ -166,20 +168,48 @@ def build_plan(networks, loss, optimizers, dtype, flush=0.0, inputs=None):
         loss=LOSS_CODES[loss], mean=optimizers[0].reduction == "mean", tiny=float(flush),
         **member_fields(networks, optimizers),
     )
+    _fill(plan, networks, optimizers)
+    return plan
+
+
+def refill(plan, networks, loss, optimizers):
+    """``plan`` with the layers' parameters and optimiser state copied in again (a callback may
+    have changed them), when the layers still have its shapes, codes and frozen masks and the
+    optimisers are its own; else None (build a new one). Allocates nothing: what a fit with a
+    callback does after every epoch."""
+    fields = member_fields(networks, optimizers)
+    first = networks[0]
+    sizes = [first[0].n_in] + [layer.n_out for layer in first]
+    if (len(networks) != plan.n_members or len(first) != plan.n_layers or sizes != plan.sizes.tolist()
+            or LOSS_CODES.get(loss) != plan.loss or fields["opt"] != plan.opt
+            or any(a is not b for a, b in zip(optimizers, plan.optimizers))
+            or max(len(opt.slots) for opt in optimizers) != plan.slots
+            or any(not np.array_equal(fields[f], getattr(plan, f)) for f in ("acts", "slopes", "frozen_w", "frozen_b"))
+            or any(layer.W.shape != (n_in, n_out) or layer.b.shape != (n_out,)
+                   for net in networks for layer, n_in, n_out in zip(net, sizes, sizes[1:]))):
+        return None
+    plan.hp[...] = fields["hp"]
+    _fill(plan, networks, optimizers)
+    return plan
+
+
+def _fill(plan, networks, optimizers):
+    """Copy the members' parameters and optimiser state into the plan (state not made yet: zeros)."""
+    sizes, boff = plan.sizes, plan.boff
     for k, (net, opt) in enumerate(zip(networks, optimizers)):
         for i, layer in enumerate(net):
             lo, hi = boff[i], boff[i] + sizes[i + 1]
-            plan.view(W[k], i)[...] = layer.W
-            b[k, lo:hi] = layer.b
+            plan.view(plan.W[k], i)[...] = layer.W
+            plan.b[k, lo:hi] = layer.b
             for name in ("W", "b"):
                 state = opt.state_of(layer, name, create=False)
-                if state is not None and name not in layer.frozen:
-                    for j in range(state.shape[0]):
-                        if name == "W":
-                            plan.view(SW[k, j], i)[...] = state[j]
-                        else:
-                            Sb[k, j, lo:hi] = state[j]
-    return plan
+                if name in layer.frozen:
+                    state = None
+                for j in range(plan.slots):
+                    if name == "W":
+                        plan.view(plan.SW[k, j], i)[...] = 0 if state is None else state[j]
+                    else:
+                        plan.Sb[k, j, lo:hi] = 0 if state is None else state[j]
 
 
 class LayerPlan:

@@ -379,6 +379,73 @@ def test_warmup_reports_seconds_and_leaves_weights_alone():
     assert history["compile_seconds"] >= 0
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_short_compiled_epochs_run_on_the_calling_thread_and_train_as_on_a_worker(sparse, monkeypatch):
+    import fastbp.kernels.numba_backend as NB
+
+    rng = np.random.default_rng(3)
+    X = (rng.random((30, 40)) < 0.3) * rng.integers(1, 256, (30, 40))
+    X, y = X.astype(np.uint8), rng.integers(0, 4, 30)
+    workers = []
+    real = NB.run_workers
+    monkeypatch.setattr(NB, "run_workers", lambda targets, *a, **k: (workers.append(len(targets)),
+                                                                      real(targets, *a, **k))[1])
+
+    def fit(inline_flops):
+        monkeypatch.setattr(NB, "INLINE_FLOPS", inline_flops)
+        workers.clear()
+        net = fb.Network.from_sizes([40, 9, 4], backend=get_backend("numba", sparse=sparse), seed=1)
+        history = net.fit(X, y, epochs=4, batch_size=7, momentum=0.5)
+        return net, history, list(workers)
+
+    limit = NB.INLINE_FLOPS
+    threaded, h_threaded, w_threaded = fit(0.0)
+    inline, h_inline, w_inline = fit(limit)
+    assert w_threaded == [1] * 5  # the warmup and each epoch on a worker
+    assert w_inline == [], "compiled by the first fit, the short epochs (and the warmup) started threads"
+    assert h_inline["engine"] == h_threaded["engine"]
+    assert h_inline.loss == h_threaded.loss
+    for p, q in zip(threaded.get_params(), inline.get_params()):
+        np.testing.assert_array_equal(p["W"], q["W"])
+        np.testing.assert_array_equal(p["b"], q["b"])
+    flops = 6.0 * X.shape[0] * (40 * 9 + 9 * 4)  # an epoch's: at the limit, here; over it, on a worker
+    assert fit(flops)[2] == []
+    assert fit(flops - 1)[2] == [1] * 4  # (the warmup's two samples: here)
+
+
+def test_a_callbacks_changes_reach_the_next_epoch_and_the_plan_is_made_again_only_when_it_must(monkeypatch):
+    """After each epoch's callback the plan is filled again from the layers (in place), or made
+    anew when the callback changed what it was built for (here: a layer frozen)."""
+    import fastbp.kernels.numba_backend as NB
+
+    built = []
+    real = NB.build_plan
+    monkeypatch.setattr(NB, "build_plan", lambda *a, **k: built.append(1) or real(*a, **k))
+    rng = np.random.default_rng(5)
+    X, y = rng.random((50, 12)), rng.integers(0, 3, 50)
+
+    def run(backend):
+        net = fb.Network.from_sizes([12, 8, 3], backend=get_backend(backend, dtype="float64"), seed=2)
+
+        def callback(epoch, history):
+            layer = net.layers[0]
+            if epoch == 0:
+                layer.W *= 0.5  # in place
+            if epoch == 2:
+                layer.frozen = frozenset({"b"})
+            if epoch == 3:
+                net.optimizer.lr = 0.05
+
+        net.fit(X, y, epochs=6, batch_size=8, lr=0.3, momentum=0.7, callback=callback)
+        return net
+
+    fused, reference = run("numba"), run("numpy")
+    assert len(built) == 2, "the plan was made anew after callbacks that changed only values"
+    for p, q in zip(fused.get_params(), reference.get_params()):
+        np.testing.assert_allclose(p["W"], q["W"], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(p["b"], q["b"], rtol=1e-10, atol=1e-12)
+
+
 def test_threads_argument_is_checked():
     assert get_backend("numba", "float32").threads == 1
     assert get_backend("numba", "float32", threads=2).threads == 2
