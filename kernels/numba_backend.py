@@ -297,6 +297,7 @@ class NumbaBackend(NumpyBackend):
         bs = int(min(batch_size, orders.shape[1]))
         scale = float(scale)
         stop = _aligned_zeros(16, np.int64)
+        finish_left_running(stop, patience)
         p = plan
         # layers whose products are BLAS's (a sparse first layer never is)
         gemm = any(KP.gemm_pays(bs, int(n), np.dtype(self.dtype).itemsize) for n in p.sizes[2 if p.input_major else 1:])
@@ -480,6 +481,20 @@ def kernel_cache():
             "cache_bytes": sum(os.path.getsize(f) for f in files if os.path.exists(f))}
 
 
+_LEFT_RUNNING = []  # worker threads an interrupted wait left to finish (a compile cannot be stopped)
+
+
+def finish_left_running(stop, patience=None):
+    """Wait (as ``run_workers`` does: Ctrl-C is answered) for the workers an interrupted wait left
+    running, so that a new epoch, which may find their compile done and run on the calling thread,
+    leaves none of them behind."""
+    alive = [th for th in _LEFT_RUNNING if th.is_alive()]
+    _LEFT_RUNNING[:] = alive
+    if alive:
+        run_workers([lambda: [th.join() for th in alive]], stop, patience)
+        _LEFT_RUNNING[:] = [th for th in _LEFT_RUNNING if th.is_alive()]
+
+
 def run_workers(targets, stop, patience=None):
     """Run each callable of ``targets`` on a thread of its own and wait for all of them; their
     first exception is raised here. On Ctrl-C, ``stop[0]`` is set, which the compiled workers poll,
@@ -528,6 +543,7 @@ def run_workers(targets, stop, patience=None):
         waiting = list(released)
         while waiting:
             if deadline is not None and time.monotonic() >= deadline:
+                _LEFT_RUNNING.extend(th for th, ev in started if not ev.is_set())
                 break  # a compile cannot be stopped: it finishes, and is cached, on its thread
             if waiting[0].acquire(timeout=0.01):
                 waiting.pop(0)
@@ -587,6 +603,7 @@ def _wait_for(started, patience):
     for th, finished in started:
         while not finished.is_set():
             if deadline is not None and time.monotonic() >= deadline:
+                _LEFT_RUNNING.extend(th for th, ev in started if not ev.is_set())
                 return
             try:
                 finished.wait(0.05)
