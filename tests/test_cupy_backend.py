@@ -421,7 +421,7 @@ def test_the_fused_kernel_run_on_cpu_threads_matches_the_numpy_reference(tmp_pat
     member; the ensemble case checks that block k trains member k and no other."""
     cases = [(name, train, _emulate_case(tmp_path, name, config, train)) for name, config, train in EMULATED]
     (tmp_path / "emulator.cpp").write_text(emulator_source([case["source"] for _, _, case in cases]))
-    build = subprocess.run([GXX, "-std=c++20", "-O1", "-pthread", "-w", str(tmp_path / "emulator.cpp"), "-o",
+    build = subprocess.run([GXX, "-std=c++20", "-O0", "-pthread", "-w", str(tmp_path / "emulator.cpp"), "-o",
                             str(tmp_path / "emulator")], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, f"the emulator failed to compile:\n{build.stderr}"
     for c, (name, train, case) in enumerate(cases):
