@@ -71,25 +71,31 @@ def _count_nonzeros(X, counts):
 
 
 @njit(**JIT)
-def _collect_nonzeros(X, indptr, indices, values):
-    """Row r's nonzeros into indices/values[indptr[r]:indptr[r + 1]], in order, without a branch
-    per entry: every entry is written and the position moves on past nonzeros only (so both
-    arrays hold one slot more than the nonzeros, for the last row's trailing zeros)."""
+def _collect_nonzeros(X, chunks, width, indptr, indices, values):
+    """Row r's nonzeros into indices/values[indptr[r]:indptr[r + 1]], in order. ``chunks[r, w]``
+    is zero when entries [w * width, (w + 1) * width) of row r all are (then they are skipped;
+    uint8 rows: their 8-byte words, of which about 60% are zero on MNIST); else the entries are
+    collected without a branch per entry: every one is written and the position moves on past
+    nonzeros only (so both arrays hold one slot more than the nonzeros, for trailing zeros)."""
     for r in range(X.shape[0]):
         row = X[r]
+        c = chunks[r]
         p = indptr[r]
-        for i in range(row.shape[0]):
-            v = row[i]
-            indices[p] = i
-            values[p] = v
-            p += v != 0
+        for w in range(c.shape[0]):
+            if c[w] != 0:
+                for i in range(w * width, (w + 1) * width):
+                    v = row[i]
+                    indices[p] = i
+                    values[p] = v
+                    p += v != 0
 
 
 def sparse_rows(X, dtype):
     """``SparseRows.of(X, dtype)`` (the nonzero rows a sparse fit trains on, made once per fit),
     collected by compiled loops from a dense array: the same arrays, 3-6x as fast as NumPy's
     ``nonzero`` (MNIST's 10,000 test digits 19 ms against 65-98 ms; Fashion-MNIST's 60,000 images
-    0.11-0.16 s against 0.7 s; znver3, 2026-12-02)."""
+    0.11-0.16 s against 0.7 s; znver3, 2026-12-02), and uint8 rows of whole 8-byte words skip
+    their zero words (8,000 MNIST digits 10.8 -> 4.6 ms, znver3, 2026-12-03)."""
     if is_sparse(X) or np.asarray(X).ndim != 2:
         return SparseRows.of(X, dtype)
     X = np.ascontiguousarray(X)
@@ -101,7 +107,11 @@ def sparse_rows(X, dtype):
     nnz = int(indptr[-1])
     indices = np.empty(nnz + 1, index_dtype(d))
     values = np.empty(nnz + 1, values_dtype(X, dtype))
-    _collect_nonzeros(X, indptr, indices, values)
+    if X.dtype == np.uint8 and d % 8 == 0 and X.ctypes.data % 8 == 0:
+        chunks, width = X.view(np.uint64), 8  # the rows' 8-byte words
+    else:
+        chunks, width = np.ones((n, 1), np.uint64), d  # each row one chunk, never skipped
+    _collect_nonzeros(X, chunks, width, indptr, indices, values)
     return SparseRows(indptr, indices[:nnz], values[:nnz], d)
 
 

@@ -168,7 +168,7 @@ def test_rows_from_scipy_formats_match_the_dense_conversion():
     assert wide.indices.dtype == np.int32 and wide.indices[0] == 70000
 
 
-@pytest.mark.parametrize("kind", ["uint8", "float32", "float64", "strided", "empty rows", "wide"])
+@pytest.mark.parametrize("kind", ["uint8", "uint8 words", "float32", "float64", "strided", "empty rows", "wide"])
 def test_the_compiled_collection_of_nonzeros_equals_numpys(kind):
     """``_nb_sparse.sparse_rows`` (what a sparse fit collects its rows with) gives SparseRows.of's
     arrays exactly: uint8 kept, floats in the engine's dtype, any layout, rows of zeros."""
@@ -186,6 +186,12 @@ def test_the_compiled_collection_of_nonzeros_equals_numpys(kind):
     elif kind == "wide":
         X = np.zeros((3, 70001), np.uint8)
         X[1, [0, 5, 70000]] = (1, 2, 3)
+    elif kind == "uint8 words":  # rows of whole 8-byte words (skipped where zero), as MNIST's 784
+        X, _ = random_sparse(n=60, d=72, fraction=0.2)
+        X[:, 8:24] = 0
+        X[5, :] = 0
+        X[7, :] = 0
+        X[7, [7, 8, 71]] = (1, 2, 3)  # the last entry of a word, the first of the next, the last of the row
     ref, got = SparseRows.of(X, dtype), nb.KS.sparse_rows(X, dtype)
     for name in ("indptr", "indices", "values"):
         a, b = getattr(ref, name), getattr(got, name)
