@@ -431,7 +431,8 @@ def with_slots(kernel, args, fns, plan):
     """Run a fused epoch ``kernel`` on ``args`` after compiling (or loading) it for their types
     and writing into ``fns`` (one of ``args``) the addresses of the kernels it calls by address,
     compiled for the plan's codes (``_nb_epoch.slot_codes``): once per epoch kernel, argument
-    types and codes. (Run on the worker threads, as the compile is: see ``warmup``.)"""
+    types and codes. (A compile runs on a worker thread, see ``warmup``; a compiled short epoch
+    may run on the calling thread, see ``train_plan``.)"""
     dispatcher, key = _slot_key(kernel, args, plan)
     addresses = _SLOT_ADDRESSES.get(key)
     if addresses is None:

@@ -27,7 +27,7 @@ ALIGN = 128  # bytes: rows of the packed buffers start on whole cache lines
 def aligned_zeros(shape, dtype, align=ALIGN):
     """Zeros whose first element sits on an ``align``-byte boundary."""
     dtype = np.dtype(dtype)
-    n = math.prod(shape) if isinstance(shape, tuple) else int(shape)
+    n = math.prod(shape) if isinstance(shape, (tuple, list)) else int(shape)
     buf = np.zeros(n + align // dtype.itemsize, dtype)
     off = (-buf.ctypes.data % align) // dtype.itemsize
     return buf[off:off + n].reshape(shape)
