@@ -94,8 +94,10 @@ def tanh64(z):
 
 @njit(**INLINE)
 def dact(z, a, code, slope):
-    """f'(z) of an elementwise activation, from z and a = f(z), in the dtype of ``a``."""
-    one = a - a + 1
+    """f'(z) of an elementwise activation, from z and a = f(z), in the dtype of ``a``. (Its one is
+    ``a - a`` plus a float32 one: an int literal there made every derivative float64, and the
+    float32 loops that use it convert to double and back.)"""
+    one = a - a + np.float32(1)
     if code == SIGMOID:
         return a * (one - a)
     if code == TANH:

@@ -9,8 +9,13 @@ the figure to quote (run it once with ``--base`` pointing at this checkout to se
     python scripts/bench_interleaved.py --base /tmp/base --rounds 16
     python scripts/bench_interleaved.py --base /tmp/base --configs float32:2:0.9:1,float32:2:0:4
 
-A configuration is dtype:threads:momentum:members (members > 1: an fb.Ensemble). Clear both
-checkouts' ``kernels/__pycache__`` first when comparing kernels (the cache is per checkout).
+A configuration is dtype:threads:momentum:members[:sparse] (members > 1: an fb.Ensemble; sparse: the
+backend's ``sparse`` argument, auto, true or false; default auto). ``--dataset mnist-test``: the
+MNIST test digits' first 8,000 (``--mnist``, the sparse engine's benchmark set) instead of
+Fashion-MNIST. Clear both checkouts' ``kernels/__pycache__`` first when comparing kernels (the cache
+is per checkout).
+
+    python scripts/bench_interleaved.py --base /tmp/base --dataset mnist-test --configs float32:1:0:1:true
 """
 from __future__ import annotations
 
@@ -25,18 +30,33 @@ import tempfile
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def worker(dtype, threads, momentum, members):
+def load(dataset, mnist):
+    """The training inputs and labels of ``dataset`` (fashion, or mnist-test: 8,000 test digits)."""
+    import numpy as np
+
     import fastbp as fb
 
-    d = fb.datasets.load_fashion_mnist()
-    be = fb.get_backend("numba", dtype=dtype, threads=threads)
+    if dataset == "fashion":
+        d = fb.datasets.load_fashion_mnist()
+        return d.X_train, d.y_train
+    X = fb.datasets.read_idx(os.path.join(mnist, "t10k-images-idx3-ubyte.gz"))
+    y = fb.datasets.read_idx(os.path.join(mnist, "t10k-labels-idx1-ubyte.gz")).astype(np.int64)
+    return np.ascontiguousarray(X.reshape(len(X), -1))[:8000], y[:8000]
+
+
+def worker(dtype, threads, momentum, members, sparse, dataset, mnist):
+    import fastbp as fb
+
+    X, y = load(dataset, mnist)
+    sparse = {"auto": "auto", "true": True, "false": False}[sparse]
+    be = fb.get_backend("numba", dtype=dtype, threads=threads, sparse=sparse)
     model = (fb.Network.from_sizes([784, 30, 10], backend=be, seed=0) if members == 1 else
              fb.Ensemble.from_sizes([784, 30, 10], n_models=members, backend=be))
     lr = 0.3 if momentum else 3.0
-    model.fit(d.X_train[:100], d.y_train[:100], epochs=1, lr=lr, momentum=momentum)  # compile or load
+    model.fit(X[:100], y[:100], epochs=1, lr=lr, momentum=momentum)  # compile or load
     print("ready", flush=True)
     for _ in sys.stdin:
-        h = model.fit(d.X_train, d.y_train, epochs=1, lr=lr, momentum=momentum)
+        h = model.fit(X, y, epochs=1, lr=lr, momentum=momentum)
         print(h["seconds"][0], h["engine"], flush=True)
 
 
@@ -55,22 +75,26 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=16)
     p.add_argument("--configs", default="float32:1:0:1,float32:2:0:1,float64:1:0:1,float32:1:0.9:1,"
                                         "float32:2:0.9:1,float32:2:0:4")
-    p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--dataset", choices=("fashion", "mnist-test"), default="fashion")
+    p.add_argument("--mnist", default=os.environ.get("FASTBP_MNIST_DIR", "/work/shared/data/mnist"))
+    p.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        dtype, threads, momentum, members = args.worker
-        return worker(dtype, int(threads), float(momentum), int(members))
+        dtype, threads, momentum, members, sparse = args.worker
+        return worker(dtype, int(threads), float(momentum), int(members), sparse, args.dataset,
+                      os.path.abspath(args.mnist))
     if not args.base:
         p.error("--base: expected the other checkout")
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"new": package_path(HERE, tmp), "base": package_path(args.base, tmp)}
         for config in args.configs.split(","):
-            dtype, threads, momentum, members = config.split(":")
+            dtype, threads, momentum, members, sparse = (config.split(":") + ["auto"])[:5]
             procs = {}
             for tag, path in paths.items():
                 env = dict(os.environ, PYTHONPATH=path)
                 procs[tag] = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", dtype, threads,
-                                               momentum, members], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                               momentum, members, sparse.lower(), "--dataset", args.dataset,
+                                               "--mnist", os.path.abspath(args.mnist)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                               text=True, env=env, cwd=tmp)
                 if procs[tag].stdout.readline().strip() != "ready":
                     raise SystemExit(f"the {tag} worker did not start")

@@ -532,3 +532,26 @@ def test_sigmoid_like_compiles_only_the_sigmoid_of_the_arrays_precision():
         assert abs(float(value) - 1 / (1 + np.exp(-0.7))) < 1e-6
         llvm = f.inspect_llvm(f.signatures[-1])
         assert own in llvm and other not in llvm
+
+
+def test_activation_derivatives_are_computed_in_the_activations_precision():
+    """dact's value has the dtype of a = f(z) for every code: a float64 one (an int literal in its
+    arithmetic once made every float32 derivative float64) turns the float32 delta loops into
+    conversions to double and back."""
+    from numba import njit, types
+
+    from fastbp.kernels import _nb_math as KM
+    from fastbp.kernels.ops import ACT_CODES
+
+    @njit
+    def f(z, a, code, slope):
+        return KM.dact(z, a, code, slope)
+
+    for T in (np.float32, np.float64):
+        for name, code in ACT_CODES.items():
+            value = f(T(0.3), T(0.6), code, T(0.01))
+            assert isinstance(value, float)
+            returned = f.overloads[f.signatures[-1]].signature.return_type
+            assert returned == (types.float32 if T == np.float32 else types.float64), name
+            expected = {"sigmoid": 0.6 * 0.4, "tanh": 1 - 0.36, "exp": 0.6}.get(name, 1.0)
+            assert abs(value - expected) < 1e-6, name
