@@ -63,8 +63,10 @@ def prefetch_row(X, k):
     """Ask the CPU to start loading row X[k] into the cache (every line of it)."""
     r = X[k]
     n_in = X.shape[1]
-    for i in range(0, n_in, max(1, 64 // X.itemsize)):
+    i, step = 0, max(1, 64 // X.itemsize)
+    while i < n_in:  # (not a range with a step: that divides by the step, a run-time value to LLVM)
         _prefetch(r, i)
+        i += step
     _prefetch(r, n_in - 1)  # rows do not start on a cache line: the last line may be one more
 
 

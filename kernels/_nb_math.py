@@ -18,7 +18,7 @@ from numba.extending import overload
 from ._nb_common import (INLINE, BCE, CANCEL_ACT_1, CANCEL_ACT_2, CANCEL_ACT_3, CANCEL_LOSS_1, CANCEL_LOSS_2, CANCEL_LOSS_3,
                          CLIP32, CLIP64, EXP, IDENTITY, LEAKY_RELU, MSE, POISSON, QUADRATIC, RELU, SIGMOID,
                          SOFTMAX, TANH, for_kernels, separately)
-from ._nb_intrinsics import _i32_as_f32, _i64_as_f64
+from ._nb_intrinsics import _flat, _i32_as_f32, _i64_as_f64
 
 
 # --- scalar math -----------------------------------------------------------------------------
@@ -170,8 +170,8 @@ def activate_full(Z, A, m, n, code, slope):
             softmax_row(Z[s], A[s], 0, n)
         return
     width = Z.shape[1]
-    z = Z.reshape(Z.size)
-    a = A.reshape(A.size)
+    z = _flat(Z)
+    a = _flat(A)
     count = m * width
     if code == SIGMOID:
         for j in range(count):
@@ -278,10 +278,10 @@ def output_delta_flat(Z, A, Yb, D, m, n, act, slope, loss, tiny):
     gives zero deltas there. Same values as ``output_delta_row``; returns the summed loss."""
     T = D.dtype.type
     count = m * D.shape[1]
-    z = Z.reshape(Z.size)
-    a = A.reshape(A.size)
-    y = Yb.reshape(Yb.size)
-    d = D.reshape(D.size)
+    z = _flat(Z)
+    a = _flat(A)
+    y = _flat(Yb)
+    d = _flat(D)
     value = 0.0
     c = T(2.0 / n) if loss == MSE else T(1)  # d(mse)/da = 2e/n; d(quadratic)/da = e
     if act == SIGMOID:

@@ -33,14 +33,19 @@ from .sparse import SparseRows, index_dtype, is_sparse, values_dtype
 
 @njit(**INLINE)
 def prefetch_sample(indptr, indices, values, r):
-    """Start loading sample r's nonzeros (indices and values) into the cache."""
+    """Start loading sample r's nonzeros (indices and values) into the cache. (While loops: a
+    range with a step divides by it, and an array's itemsize is a run-time value to LLVM.)"""
     p0, p1 = indptr[r], indptr[r + 1]
     if p1 > p0:
-        for p in range(p0, p1, max(1, 64 // indices.itemsize)):
+        p, step = p0, max(1, 64 // indices.itemsize)
+        while p < p1:
             _prefetch(indices, p)
+            p += step
         _prefetch(indices, p1 - 1)
-        for p in range(p0, p1, max(1, 64 // values.itemsize)):
+        p, step = p0, max(1, 64 // values.itemsize)
+        while p < p1:
             _prefetch(values, p)
+            p += step
         _prefetch(values, p1 - 1)
 
 
@@ -148,6 +153,8 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
         m = min(bs, n - start)
         red = 1.0 / m if mean else 1.0
         for s in range(m):  # this worker's share of the first layer's forward sums
+            if start + s + 2 * AHEAD < n:  # (the offsets of the sample whose nonzeros come next)
+                _prefetch(indptr, order[start + s + 2 * AHEAD])
             if start + s + AHEAD < n:
                 prefetch_sample(indptr, indices, values, order[start + s + AHEAD])
             r = order[start + s]

@@ -555,3 +555,38 @@ def test_activation_derivatives_are_computed_in_the_activations_precision():
             assert returned == (types.float32 if T == np.float32 else types.float64), name
             expected = {"sigmoid": 0.6 * 0.4, "tanh": 1 - 0.36, "exp": 0.6}.get(name, 1.0)
             assert abs(value - expected) < 1e-6, name
+
+
+def test_flat_views_contiguous_rows_and_the_flat_kernels_call_no_reshape():
+    """``_flat`` is a 1-D view of an array's contiguous rows (a slice of a 3-D buffer's leading
+    axes included): it reads and writes the array itself. The kernels that loop over whole rows
+    flat use it instead of ``reshape``, whose C helper ran on every call and whose module a cached
+    kernel imported when it loaded."""
+    from numba import njit, types
+
+    from fastbp.kernels import _nb_math as KM
+    from fastbp.kernels._nb_intrinsics import _flat
+
+    @njit
+    def twice_rows(B, l, s0, s1):
+        v = _flat(B[l, s0:s1])
+        for i in range(v.shape[0]):
+            v[i] *= 2
+        return v.shape[0], v[0]
+
+    B = np.arange(2 * 5 * 4, dtype=np.float32).reshape(2, 5, 4)
+    expected = B.copy()
+    expected[1, 1:4] *= 2
+    assert twice_rows(B, 1, 1, 4) == (12, 2 * 24.0)
+    np.testing.assert_array_equal(B, expected)  # only those rows, in place
+
+    row = types.Array(types.float32, 2, "C")
+    argtypes = (row, row, types.int64, types.int64, types.int64, types.float32)
+    for kernel in (KM.activate_full, KM.output_deltas):  # compiled afresh (a cached one keeps no IR)
+        fresh = njit(kernel.separate.variant(()).dispatcher.py_func)
+        sig = argtypes if kernel is KM.activate_full else (row, row, row, row, types.int64, types.int64,
+                                                           types.int64, types.float32, types.int64, types.float32)
+        fresh.compile(sig)
+        llvm = fresh.inspect_llvm(sig)
+        assert "fmul" in llvm  # (its own code is there)
+        assert "nocopy_reshape" not in llvm and "arrayobj" not in llvm, kernel
