@@ -180,10 +180,12 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
         finish(opt, hp, b, Sb, bo + lo, bo + hi, 0.0, k)
 
 
-@separately
+@separately(constants=("code",), returns=types.none)
 def backprop_units(D, m, n_out, W, wo, ld, lo, hi, Zp, Ap, Dp, code, slope, tiny):
     """Deltas of the layer below, for its units lo:hi: Dp[s, i] = f'(z) * sum_j D[s, j] W[j, i]
     (W transposed, stride ld: row j holds the weights of unit j). Uses W before its update.
+    Called by address, compiled for the hidden layers' activation (``code``: with a code at run
+    time, LLVM computed every activation's derivative and blended them).
     Whole 128-byte pieces of lo:hi are one vector combination of the rows each (``_rows_dot``,
     its sums in registers), the rest a plain loop. Every loop runs over a slice from 0: an index
     from ``lo`` could be negative to Numba, which then wraps it, and LLVM does not vectorise the
@@ -212,4 +214,4 @@ def backprop_units(D, m, n_out, W, wo, ld, lo, hi, Zp, Ap, Dp, code, slope, tiny
             g[r] = v if abs(v) >= tiny else T(0)
 
 
-update_layer_units_at = update_layer_units.at  # (called by address: see separately)
+update_layer_units_at, backprop_units_at = update_layer_units.at, backprop_units.at  # (by address: see separately)

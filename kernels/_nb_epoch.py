@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from ._nb_blocked import backprop_units, forward_units, gemm_pays_nb, update_layer_units_at
+from ._nb_blocked import backprop_units_at, forward_units, gemm_pays_nb, update_layer_units_at
 from ._nb_common import INLINE, JIT, for_kernels
 from ._nb_intrinsics import _cpu_relax, _load_acquire, _prefetch, _sched_yield, _store_release
 from ._nb_math import activate_full_at, output_deltas_at
@@ -20,16 +20,17 @@ SPINS = 2000  # polls of the barrier before yielding the CPU
 # compiled for the codes of the configuration being trained (``slot_codes``): the epochs are
 # compiled once per dtype and engine, whatever the activations, loss and optimiser.
 SLOTS = ("hidden layers' activation", "output activation", "output deltas", "a layer's update",
-         "optimiser step begins", "optimiser step ends")
-SLOT_HIDDEN, SLOT_OUT, SLOT_DELTAS, SLOT_UPDATE, SLOT_BEGIN, SLOT_FINISH = (i for i, _ in enumerate(SLOTS))
+         "optimiser step begins", "optimiser step ends", "deltas of a hidden layer")
+SLOT_HIDDEN, SLOT_OUT, SLOT_DELTAS, SLOT_UPDATE, SLOT_BEGIN, SLOT_FINISH, SLOT_BACK = (i for i, _ in enumerate(SLOTS))
 N_SLOTS = len(SLOTS)
 
 
 def slot_codes(slot, acts, loss, opt):
     """The codes slot ``slot``'s kernel is compiled for (name -> code): the hidden layers'
-    activation (when they share one; otherwise none, and the kernel reads each layer's code), the
-    output layer's, the output deltas' (activation and loss), the optimiser's."""
-    if slot == SLOT_HIDDEN:
+    activation (when they share one; otherwise none, and the kernel reads each layer's code) for
+    their activation and their deltas, the output layer's, the output deltas' (activation and
+    loss), the optimiser's."""
+    if slot == SLOT_HIDDEN or slot == SLOT_BACK:
         hidden = {int(a) for a in acts[:-1]} or {int(acts[-1])}  # (no hidden layer: a kernel already made)
         return {"code": hidden.pop()} if len(hidden) == 1 else {}
     if slot == SLOT_OUT:
@@ -137,8 +138,8 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
         for l in range(L - 1, -1, -1):
             n_out = sizes[l + 1]
             if l > 0:  # over the padded width: zero weights there give zero deltas
-                backprop_units(D[l], m, n_out, W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
-                               D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
+                backprop_units_at(fns, SLOT_BACK, D[l], m, n_out, W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
+                                  D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
             x = xb if l == 0 else A[l - 1]
             update_layer_units_at(fns, SLOT_UPDATE, x, m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0, n_out,
                                   scale if l == 0 else 1.0, opt, hp, red, start // bs, frozen_w[l], frozen_b[l],
@@ -229,8 +230,8 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
             total += output_deltas_at(fns, SLOT_DELTAS, Z[out], A[out], yb, D[out], m, sizes[L], acts[out],
                                       T(slopes[out]), loss, T(tiny))
             for l in range(L - 1, 0, -1):
-                backprop_units(D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1], A[l - 1],
-                               D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
+                backprop_units_at(fns, SLOT_BACK, D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1],
+                                  A[l - 1], D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
                 update_layer_units_at(fns, SLOT_UPDATE, A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0,
                                       sizes[l + 1], 1.0, opt, hp, red, k, frozen_w[l], frozen_b[l],
                                       gemm_pays_nb(bs, sizes[l + 1], W.itemsize))

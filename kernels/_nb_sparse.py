@@ -22,9 +22,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._nb_blocked import backprop_units, forward_units, gemm_pays_nb, update_layer_units_at
+from ._nb_blocked import backprop_units_at, forward_units, gemm_pays_nb, update_layer_units_at
 from ._nb_common import INLINE, JIT
-from ._nb_epoch import AHEAD, SLOT_BEGIN, SLOT_DELTAS, SLOT_FINISH, SLOT_UPDATE, _barrier, activate_layer, gather_targets, prefetch_targets
+from ._nb_epoch import (AHEAD, SLOT_BACK, SLOT_BEGIN, SLOT_DELTAS, SLOT_FINISH, SLOT_UPDATE, _barrier, activate_layer,
+                        gather_targets, prefetch_targets)
 from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
 from ._nb_math import output_deltas_at
 from ._nb_optim import begin_at, decay_of, finish_at, gradient_slot
@@ -192,8 +193,9 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
                                       sizes[L], acts[out],
                                    T(slopes[out]), loss, T(tiny))
             for l in range(L - 1, 0, -1):
-                backprop_units(D[l, s0:s1], ms, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1, s0:s1],
-                               A[l - 1, s0:s1], D[l - 1, s0:s1], acts[l - 1], T(slopes[l - 1]), T(tiny))
+                backprop_units_at(fns, SLOT_BACK, D[l, s0:s1], ms, sizes[l + 1], W, woff[l], lds[l], 0, lds[l],
+                                  Z[l - 1, s0:s1], A[l - 1, s0:s1], D[l - 1, s0:s1], acts[l - 1], T(slopes[l - 1]),
+                                  T(tiny))
         if nw > 1 and not _barrier(flags, t, 2 * k + 2, stop):
             return
         if t == 0:  # the layers above and the first layer's biases, from every sample's deltas

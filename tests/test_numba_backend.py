@@ -192,6 +192,9 @@ def test_hidden_layers_of_different_activations_match_numpy(engine):
     X, y = data(n_in=12)
     plan = be.make_plan([fused[2].layers], "cross_entropy", [fb.SGD()], be.prepare_data(X), be.asarray(np.eye(5)[y]), 5)
     assert F.slot_codes(F.SLOT_HIDDEN, plan.acts, plan.loss, plan.opt) == {}
+    assert F.slot_codes(F.SLOT_BACK, plan.acts, plan.loss, plan.opt) == {}  # (their deltas: the same)
+    relu = C.ACT_CODES["relu"]
+    assert F.slot_codes(F.SLOT_BACK, np.array([relu, relu, plan.acts[-1]]), plan.loss, plan.opt) == {"code": relu}
     assert F.slot_codes(F.SLOT_OUT, plan.acts, plan.loss, plan.opt) == {"code": C.ACT_CODES["softmax"]}
     assert F.slot_codes(F.SLOT_DELTAS, plan.acts, plan.loss, plan.opt) == {"act": C.ACT_CODES["softmax"],
                                                                          "loss": C.LOSS_CODES["cross_entropy"]}
