@@ -544,8 +544,39 @@ def test_load_digits():
     from sklearn.datasets import load_digits
 
     raw = load_digits()
-    np.testing.assert_array_equal(X[:5], np.rint(raw.data[:5] * 255 / 16))
-    np.testing.assert_array_equal(yt, raw.target[1500:])
+    np.testing.assert_array_equal(np.concatenate([X, Xt]), np.rint(raw.data * 255 / 16))
+    np.testing.assert_array_equal(np.concatenate([y, yt]), raw.target)
+
+
+def test_load_digits_reads_scikit_learns_file_without_importing_it_and_falls_back_to_its_loader(tmp_path, monkeypatch):
+    """The file is read without importing scikit-learn's datasets (1.5-2 s); a file that is
+    missing or not as expected is refused, and then scikit-learn's loader gives the same split."""
+    import subprocess
+    import sys
+
+    code = ("import sys, fastbp.datasets as d; s = d.load_digits(); "
+            "print(s.X_train.shape, 'sklearn.datasets' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["(1500,", "64)", "False"]
+    good = datasets._bundled_digits()
+    assert good is not None and good.shape == (1797, 65)
+    lines = [",".join(str(int(v)) for v in row) for row in good]
+    cases = {"short.csv.gz": lines[:-1], "seventeen.csv.gz": ["17," + line.split(",", 1)[1] for line in lines],
+             "label 10.csv.gz": [line.rsplit(",", 1)[0] + ",10" for line in lines],
+             "text.csv.gz": ["a,b"] + lines[1:]}
+    for name, rows in cases.items():
+        with gzip.open(tmp_path / name, "wt") as f:
+            f.write("\n".join(rows) + "\n")
+        assert datasets._bundled_digits(str(tmp_path / name)) is None, name
+    (tmp_path / "not gzip.csv.gz").write_bytes(b"\x1f\x8b garbage")
+    for name in ("not gzip.csv.gz", "missing.csv.gz"):
+        assert datasets._bundled_digits(str(tmp_path / name)) is None, name
+    direct = datasets.load_digits()
+    monkeypatch.setattr(datasets, "_bundled_digits", lambda path=None: None)
+    fallback = datasets.load_digits()
+    for a, b in zip(direct[:4], fallback[:4]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_make_moons():
