@@ -171,28 +171,13 @@ def update_layer_units(x, m, ld, W, SW, wo, b, Sb, bo, D, lo, hi, zs, opt, hp, s
         finish(opt, hp, W, SW, lo_i, hi_i, wd, k)
     if not frozen_b:
         cs = T(begin(opt, hp, b, Sb, bo + lo, bo + hi, 0.0) * scale)
-        G = b if slot < 0 else Sb[slot]
-        zero = T(0)
-        j = lo
-        while j + 4 <= hi:  # four units' sums at once: four chains of adds instead of one (each unit's
-            g0, g1, g2, g3 = zero, zero, zero, zero  # samples still added in order, from zero)
-            for s in range(m):
-                d = D[s]
-                g0 += d[j]
-                g1 += d[j + 1]
-                g2 += d[j + 2]
-                g3 += d[j + 3]
-            G[bo + j] += cs * g0
-            G[bo + j + 1] += cs * g1
-            G[bo + j + 2] += cs * g2
-            G[bo + j + 3] += cs * g3
-            j += 4
-        while j < hi:
-            g = zero
-            for s in range(m):
-                g += D[s, j]
-            G[bo + j] += cs * g
-            j += 1
+        # each sample's scaled deltas added in turn, as the weights' gradient is: vector adds along
+        # the units (the sum down each column of D first was one chain of scalar adds per unit)
+        g = (b if slot < 0 else Sb[slot])[bo + lo:bo + hi]
+        for s in range(m):
+            d = D[s, lo:hi]
+            for j in range(g.shape[0]):
+                g[j] += cs * d[j]
         finish(opt, hp, b, Sb, bo + lo, bo + hi, 0.0, k)
 
 
