@@ -38,6 +38,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from pathlib import Path
 from typing import NamedTuple
@@ -515,7 +516,9 @@ def _bundled_digits(path=None):
             return None
         path = os.path.join(os.path.dirname(spec.origin), "datasets", "data", "digits.csv.gz")
     try:
-        data = np.loadtxt(path, delimiter=",", ndmin=2)
+        with warnings.catch_warnings():  # (an empty file is a warning to loadtxt: here, not the file)
+            warnings.simplefilter("ignore")
+            data = np.loadtxt(path, delimiter=",", ndmin=2)
     except (OSError, ValueError, EOFError, zlib.error):
         return None
     ok = (data.shape == (1797, 65) and np.array_equal(data, np.rint(data)) and data[:, :64].min() >= 0

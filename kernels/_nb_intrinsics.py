@@ -35,15 +35,18 @@ def _flat(typingctx, a):
     contiguously in memory, row after row (every caller's: the epochs' buffers and slices of
     their leading axis). Not Numba's ``reshape``: that calls a C helper on each use, and a
     cached kernel that uses it imports Numba's ``numba.np.arrayobj`` when it loads (30-60 ms of
-    a new process's 0.15 s, for one helper of reshape's)."""
-    if not isinstance(a, types.Array):
-        raise TypingError("_flat: expected an array")
-    flat = types.Array(a.dtype, 1, "C")
+    a new process's 0.15 s, for one helper of reshape's). Only for arrays Numba types as
+    C-contiguous (the epochs' buffers and those slices are): any other layout is refused while
+    typing, for the view would read elements outside the array. The view keeps the array's
+    read-only and alignment flags."""
+    if not isinstance(a, types.Array) or a.layout != "C":
+        raise TypingError(f"_flat: expected a C-contiguous array, got {a}")
+    flat = a.copy(ndim=1, layout="C")
 
     def codegen(context, builder, sig, args):
         src = context.make_array(sig.args[0])(context, builder, args[0])
         out = context.make_array(flat)(context, builder)
-        size = ir.Constant(ir.IntType(64), 1)
+        size = context.get_constant(types.intp, 1)
         for extent in cgutils.unpack_tuple(builder, src.shape, sig.args[0].ndim):
             size = builder.mul(size, extent)
         out.meminfo, out.parent, out.data, out.itemsize = src.meminfo, src.parent, src.data, src.itemsize

@@ -85,6 +85,10 @@ def main(argv=None):
                       os.path.abspath(args.mnist))
     if not args.base:
         p.error("--base: expected the other checkout")
+    for config in args.configs.split(","):  # (all checked before any worker starts)
+        fields = config.split(":")
+        if not 4 <= len(fields) <= 5 or (len(fields) == 5 and fields[4].lower() not in ("auto", "true", "false")):
+            p.error(f"--configs: expected dtype:threads:momentum:members[:auto|true|false], got {config!r}")
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"new": package_path(HERE, tmp), "base": package_path(args.base, tmp)}
         for config in args.configs.split(","):

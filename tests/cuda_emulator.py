@@ -164,17 +164,15 @@ def build(source):
     key = hashlib.sha256(source.encode()).hexdigest()[:16]
     if key not in _LIBRARIES:
         folder = tempfile.mkdtemp(prefix="fb-emu-")
-        try:
-            cpp, lib = os.path.join(folder, "k.cpp"), os.path.join(folder, "k.so")
-            with open(cpp, "w") as f:
-                f.write(EMULATOR + as_cpp(source) + LAUNCHER)
-            done = subprocess.run([GXX, "-std=c++20", "-O1", "-pthread", "-w", "-shared", "-fPIC", cpp, "-o", lib],
-                                  capture_output=True, text=True, timeout=300)
-            if done.returncode:
-                raise RuntimeError(f"the emulated kernel failed to compile:\n{done.stderr}")
-            _LIBRARIES[key] = ctypes.CDLL(lib)
-        finally:  # (a loaded library needs no file: nothing is left in the temporary folder)
-            shutil.rmtree(folder, ignore_errors=True)
+        cpp, lib = os.path.join(folder, "k.cpp"), os.path.join(folder, "k.so")
+        with open(cpp, "w") as f:
+            f.write(EMULATOR + as_cpp(source) + LAUNCHER)
+        done = subprocess.run([GXX, "-std=c++20", "-O1", "-pthread", "-w", "-shared", "-fPIC", cpp, "-o", lib],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode:  # (the folder stays, with the source the messages point into)
+            raise RuntimeError(f"the emulated kernel failed to compile ({cpp}):\n{done.stderr}")
+        _LIBRARIES[key] = ctypes.CDLL(lib)
+        shutil.rmtree(folder, ignore_errors=True)  # (a loaded library needs its file no more)
     return _LIBRARIES[key]
 
 

@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 
 import numpy as np
 import pytest
@@ -564,11 +565,16 @@ def test_load_digits_reads_scikit_learns_file_without_importing_it_and_falls_bac
     lines = [",".join(str(int(v)) for v in row) for row in good]
     cases = {"short.csv.gz": lines[:-1], "seventeen.csv.gz": ["17," + line.split(",", 1)[1] for line in lines],
              "label 10.csv.gz": [line.rsplit(",", 1)[0] + ",10" for line in lines],
-             "text.csv.gz": ["a,b"] + lines[1:]}
+             "text.csv.gz": ["a,b"] + lines[1:], "empty.csv.gz": [],
+             "half a pixel.csv.gz": ["0.5," + lines[0].split(",", 1)[1]] + lines[1:],
+             "negative.csv.gz": ["-1," + lines[0].split(",", 1)[1]] + lines[1:],
+             "66 columns.csv.gz": [line + ",0" for line in lines]}
     for name, rows in cases.items():
         with gzip.open(tmp_path / name, "wt") as f:
-            f.write("\n".join(rows) + "\n")
-        assert datasets._bundled_digits(str(tmp_path / name)) is None, name
+            f.write("\n".join(rows) + ("\n" if rows else ""))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (and quietly: no warning of loadtxt's reaches the user)
+            assert datasets._bundled_digits(str(tmp_path / name)) is None, name
     (tmp_path / "not gzip.csv.gz").write_bytes(b"\x1f\x8b garbage")
     for name in ("not gzip.csv.gz", "missing.csv.gz"):
         assert datasets._bundled_digits(str(tmp_path / name)) is None, name

@@ -593,3 +593,34 @@ def test_flat_views_contiguous_rows_and_the_flat_kernels_call_no_reshape():
         llvm = fresh.inspect_llvm(sig)
         assert "fmul" in llvm  # (its own code is there)
         assert "nocopy_reshape" not in llvm and "arrayobj" not in llvm, kernel
+
+
+def test_flat_refuses_arrays_that_are_not_c_contiguous_and_keeps_read_only_views_read_only():
+    """A strided slice would be read past its own elements, so it is refused while typing; a
+    read-only array's view stays read-only (a write to it does not compile)."""
+    from numba import njit
+    from numba.core.errors import TypingError
+
+    from fastbp.kernels._nb_intrinsics import _flat
+
+    @njit
+    def total(a):
+        v = _flat(a)
+        t = 0.0
+        for i in range(v.shape[0]):
+            t += v[i]
+        return t
+
+    @njit
+    def poke(a):
+        _flat(a)[0] = 1.0
+
+    B = np.arange(12.0).reshape(3, 4)
+    assert total(B) == B.sum()
+    with pytest.raises(TypingError, match="C-contiguous"):
+        total(B[:, 1:])
+    r = np.zeros((2, 2))
+    r.flags.writeable = False
+    with pytest.raises(TypingError):
+        poke(r)
+    assert r[0, 0] == 0.0
