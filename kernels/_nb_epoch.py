@@ -60,15 +60,20 @@ def gather_rows(X, order, start, m, lo, hi, xb):
 
 
 @njit(**INLINE)
+def prefetch_lines(a, lo, hi):
+    """Ask the CPU to start loading a[lo:hi] (1-D, lo < hi) into the cache, every line of it. (A
+    while loop: a range with a step divides by the step, a run-time value to LLVM.)"""
+    i, step = lo, max(1, 64 // a.itemsize)
+    while i < hi:
+        _prefetch(a, i)
+        i += step
+    _prefetch(a, hi - 1)  # a[lo:hi] need not start on a cache line: the last line may be one more
+
+
+@njit(**INLINE)
 def prefetch_row(X, k):
     """Ask the CPU to start loading row X[k] into the cache (every line of it)."""
-    r = X[k]
-    n_in = X.shape[1]
-    i, step = 0, max(1, 64 // X.itemsize)
-    while i < n_in:  # (not a range with a step: that divides by the step, a run-time value to LLVM)
-        _prefetch(r, i)
-        i += step
-    _prefetch(r, n_in - 1)  # rows do not start on a cache line: the last line may be one more
+    prefetch_lines(X[k], 0, X.shape[1])
 
 
 @for_kernels

@@ -25,7 +25,7 @@ from numba import njit
 from ._nb_blocked import backprop_units_at, forward_units, gemm_pays_nb, update_layer_units_at
 from ._nb_common import INLINE, JIT
 from ._nb_epoch import (AHEAD, SLOT_BACK, SLOT_BEGIN, SLOT_DELTAS, SLOT_FINISH, SLOT_UPDATE, _barrier, activate_layer,
-                        gather_targets, prefetch_targets)
+                        gather_targets, prefetch_lines, prefetch_targets)
 from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
 from ._nb_math import output_deltas_at
 from ._nb_optim import begin_at, decay_of, finish_at, gradient_slot
@@ -34,20 +34,11 @@ from .sparse import SparseRows, index_dtype, is_sparse, values_dtype
 
 @njit(**INLINE)
 def prefetch_sample(indptr, indices, values, r):
-    """Start loading sample r's nonzeros (indices and values) into the cache. (While loops: a
-    range with a step divides by it, and an array's itemsize is a run-time value to LLVM.)"""
+    """Start loading sample r's nonzeros (indices and values) into the cache."""
     p0, p1 = indptr[r], indptr[r + 1]
     if p1 > p0:
-        p, step = p0, max(1, 64 // indices.itemsize)
-        while p < p1:
-            _prefetch(indices, p)
-            p += step
-        _prefetch(indices, p1 - 1)
-        p, step = p0, max(1, 64 // values.itemsize)
-        while p < p1:
-            _prefetch(values, p)
-            p += step
-        _prefetch(values, p1 - 1)
+        prefetch_lines(indices, p0, p1)
+        prefetch_lines(values, p0, p1)
 
 
 @njit(**INLINE)
