@@ -304,64 +304,71 @@ class NumbaBackend(NumpyBackend):
         X = X if p.inputs is None else p.inputs
         data = (X.indptr, X.indices, X.values) if p.input_major else (X,)
         shared = (p.woff, p.boff, p.sizes, p.lds, p.acts, p.slopes)
+        dt, L, maxw = self.dtype, p.n_layers, int(max(p.lds[1:]))
         if K_ == 1 and self._two_threads(p):
-            dt, L = self.dtype, p.n_layers
-            maxw = int(max(p.lds[1:]))
-            Z = _aligned_zeros((L, bs, maxw), dt)  # rows of 128-byte multiples, cache-line aligned
-            A = _aligned_zeros((L, bs, maxw), dt)
-            D = _aligned_zeros((L, bs, maxw), dt)
-            flags = _aligned_zeros(32, np.int64)
+            def two_workers():  # rows of 128-byte multiples, cache-line aligned; the barriers' flags
+                ZAD = [_aligned_zeros((L, bs, maxw), dt) for _ in range(3)]
+                if p.input_major:  # the partial sums, the spans of each worker's nonzeros, its targets
+                    return (*ZAD, _aligned_zeros((2, bs, int(p.lds[1])), dt), np.zeros((2, 2, bs), np.int64),
+                            _aligned_zeros((2, bs, maxw), dt), _aligned_zeros(32, np.int64))
+                return (*ZAD, _aligned_zeros((2, 2, bs, int(p.lds[0])), dt), _aligned_zeros((2, bs, maxw), dt),
+                        _aligned_zeros(32, np.int64))  # (each worker's two batch buffers)
+
+            *bufs, flags = p.scratch(("2t", bs, dt), two_workers)
+            flags[:] = 0  # (the barriers count from 1 in each epoch)
+            Z, A, D, *more = bufs
             losses = np.zeros(2)
             fns = np.zeros(KF.N_SLOTS, np.int64)
             common = (scale, Y, orders[0], bs, p.W[0], p.b[0], p.SW[0], p.Sb[0], *shared, p.frozen_w[0],
                       p.frozen_b[0], p.loss, p.opt, p.hp[0], p.mean, p.tiny, fns, Z, A, D)
             if p.input_major:
-                P = _aligned_zeros((2, bs, int(p.lds[1])), dt)
-                spans, Yb = np.zeros((2, 2, bs), np.int64), _aligned_zeros((2, bs, maxw), dt)
-                args = (2, *data, X.split(), *common, P, spans, Yb, flags, losses, stop)
-                work = [lambda t=t: with_slots(KS.train_epoch_sparse, (t, *args), fns, p) for t in (0, 1)]
+                kernel, args = KS.train_epoch_sparse, (2, *data, X.split(), *common, *more, flags, losses, stop)
             else:
-                XW, YB = _aligned_zeros((2, 2, bs, int(p.lds[0])), dt), _aligned_zeros((2, bs, maxw), dt)
-                args = (*data, *common, XW, YB, flags, losses, stop)
-                work = [lambda t=t: with_slots(KF.train_epoch_2t, (t, *args), fns, p) for t in (0, 1)]
+                kernel, args = KF.train_epoch_2t, (*data, *common, *more, flags, losses, stop)
+            key = _slot_key(kernel, (0, *args), p)  # (the workers' arguments differ in t only: one key)
+            work = [lambda t=t: with_slots(kernel, (t, *args), fns, p, key) for t in (0, 1)]
             with one_blas_thread(gemm):
                 run_workers(work, stop, patience)
             totals[0] = losses[0] + (losses[1] if p.input_major else 0.0)  # the sparse workers share the samples
             return totals
-        def calls(ks):  # one worker's calls: whole members, one compiled epoch each
-            fns = np.zeros(KF.N_SLOTS, np.int64)
-            L, maxw = p.n_layers, int(max(p.lds[1:]))
-            bufs = [_aligned_zeros((L, bs, maxw), self.dtype) for _ in range(3)]  # this worker's Z, A, D
+
+        def one_worker():
+            ZAD = [_aligned_zeros((L, bs, maxw), dt) for _ in range(3)]  # Z, A, D
             if p.input_major:  # the sparse epoch as one worker of one
-                bufs += [_aligned_zeros((1, bs, int(p.lds[1])), self.dtype), np.zeros((1, 2, bs), np.int64),
-                         _aligned_zeros((1, bs, maxw), self.dtype)]
-                flags, losses = np.zeros(32, np.int64), np.zeros(2)
-            else:
-                bufs = [_aligned_zeros((bs, int(p.lds[0])), self.dtype), _aligned_zeros((bs, maxw), self.dtype), *bufs]
+                return [*ZAD, _aligned_zeros((1, bs, int(p.lds[1])), dt), np.zeros((1, 2, bs), np.int64),
+                        _aligned_zeros((1, bs, maxw), dt)]
+            return [_aligned_zeros((bs, int(p.lds[0])), dt), _aligned_zeros((bs, maxw), dt), *ZAD]
+
+        def calls(t, ks):  # worker t's calls: whole members, one compiled epoch each
+            fns = np.zeros(KF.N_SLOTS, np.int64)
+            bufs = p.scratch(("1t", t, bs, dt), one_worker)
+            flags, losses = np.zeros(32, np.int64), np.zeros(2)  # (the sparse epoch's; no barrier for one)
             for k in ks:
                 member = (scale, Y, orders[k], bs, p.W[k], p.b[k], p.SW[k], p.Sb[k], *shared, p.frozen_w[k],
                           p.frozen_b[k], p.loss, p.opt, p.hp[k], p.mean, p.tiny, fns)
                 if p.input_major:
-                    yield k, KS.train_epoch_sparse, (0, 1, *data, p.sizes[0], *member, *bufs, flags, losses, stop), \
-                        fns, losses
+                    args = (0, 1, *data, p.sizes[0], *member, *bufs, flags, losses, stop)
+                    yield k, KS.train_epoch_sparse, args, fns, losses
                 else:
                     yield k, KF.train_epoch, (*data, *member, *bufs, stop), fns, None
 
-        def train(work):
+        def train(work, key=None):  # (the members' arguments are of the same types: one key)
             for k, kernel, args, fns, losses in work:
                 if stop[0] != 0:
                     return
-                total = with_slots(kernel, args, fns, p)
+                key = key or _slot_key(kernel, args, p)
+                total = with_slots(kernel, args, fns, p, key)
                 totals[k] = total if losses is None else losses[0]
 
         n = max(1, min(self.threads, members.size))
         with one_blas_thread(gemm):
             if n == 1 and _flops(p, orders.shape[1], members.size) <= INLINE_FLOPS:
-                work = list(calls(members))
-                if compiled(*work[0][1:3], p):  # a short epoch, no compile: here (a thread costs more)
-                    train(work)
+                work = list(calls(0, members))
+                key = _slot_key(*work[0][1:3], p)
+                if key[1] in _SLOT_ADDRESSES:  # a short epoch, compiled: here (a thread costs more)
+                    train(work, key)
                     return totals
-            run_workers([lambda ks=members[t::n]: train(calls(ks)) for t in range(n)], stop, patience)
+            run_workers([lambda t=t: train(calls(t, members[t::n])) for t in range(n)], stop, patience)
         return totals
 
     def warmup(self, layers, loss, X, Y, batch_size, opt):
@@ -417,23 +424,20 @@ def _fingerprint(a):
 
 
 def _slot_key(kernel, args, plan):
+    """(the kernel's dispatcher, the key of its slots' addresses in ``_SLOT_ADDRESSES``)."""
     dispatcher = getattr(kernel, "dispatcher", kernel)
     return dispatcher, (dispatcher, tuple(map(_fingerprint, args)), plan.acts.tobytes(), int(plan.loss),
                         int(plan.opt))
 
 
-def compiled(kernel, args, plan):
-    """Whether ``with_slots(kernel, args, ..., plan)`` would run without compiling anything."""
-    return _slot_key(kernel, args, plan)[1] in _SLOT_ADDRESSES
-
-
-def with_slots(kernel, args, fns, plan):
+def with_slots(kernel, args, fns, plan, key=None):
     """Run a fused epoch ``kernel`` on ``args`` after compiling (or loading) it for their types
     and writing into ``fns`` (one of ``args``) the addresses of the kernels it calls by address,
     compiled for the plan's codes (``_nb_epoch.slot_codes``): once per epoch kernel, argument
     types and codes. (A compile runs on a worker thread, see ``warmup``; a compiled short epoch
-    may run on the calling thread, see ``train_plan``.)"""
-    dispatcher, key = _slot_key(kernel, args, plan)
+    may run on the calling thread, see ``train_plan``.) ``key``: ``_slot_key(kernel, args, plan)``
+    when the caller has it."""
+    dispatcher, key = key or _slot_key(kernel, args, plan)
     addresses = _SLOT_ADDRESSES.get(key)
     if addresses is None:
         argtypes = tuple(numba.typeof(a) for a in args)
@@ -496,9 +500,92 @@ def finish_left_running(stop, patience=None):
         _LEFT_RUNNING[:] = [th for th in _LEFT_RUNNING if th.is_alive()]
 
 
+class _Job:
+    """One worker's part of a ``run_workers`` call, run by a kept thread (``_POOL``), with the
+    part of a Thread's interface that run_workers uses: ``start()``, ``is_alive()`` (started and
+    not finished) and ``join()``. When it has run, ``finished`` is set and ``released`` released."""
+
+    def __init__(self, work, finished, released):
+        self.work, self.finished, self.released = work, finished, released
+        self.started = False
+
+    def start(self):
+        self.started = True
+        _POOL.run(self)
+
+    def is_alive(self):
+        return self.started and not self.finished.is_set()
+
+    def join(self, timeout=None):
+        self.finished.wait(timeout)
+
+
+class _Pool:
+    """The threads the fused epochs run on, kept between epochs: starting two threads per epoch
+    cost 0.2-0.25 ms here (as much as a short epoch's maths), handing a kept one its next job
+    0.02 ms. Each thread runs one job at a time and, idle, waits on its queue (no CPU). A thread
+    starts with SIGINT blocked, so that a Ctrl-C is always delivered to the main thread (which
+    run_workers keeps answering). A job's thread is back among the idle ones before the job is
+    reported finished, so the next call finds it; beyond ``keep`` idle threads, a thread ends
+    after its job. A forked child starts with none (the parent's threads do not exist there)."""
+
+    def __init__(self, keep=8):
+        self.keep = keep
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self):
+        self.lock, self.idle, self.made, self.busy = threading.Lock(), [], 0, 0
+
+    def run(self, job):
+        with self.lock:
+            jobs = self.idle.pop() if self.idle else None
+            self.made += jobs is None
+            number = self.made
+            self.busy += 1
+        if jobs is None:
+            import queue
+
+            jobs = queue.SimpleQueue()
+            thread = threading.Thread(target=self._serve, args=(jobs,), name=f"fastbp-numba-{number}", daemon=True)
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") \
+                else None
+            try:
+                thread.start()
+            finally:
+                _restore_sigmask(old)
+        jobs.put(job)
+
+    def _serve(self, jobs):
+        while True:
+            job = jobs.get()
+            try:
+                job.work()  # (it reports its own exceptions)
+            finally:
+                with self.lock:
+                    self.busy -= 1
+                    stay = len(self.idle) < self.keep
+                    if stay:
+                        self.idle.append(jobs)
+                job.finished.set()
+                job.released.release()
+            if not stay:
+                return
+
+
+
+_POOL = _Pool()
+
+
+def busy_workers():
+    """How many of the fused epochs' threads are running a job now (idle kept threads not counted)."""
+    return _POOL.busy
+
+
 def run_workers(targets, stop, patience=None):
-    """Run each callable of ``targets`` on a thread of its own and wait for all of them; their
-    first exception is raised here. On Ctrl-C, ``stop[0]`` is set, which the compiled workers poll,
+    """Run each callable of ``targets`` on a thread of its own (kept between calls: ``_Pool``) and
+    wait for all of them; their first exception is raised here. On Ctrl-C, ``stop[0]`` is set, which the compiled workers poll,
     and the workers are waited for (at most ``patience`` seconds when given) before the
     KeyboardInterrupt goes on: no worker is left running.
 
@@ -508,8 +595,9 @@ def run_workers(targets, stop, patience=None):
     inside ``Thread.start()`` (a worker nobody waits for) nor inside a lock (``Event.wait``'s
     condition left held: the waiting thread and the worker's ``set()`` deadlocked, as a storm of
     SIGINTs showed). It blocks on a lock per worker, released when the worker ends, so it returns
-    as soon as they are done, and polls for SIGINT between waits of 10 ms. Thread.join is not trusted either: interrupted while the thread runs, CPython
-    3.11 marks it stopped while it still runs. When the program has its own SIGINT handler, the
+    as soon as they are done, and polls for SIGINT between waits of 10 ms. (Thread.join is not
+    trusted either: interrupted while the thread runs, CPython 3.11 marks it stopped while it
+    still runs.) When the program has its own SIGINT handler, the
     workers finish their epoch and the signal is raised again after it, for that handler.
     Elsewhere (another thread, or no sigtimedwait) the wait is ``_run_unmasked``'s."""
     errors = []
@@ -521,17 +609,13 @@ def run_workers(targets, stop, patience=None):
     for lock in released:
         lock.acquire()
 
-    def guarded(target, finished, lock):
+    def guarded(target):
         try:
             target()
         except BaseException as e:  # reported by the waiting thread
             errors.append(e)
-        finally:
-            finished.set()
-            lock.release()
 
-    threads = [threading.Thread(target=guarded, args=(t, ev, lock), name=f"fastbp-numba-{i}", daemon=True)
-               for i, (t, ev, lock) in enumerate(zip(targets, done, released))]
+    threads = [_Job(functools.partial(guarded, t), ev, lock) for t, ev, lock in zip(targets, done, released)]
     old = _block_sigint() if hasattr(signal, "sigtimedwait") else None
     if old is None:
         return _run_unmasked(threads, done, errors, stop, patience)
@@ -557,9 +641,6 @@ def run_workers(targets, stop, patience=None):
                         deadline = time.monotonic() + patience
         if signal.sigtimedwait({signal.SIGINT}, 0) is not None:  # one that came as the workers finished
             interrupted = True
-        for th, ev in started:
-            if ev.is_set():
-                th.join(1.0)  # it is past its last line: this ends at once
     except BaseException:  # another signal's handler raised here
         stop[0] = 1
         _wait_for(started, patience)
@@ -575,7 +656,7 @@ def run_workers(targets, stop, patience=None):
 
 
 def _run_unmasked(threads, done, errors, stop, patience):
-    """``run_workers`` where SIGINT cannot be kept blocked for the wait: the threads start with it
+    """``run_workers`` where SIGINT cannot be kept blocked for the wait: the workers start with it
     blocked (in the main thread), then the Events are waited on; an interrupt sets the stop flag."""
     started = []
     try:
@@ -592,14 +673,12 @@ def _run_unmasked(threads, done, errors, stop, patience):
         stop[0] = 1
         _wait_for(started, patience)
         raise
-    _wait_for(started, None)  # they have finished: let their threads end too
     if errors:
         raise errors[0]
 
 
 def _wait_for(started, patience):
-    """Wait until each worker has finished (at most ``patience`` seconds in all) and its thread
-    ended; further interrupts meanwhile are ignored (the workers stop within a batch)."""
+    """Wait until each worker has finished (at most ``patience`` seconds in all); further interrupts meanwhile are ignored (the workers stop within a batch)."""
     deadline = None if patience is None else time.monotonic() + patience
     for th, finished in started:
         while not finished.is_set():
@@ -610,10 +689,6 @@ def _wait_for(started, patience):
                 finished.wait(0.05)
             except KeyboardInterrupt:
                 pass
-        try:
-            th.join(1.0)  # it is past its last line: this ends at once
-        except KeyboardInterrupt:
-            pass
 
 
 def _block_sigint():

@@ -1,6 +1,6 @@
 """Ctrl-C during training, as subprocess tests with bounded time: the interrupt is answered at once
 on every backend, the network keeps the weights it had before the interrupted epoch (never a
-mixture), no worker thread of fastbp's is left alive or spinning, and the network trains on."""
+mixture), no worker thread of fastbp's is left at work or spinning, and the network trains on."""
 import json
 import os
 import signal
@@ -29,8 +29,12 @@ PRELUDE = textwrap.dedent("""
             return fb.kernels.get_backend("numba", threads=threads, sparse=True)
         return fb.kernels.get_backend(name)
 
-    def fastbp_threads():
-        return [t.name for t in threading.enumerate() if t.name.startswith("fastbp")]
+    def fastbp_threads():  # fastbp's threads at work (the epochs' kept threads, idle, are not)
+        from fastbp.kernels import numba_backend as NB
+        kept = [t for t in threading.enumerate() if t.name.startswith("fastbp-numba-")]
+        assert len(kept) <= NB._POOL.keep + 2, [t.name for t in kept]  # (kept, or ending after a job)
+        return [t.name for t in threading.enumerate() if t.name.startswith("fastbp") and t not in kept] + \
+            ["fastbp-numba (busy)"] * NB.busy_workers()
 
     def same(a, b):
         return all(np.array_equal(p[k], q[k]) for p, q in zip(a, b) for k in p)

@@ -1,6 +1,9 @@
 """The numba backend against the NumPy reference: per-batch kernels, the fused epoch (one and two
 threads), momentum, weight decay, frozen parameters, reductions, and the fallback path.
 Tiny networks only: the first run compiles (seconds), later runs load Numba's on-disk cache."""
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -624,3 +627,70 @@ def test_flat_refuses_arrays_that_are_not_c_contiguous_and_keeps_read_only_views
     with pytest.raises(TypingError):
         poke(r)
     assert r[0, 0] == 0.0
+
+
+def test_the_epochs_threads_are_kept_between_calls_with_sigint_blocked_and_errors_reported():
+    """run_workers hands its callables to kept threads (starting two threads per epoch cost as
+    much as a short epoch's maths): the same two threads serve call after call, each with SIGINT
+    blocked (a Ctrl-C goes to the main thread), also when the caller is not the main thread; a
+    worker's exception reaches the caller and its thread serves the next call; none is busy after."""
+    import signal
+    import threading
+
+    import fastbp.kernels.numba_backend as NB
+
+    stop = NB._aligned_zeros(16, np.int64)
+    seen = []
+
+    def work():
+        blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+        seen.append((threading.current_thread(), threading.current_thread().name, blocked))  # (held: not reused)
+
+    for _ in range(6):
+        NB.run_workers([work, work], stop)
+    assert len(seen) == 12 and all(blocked for *_, blocked in seen)
+    assert len({id(thread) for thread, *_ in seen}) == 2, seen
+    assert all(name.startswith("fastbp-numba-") for _, name, _ in seen)
+
+    def boom():
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        NB.run_workers([work, boom], stop)
+    assert NB.busy_workers() == 0
+    caller = threading.Thread(target=lambda: [NB.run_workers([work, work, work], stop) for _ in range(3)])
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive()
+    assert len(seen) == 12 + 1 + 9 and all(blocked for *_, blocked in seen)
+    assert len({id(thread) for thread, *_ in seen}) == 3  # one more thread for the third callable, then kept
+    assert NB.busy_workers() == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_starts_its_own_epoch_threads():
+    """The parent's kept threads do not exist in a forked child (a Dask or multiprocessing worker):
+    the child makes its own instead of queueing work for threads that never run it."""
+    import fastbp.kernels.numba_backend as NB
+
+    stop = NB._aligned_zeros(16, np.int64)
+    NB.run_workers([lambda: None, lambda: None], stop)  # the parent keeps two idle threads
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and never return into pytest
+        try:
+            out = []
+            NB.run_workers([lambda: out.append(1), lambda: out.append(2)], stop)
+            os.write(w, str(sorted(out)).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    deadline = time.monotonic() + 30
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child's run_workers never returned")
+        time.sleep(0.01)
+    with os.fdopen(r) as f:
+        assert f.read() == "[1, 2]"
