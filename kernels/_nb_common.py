@@ -466,8 +466,8 @@ class _Separate:
 def slot_addresses(cres, values_of):
     """The ``fns`` array of a compiled kernel ``cres`` that calls kernels by address (``.at``):
     for each slot its call sites use, the address of the kernel compiled (or loaded) for the
-    codes ``values_of(slot)`` (a dict name -> code) and the argument types of those call sites.
-    A slot's call sites must agree on the argument types."""
+    codes ``values_of(slot)`` (a dict name -> code; None: a slot never called, address 0) and the
+    argument types of those call sites. A slot's call sites must agree on the argument types."""
     hooks = set(cres.library._reload_init) | set(cres.reload_init or ())
     slots = {}
     for hook in hooks:
@@ -477,7 +477,9 @@ def slot_addresses(cres, values_of):
                                 f"{slots[hook.index].argtypes}")
     fns = np.zeros(max(slots, default=-1) + 1, np.int64)
     for index, hook in slots.items():
-        fns[index] = hook.separate().variant(tuple(sorted(values_of(index).items()))).address(hook.argtypes)
+        codes = values_of(index)
+        if codes is not None:
+            fns[index] = hook.separate().variant(tuple(sorted(codes.items()))).address(hook.argtypes)
     return fns
 
 

@@ -29,9 +29,12 @@ def slot_codes(slot, acts, loss, opt):
     """The codes slot ``slot``'s kernel is compiled for (name -> code): the hidden layers'
     activation (when they share one; otherwise none, and the kernel reads each layer's code) for
     their activation and their deltas, the output layer's, the output deltas' (activation and
-    loss), the optimiser's."""
+    loss), the optimiser's. None: the slot is never called (a network without hidden layers has
+    no hidden activation or deltas), no kernel is made for it and its address is 0."""
     if slot == SLOT_HIDDEN or slot == SLOT_BACK:
-        hidden = {int(a) for a in acts[:-1]} or {int(acts[-1])}  # (no hidden layer: a kernel already made)
+        hidden = {int(a) for a in acts[:-1]}
+        if not hidden:
+            return None
         return {"code": hidden.pop()} if len(hidden) == 1 else {}
     if slot == SLOT_OUT:
         return {"code": int(acts[-1])}

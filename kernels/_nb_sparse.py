@@ -128,6 +128,7 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
     H = sizes[1]
     ld = lds[1]  # the input-major rows' length: the first layer's units, padded
     lanes = 128 // W.itemsize
+    chunks = ld // lanes  # (the rows' 128-byte pieces; a range stepping by lanes divided by it per sample)
     w0 = woff[0]
     rlo, rhi = (0, sizes[0]) if nw == 1 else ((0, split) if t == 0 else (split, sizes[0]))
     lo_p, hi_p = spans[t, 0], spans[t, 1]  # this worker's nonzeros of each sample of the batch
@@ -155,8 +156,8 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
                 q = _lower_bound(indices, p0, p1, split)
                 p0, p1 = (p0, q) if t == 0 else (q, p1)
             lo_p[s], hi_p[s] = p0, p1
-            for j in range(0, ld, lanes):
-                _rows_dot(W, indices, values, p0, p1, w0 + j, ld, P[t, s], j)
+            for c in range(chunks):
+                _rows_dot(W, indices, values, p0, p1, w0 + c * lanes, ld, P[t, s], c * lanes)
         if nw > 1 and not _barrier(flags, t, 2 * k + 1, stop):
             return
         # this worker's samples s0:s1 through the layers above and back to the first layer's deltas
@@ -203,7 +204,7 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
             wd = decay_of(hp, red)
             cs = T(begin_at(fns, SLOT_BEGIN, opt, hp, W, SW, lo_i, hi_i, wd) * red * scale)
             for s in range(m):
-                for j in range(0, ld, lanes):
-                    _rows_axpy(G, indices, values, lo_p[s], hi_p[s], w0 + j, ld, cs, D[0, s], j)
+                for c in range(chunks):
+                    _rows_axpy(G, indices, values, lo_p[s], hi_p[s], w0 + c * lanes, ld, cs, D[0, s], c * lanes)
             finish_at(fns, SLOT_FINISH, opt, hp, W, SW, lo_i, hi_i, wd, k)
     losses[t] = total

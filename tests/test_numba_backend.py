@@ -203,6 +203,29 @@ def test_hidden_layers_of_different_activations_match_numpy(engine):
                                                                          "loss": C.LOSS_CODES["cross_entropy"]}
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_network_without_hidden_layers_calls_no_hidden_kernel_and_compiles_none(sparse):
+    """One layer: the slots of the hidden layers' activation and deltas are never called, so they
+    get no kernel (address 0; a backprop variant used to be compiled for nothing), and the epoch
+    trains as NumPy does."""
+    from fastbp.kernels import _nb_epoch as F
+    import fastbp.kernels.numba_backend as NB
+
+    kw = dict(sizes=(12, 5), out="tanh", loss="mse")
+    ref = train("numpy", "float64", **kw)
+    be = NumbaBackend("float64", sparse=sparse)
+    fused = train(be, "float64", **kw)
+    assert fused[0]["engine"] == ("numba-sparse-1t" if sparse else "numba-fused-1t")
+    assert_same(fused, ref, "float64")
+    X, y = data(n_in=12)
+    acts = be.make_plan([fused[2].layers], "mse", [fb.SGD()], be.prepare_data(X), be.asarray(np.eye(5)[y]), 5).acts
+    assert F.slot_codes(F.SLOT_BACK, acts, 0, 0) is None and F.slot_codes(F.SLOT_HIDDEN, acts, 0, 0) is None
+    kernel = NB.KS.train_epoch_sparse if sparse else NB.KF.train_epoch
+    kernel = getattr(kernel, "dispatcher", kernel)
+    mine = [fns for key, fns in NB._SLOT_ADDRESSES.items() if key[0] is kernel and key[2] == acts.tobytes()]
+    assert mine and all(f[F.SLOT_BACK] == 0 and f[F.SLOT_HIDDEN] == 0 and f[F.SLOT_OUT] != 0 for f in mine)
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("fit", [dict(momentum=0.9), dict(weight_decay=0.01), dict(momentum=0.5, weight_decay=0.02),
                                  dict(optimizer=fb.SGD(0.1, reduction="sum"))], ids=str)
