@@ -167,10 +167,10 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
         if ms > 0:
             gather_targets(Y, order, start, m, s0, s1, yb)
             prefetch_targets(Y, order, start + m, s0, min(s1, n - start - m))
-            b0 = b[boff[0]:boff[0] + H]
+            b0 = b[boff[0]:boff[0] + ld]  # (zero-padded: the sums' padding stays zero, the loop one vector pass)
             for s in range(s0, s1):
                 z = Z[0, s]
-                for j in range(H):
+                for j in range(ld):
                     v = P[0, s, j]
                     if nw > 1:
                         v += P[1, s, j]

@@ -163,10 +163,10 @@ def build_plan(networks, loss, optimizers, dtype, flush=0.0, inputs=None):
     boff = np.zeros(L, dtype=np.int64)
     for i in range(1, L):
         woff[i] = woff[i - 1] + span[i - 1]
-        boff[i] = boff[i - 1] + sizes[i]
+        boff[i] = boff[i - 1] + lds[i]  # each layer's biases padded like its rows (zeros after)
     K = len(networks)
     wsize = int(np.sum(span))
-    bsize = int(-(-int(np.sum(sizes[1:])) // pad) * pad)
+    bsize = int(np.sum(lds[1:]))
     slots = max(len(opt.slots) for opt in optimizers)
     W = aligned_zeros((K, wsize), dt)
     b = aligned_zeros((K, bsize), dt)
