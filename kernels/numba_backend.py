@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import platform
 import signal
@@ -486,7 +487,7 @@ def kernel_cache():
             "cache_bytes": sum(os.path.getsize(f) for f in files if os.path.exists(f))}
 
 
-_LEFT_RUNNING = []  # worker threads an interrupted wait left to finish (a compile cannot be stopped)
+_LEFT_RUNNING = []  # the workers' jobs an interrupted wait left to finish (a compile cannot be stopped)
 
 
 def finish_left_running(stop, patience=None):
@@ -503,56 +504,62 @@ def finish_left_running(stop, patience=None):
 class _Job:
     """One worker's part of a ``run_workers`` call, run by a kept thread (``_POOL``), with the
     part of a Thread's interface that run_workers uses: ``start()``, ``is_alive()`` (started and
-    not finished) and ``join()``. When it has run, ``finished`` is set and ``released`` released."""
+    not finished) and ``join()``. When it has run, ``finished`` is set and ``released`` released,
+    and it lets go of its work (the closure holds the epoch's plan and data). A job of the parent
+    is not alive in a forked child (no thread there runs it)."""
 
     def __init__(self, work, finished, released):
         self.work, self.finished, self.released = work, finished, released
-        self.started = False
+        self.started, self.pid = False, os.getpid()
 
     def start(self):
         self.started = True
         _POOL.run(self)
 
     def is_alive(self):
-        return self.started and not self.finished.is_set()
+        return self.started and not self.finished.is_set() and self.pid == os.getpid()
 
     def join(self, timeout=None):
-        self.finished.wait(timeout)
+        if self.pid == os.getpid():
+            self.finished.wait(timeout)
 
 
 class _Pool:
     """The threads the fused epochs run on, kept between epochs: starting two threads per epoch
     cost 0.2-0.25 ms here (as much as a short epoch's maths), handing a kept one its next job
     0.02 ms. Each thread runs one job at a time and, idle, waits on its queue (no CPU). A thread
-    starts with SIGINT blocked, so that a Ctrl-C is always delivered to the main thread (which
-    run_workers keeps answering). A job's thread is back among the idle ones before the job is
-    reported finished, so the next call finds it; beyond ``keep`` idle threads, a thread ends
-    after its job. A forked child starts with none (the parent's threads do not exist there)."""
+    starts with SIGINT blocked, so that the kernel delivers a Ctrl-C to a thread that does not
+    block it (the main thread, where Python runs the handler and run_workers answers it). A job's
+    thread reports it finished, then goes back among the idle ones (so that a report that never
+    completes cannot leave a dead thread there); beyond ``keep`` idle threads it ends instead. A
+    thread whose job raised (``guarded`` catches everything: only a misuse) ends too. A forked
+    child starts with none (the parent's threads do not exist there)."""
 
-    def __init__(self, keep=8):
+    def __init__(self, keep=max(8, 2 * (os.cpu_count() or 1))):
         self.keep = keep
         self._reset()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self):
-        self.lock, self.idle, self.made, self.busy = threading.Lock(), [], 0, 0
+        self.lock, self.idle, self.busy, self.numbers = threading.Lock(), [], 0, itertools.count(1)
 
     def run(self, job):
         with self.lock:
             jobs = self.idle.pop() if self.idle else None
-            self.made += jobs is None
-            number = self.made
             self.busy += 1
         if jobs is None:
             import queue
 
             jobs = queue.SimpleQueue()
-            thread = threading.Thread(target=self._serve, args=(jobs,), name=f"fastbp-numba-{number}", daemon=True)
+            thread = threading.Thread(target=self._serve, args=(jobs,), name=f"fastbp-numba-{next(self.numbers)}",
+                                      daemon=True)
             old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if hasattr(signal, "pthread_sigmask") \
                 else None
             try:
                 thread.start()
+            except BaseException:  # (no thread: "can't start new thread")
+                with self.lock:
+                    self.busy -= 1
+                raise
             finally:
                 _restore_sigmask(old)
         jobs.put(job)
@@ -560,22 +567,35 @@ class _Pool:
     def _serve(self, jobs):
         while True:
             job = jobs.get()
+            failed = False
             try:
-                job.work()  # (it reports its own exceptions)
-            finally:
-                with self.lock:
-                    self.busy -= 1
-                    stay = len(self.idle) < self.keep
-                    if stay:
-                        self.idle.append(jobs)
-                job.finished.set()
-                job.released.release()
+                job.work()
+            except BaseException:
+                failed = True
+            job.work = None
+            with self.lock:
+                self.busy -= 1
+            job.finished.set()
+            job.released.release()
+            job = None  # (an idle thread holds nothing of the last epoch)
+            with self.lock:
+                stay = not failed and len(self.idle) < self.keep
+                if stay:
+                    self.idle.append(jobs)
             if not stay:
                 return
 
 
-
 _POOL = _Pool()
+
+
+def _after_fork_in_child():
+    _POOL._reset()
+    _LEFT_RUNNING.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def busy_workers():
@@ -590,7 +610,7 @@ def run_workers(targets, stop, patience=None):
     KeyboardInterrupt goes on: no worker is left running.
 
     In the main thread (where Python raises KeyboardInterrupt) SIGINT stays blocked from before
-    the threads start until they have ended, and the waiting thread takes it with
+    the workers start until their jobs have finished, and the waiting thread takes it with
     ``signal.sigtimedwait`` between checks of the workers' Events: an interrupt then never lands
     inside ``Thread.start()`` (a worker nobody waits for) nor inside a lock (``Event.wait``'s
     condition left held: the waiting thread and the worker's ``set()`` deadlocked, as a storm of

@@ -654,11 +654,14 @@ def test_flat_refuses_arrays_that_are_not_c_contiguous_and_keeps_read_only_views
 
 def test_the_epochs_threads_are_kept_between_calls_with_sigint_blocked_and_errors_reported():
     """run_workers hands its callables to kept threads (starting two threads per epoch cost as
-    much as a short epoch's maths): the same two threads serve call after call, each with SIGINT
-    blocked (a Ctrl-C goes to the main thread), also when the caller is not the main thread; a
-    worker's exception reaches the caller and its thread serves the next call; none is busy after."""
+    much as a short epoch's maths): a few threads serve call after call (one may still be on its
+    way back to the idle ones when the next call comes), each with SIGINT blocked (a Ctrl-C goes
+    to the main thread), also when the caller is not the main thread; a worker's exception
+    reaches the caller; none is busy after; an idle thread holds nothing of its last job."""
+    import gc
     import signal
     import threading
+    import weakref
 
     import fastbp.kernels.numba_backend as NB
 
@@ -669,10 +672,10 @@ def test_the_epochs_threads_are_kept_between_calls_with_sigint_blocked_and_error
         blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
         seen.append((threading.current_thread(), threading.current_thread().name, blocked))  # (held: not reused)
 
-    for _ in range(6):
+    for _ in range(20):
         NB.run_workers([work, work], stop)
-    assert len(seen) == 12 and all(blocked for *_, blocked in seen)
-    assert len({id(thread) for thread, *_ in seen}) == 2, seen
+    assert len(seen) == 40 and all(blocked for *_, blocked in seen)
+    assert len({id(thread) for thread, *_ in seen}) <= 4, "a thread per call: the threads are not kept"
     assert all(name.startswith("fastbp-numba-") for _, name, _ in seen)
 
     def boom():
@@ -685,24 +688,69 @@ def test_the_epochs_threads_are_kept_between_calls_with_sigint_blocked_and_error
     caller.start()
     caller.join(30)
     assert not caller.is_alive()
-    assert len(seen) == 12 + 1 + 9 and all(blocked for *_, blocked in seen)
-    assert len({id(thread) for thread, *_ in seen}) == 3  # one more thread for the third callable, then kept
+    assert len(seen) == 40 + 1 + 9 and all(blocked for *_, blocked in seen)
+    assert len({id(thread) for thread, *_ in seen}) <= 7
     assert NB.busy_workers() == 0
+
+    class Data:  # what an epoch's closure holds: the plan, X, Y
+        pass
+
+    data = Data()
+    alive = weakref.ref(data)
+    NB.run_workers([lambda d=data: d, lambda d=data: d], stop)  # (held by the closures, not a cell)
+    del data
+    gc.collect()
+    assert alive() is None, "an idle kept thread holds its last job's data"
+
+
+def test_a_job_that_raises_past_its_guard_ends_its_thread_and_the_next_call_runs():
+    """A job's exception outside run_workers' guard (a misuse) ends its thread, which is never
+    left among the idle ones: the next call's work is run, not queued for a dead thread."""
+    import threading
+
+    import fastbp.kernels.numba_backend as NB
+
+    released = threading.Lock()
+    released.acquire()
+
+    def raw():
+        raise RuntimeError("unguarded")
+
+    job = NB._Job(raw, threading.Event(), released)
+    job.start()
+    assert released.acquire(timeout=10) and job.finished.is_set() and not job.is_alive()
+    out = []
+    caller = threading.Thread(target=lambda: [NB.run_workers([lambda: out.append(1)] * 2, NB._aligned_zeros(16, np.int64))
+                                              for _ in range(5)])
+    caller.start()
+    caller.join(20)
+    assert not caller.is_alive() and out == [1] * 10
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
 def test_a_forked_child_starts_its_own_epoch_threads():
     """The parent's kept threads do not exist in a forked child (a Dask or multiprocessing worker):
-    the child makes its own instead of queueing work for threads that never run it."""
+    the child makes its own instead of queueing work for threads that never run it, and does not
+    wait for a job the parent left running."""
+    import threading
+
     import fastbp.kernels.numba_backend as NB
 
     stop = NB._aligned_zeros(16, np.int64)
     NB.run_workers([lambda: None, lambda: None], stop)  # the parent keeps two idle threads
+    # and a job left running (as an interrupted first compile leaves one), which the child's
+    # next epoch would wait for: in the child no thread runs it
+    block, released = threading.Event(), threading.Lock()
+    released.acquire()
+    left = NB._Job(lambda: block.wait(60), threading.Event(), released)
+    left.start()
+    NB._LEFT_RUNNING.append(left)
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report, and never return into pytest
         try:
             out = []
+            NB.finish_left_running(stop)
             NB.run_workers([lambda: out.append(1), lambda: out.append(2)], stop)
             os.write(w, str(sorted(out)).encode())
         finally:
@@ -715,5 +763,8 @@ def test_a_forked_child_starts_its_own_epoch_threads():
             os.waitpid(pid, 0)
             pytest.fail("the forked child's run_workers never returned")
         time.sleep(0.01)
+    block.set()
+    NB.finish_left_running(stop)
+    assert not NB._LEFT_RUNNING
     with os.fdopen(r) as f:
         assert f.read() == "[1, 2]"
