@@ -49,6 +49,7 @@ import functools
 import itertools
 import os
 import platform
+import queue
 import signal
 import sys
 import threading
@@ -513,8 +514,8 @@ class _Job:
         self.started, self.pid = False, os.getpid()
 
     def start(self):
-        self.started = True
         _POOL.run(self)
+        self.started = True  # (after: a job whose thread could not start is not alive)
 
     def is_alive(self):
         return self.started and not self.finished.is_set() and self.pid == os.getpid()
@@ -547,8 +548,6 @@ class _Pool:
             jobs = self.idle.pop() if self.idle else None
             self.busy += 1
         if jobs is None:
-            import queue
-
             jobs = queue.SimpleQueue()
             thread = threading.Thread(target=self._serve, args=(jobs,), name=f"fastbp-numba-{next(self.numbers)}",
                                       daemon=True)
