@@ -35,7 +35,7 @@ UNITS, SAMPLES = (4, 5) if REGISTERS >= 32 else (2, 5)
 HALF = max(1, UNITS // 2)
 
 
-@separately
+@separately(returns=types.none)
 def _forward_units(x, s0, s1, ld, W, wo, b, lo, hi, zs, Z):
     """Z[s, j] = zs * (x[s, :ld] . W[wo + j*ld :][:ld]) + b[j] for s0 <= s < s1, lo <= j < hi.
     ``ld`` is the padded row length (zeros beyond n_in, a multiple of the vector length, so the
@@ -104,7 +104,7 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z, gemm):
         _forward_units(x, s0, min(m, s0 + CHUNK), ld, W, wo, b, lo, hi, zs, Z)
 
 
-@separately
+@separately(returns=types.none)
 def _accumulate_units(x, s0, s1, ld, P, po, D, lo, hi, cs):
     """P[po + j*ld + i] += cs * sum_s D[s, j] * x[s, i] for lo <= j < hi, i < ld, s0 <= s < s1
     (the weight gradient, scaled, added straight into the weights or the velocities), the

@@ -395,7 +395,13 @@ class _Separate:
                                   if p in top.constants and isinstance(a, types.IntegerLiteral)))
             separate = top.variant(values)
             argtypes = tuple(types.unliteral(a) for a in args)
-            name, restype = separate.ensure(argtypes)
+            job = _Load(top.module, top.name, argtypes, values)
+            if DEFER is not None and top.returns is not None and argtypes not in separate.symbols:
+                DEFER.add(job)  # (compiled later, before the caller's code is linked: see _defer)
+                name, restype = separate.symbol(argtypes), top.returns
+            else:
+                job = None
+                name, restype = separate.ensure(argtypes)
             # the bound constants stay literal in the call's signature: Numba files an intrinsic's
             # lowering under its signature's types, so two variants of one signature would share one
             # (the one typed last, calling the other's kernel)
@@ -409,6 +415,8 @@ class _Separate:
                 with cgutils.if_unlikely(builder, status.is_error):
                     context.call_conv.return_status_propagate(builder, status)
                 context.active_code_library._reload_init.add(_Load(top.module, top.name, argtypes, values))
+                if job is not None:
+                    _defer(context.active_code_library, job)
                 return result
             return restype(*sigtypes), codegen
 
@@ -440,6 +448,8 @@ class _Separate:
             if index is None or not (isinstance(fns, types.Array) and fns.dtype == types.int64 and fns.ndim == 1):
                 raise TypingError(f"{top.name}.at(fns, slot, ...): fns a 1-d int64 array, slot a literal int")
             argtypes = tuple(types.unliteral(a) for a in args)
+            if SLOT_TYPED is not None:  # (a helper process may compile the kernel meanwhile: compile_ahead)
+                SLOT_TYPED(top.module, top.name, argtypes, index)
 
             def codegen(context, builder, sig, llargs):
                 fnty = context.call_conv.get_function_type(top.returns, argtypes)
@@ -461,6 +471,33 @@ class _Separate:
         at = _Call(self.fn.__name__ + "_at", scope[self.fn.__name__ + "_at"], prefer_literal=True)
         at._register()
         return at
+
+
+SLOT_TYPED = None  # called with (module, name, argument types, slot) as each ``.at`` call is typed
+# While set (``compile_ahead``: a helper process compiles too), a call of a separately compiled kernel
+# with a declared return type is typed without compiling the kernel: ``DEFER.add(job)`` (a ``_Load``),
+# and the caller's library obtains it (``DEFER.obtain(job)``: compiled by the helper or here, loaded,
+# its symbol defined) just before its code is linked (``_defer``).
+DEFER = None
+
+
+def _defer(library, job):
+    """Have ``library`` (a kernel being compiled, which calls ``job``'s kernel by symbol) obtain
+    that kernel before its code is linked: before its module is added to the JIT engine
+    (``_finalize_final_module``; once there, any other kernel's linking, as a compile here does,
+    resolves its symbols too)."""
+    pending = library.__dict__.get("fastbp_pending")
+    if pending is None:
+        pending = library.fastbp_pending = []
+        stock = library._finalize_final_module
+
+        def finalize_final_module():
+            for job in pending:
+                (DEFER.obtain if DEFER is not None else _Load.__call__)(job)
+            stock()
+        library._finalize_final_module = finalize_final_module
+    if job not in pending:
+        pending.append(job)
 
 
 def slot_addresses(cres, values_of):

@@ -8,10 +8,10 @@ while the current batch computes. The parameters are in the layout of ``_nb_bloc
 """
 from __future__ import annotations
 
-from numba import njit
+from numba import njit, types
 
 from ._nb_blocked import backprop_units_at, forward_units, gemm_pays_nb, update_layer_units_at
-from ._nb_common import INLINE, JIT, for_kernels
+from ._nb_common import INLINE, JIT, for_kernels, separately
 from ._nb_intrinsics import _cpu_relax, _load_acquire, _prefetch, _sched_yield, _store_release
 from ._nb_math import activate_full_at, output_deltas_at
 
@@ -45,7 +45,7 @@ AHEAD = 16  # rows prefetched ahead of the one being gathered
 
 
 # --- batches: gather, prefetch -----------------------------------------------------------------
-@for_kernels
+@separately(returns=types.none)
 def gather_rows(X, order, start, m, lo, hi, xb):
     """xb[s, :n_in] = X[order[start + s], :] as floats (uint8 stays unscaled), lo <= s < min(hi, m).
     Row s + AHEAD is prefetched while row s is converted: in large batches, where the rows
@@ -79,7 +79,7 @@ def prefetch_row(X, k):
     prefetch_lines(X[k], 0, X.shape[1])
 
 
-@for_kernels
+@separately(returns=types.none)
 def prefetch_rows(X, order, start, lo, hi):
     """Prefetch rows X[order[start + s]] for lo <= s < min(hi, lo + AHEAD) (the start of the next
     batch, while this one computes; ``gather_rows`` prefetches the rest as it goes). More at once
@@ -90,8 +90,8 @@ def prefetch_rows(X, order, start, lo, hi):
 
 # The targets' rows (a few values each): the same two loops, inlined into the epochs, where a call
 # would compile one more version of gather_rows and prefetch_rows for Y's type.
-gather_targets = njit(**INLINE)(gather_rows.py_func)
-prefetch_targets = njit(**INLINE)(prefetch_rows.py_func)
+gather_targets = njit(**INLINE)(gather_rows.separate.fn)
+prefetch_targets = njit(**INLINE)(prefetch_rows.separate.fn)
 
 
 

@@ -203,7 +203,7 @@ def activate_full(Z, A, m, n, code, slope):
 
 
 # --- output deltas and losses ------------------------------------------------------------------
-@separately(constants=("act", "loss"))
+@separately(constants=("act", "loss"), returns=types.float64)
 def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
     """dL/dz of one sample into d[:n]; returns the sample's loss (float64). Branches stay
     outside the loops, so each loop vectorises."""

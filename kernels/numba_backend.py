@@ -61,6 +61,7 @@ from .base import Backend, Engine
 from .numpy_backend import NumpyBackend
 
 import numba  # noqa: E402  (ImportError here makes the registry report the backend unavailable)
+from numba.core.compiler_lock import global_compiler_lock  # noqa: E402
 
 from . import _nb_batch as KB  # noqa: E402  (the per-batch kernels)
 from . import _nb_blocked as KP  # noqa: E402  (the blocked products: which of them BLAS computes)
@@ -68,6 +69,7 @@ from . import _nb_common as KC  # noqa: E402  (the op codes the kernels take)
 from . import _nb_epoch as KF  # noqa: E402  (the fused epochs)
 from . import _nb_optim as KO  # noqa: E402  (the optimisers' update rules)
 from . import _nb_sparse as KS  # noqa: E402  (the fused epoch with a sparse first layer)
+from . import compile_ahead  # noqa: E402  (a first compile on two cores)
 from .plan import aligned_zeros as _aligned_zeros  # noqa: E402
 from .plan import build_plan, refill  # noqa: E402
 from .sparse import density, is_sparse  # noqa: E402
@@ -412,6 +414,7 @@ def _flops(plan, n, members):
 
 
 _SLOT_ADDRESSES = {}  # (epoch, its argument types, the plan's codes) -> its fns
+_COMPILING = threading.Lock()  # held while an epoch's kernels are compiled or loaded
 
 
 def _fingerprint(a):
@@ -443,10 +446,22 @@ def with_slots(kernel, args, fns, plan, key=None):
     addresses = _SLOT_ADDRESSES.get(key)
     if addresses is None:
         argtypes = tuple(numba.typeof(a) for a in args)
-        dispatcher.compile(argtypes)
-        addresses = KC.slot_addresses(dispatcher.overloads[argtypes],
-                                      lambda slot: KF.slot_codes(slot, plan.acts, plan.loss, plan.opt))
-        _SLOT_ADDRESSES[key] = addresses
+        with _COMPILING:  # (two workers of one epoch: the first compiles, the other then loads)
+            addresses = _SLOT_ADDRESSES.get(key)
+            if addresses is None:
+                codes = functools.partial(KF.slot_codes, acts=plan.acts, loss=plan.loss, opt=plan.opt)
+                ahead = compile_ahead.Ahead(codes) if compile_ahead.wanted(dispatcher, argtypes) else None
+                try:
+                    with global_compiler_lock:  # (the hooks serve this compile only)
+                        KC.SLOT_TYPED, KC.DEFER = (ahead.add_slot, ahead) if ahead is not None else (None, None)
+                        try:
+                            dispatcher.compile(argtypes)
+                        finally:
+                            KC.SLOT_TYPED = KC.DEFER = None
+                finally:
+                    if ahead is not None:
+                        ahead.finish()
+                addresses = _SLOT_ADDRESSES[key] = KC.slot_addresses(dispatcher.overloads[argtypes], codes)
     fns[:addresses.size] = addresses
     return dispatcher(*args)
 
@@ -589,8 +604,11 @@ _POOL = _Pool()
 
 
 def _after_fork_in_child():
+    global _COMPILING
     _POOL._reset()
     _LEFT_RUNNING.clear()
+    _COMPILING = threading.Lock()  # (a parent's thread may have held it: it has no thread here)
+    KC.SLOT_TYPED = KC.DEFER = None
 
 
 if hasattr(os, "register_at_fork"):

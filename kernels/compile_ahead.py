@@ -1,0 +1,230 @@
+"""A first compile on two cores: while this process compiles a fused epoch, a second Python
+process (the helper) compiles the kernels that epoch calls by address (``_nb_common``'s ``.at``:
+the activations, the output deltas, a layer's update with the optimiser's rule, the deltas of a
+layer below) into the same on-disk cache, from which this process then loads them. Numba
+compiles one function at a time per process (a global lock, and the GIL), and a first fit's
+seconds are about half the epoch with the kernels below it, half the kernels called by address.
+
+The helper learns what to compile while this process types the epoch: each ``.at`` call site,
+once typed, is a job (the kernel, its argument types, the plan's codes for that slot). It asks for
+the jobs one at a time, the newest first; once the epoch is compiled this process takes the
+oldest itself, then waits for the helper's last job, so the two finish together. Whatever the
+helper did not finish (it failed, was slow to start, or the cache could not be shared) is compiled
+here as before: the helper only ever saves time, and the code either process runs is Numba's
+cached code, keyed as always.
+
+The helper is started only for a compile (an epoch neither loaded in this process nor in the
+cache), with at least two CPUs to run on and a cache on disk to share; ``FASTBP_COMPILE_AHEAD=0``
+turns it off. It is a ``python -c`` child with this process's ``sys.path`` and environment (and
+Numba's cache folder, when it was set in code), and ends when its jobs are done or this process
+stops writing to it.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+
+from numba.core import caching
+
+from . import _nb_common as KC
+
+ENV = "FASTBP_COMPILE_AHEAD"  # "0": never start a helper
+_IN_HELPER = "FASTBP_COMPILE_AHEAD_HELPER"  # set in the helper's environment (it starts none)
+PATIENCE = 120.0  # seconds this process waits for the helper's last job before compiling it too
+SETTLE = 0.02  # seconds without a new job before the helper takes one
+LAST = {}  # the last first compile's jobs by who compiled them: "helper", "here" (names; for tests, benchmarks)
+
+CHILD = r"""
+import os, pickle, struct, sys
+def read():
+    head = sys.stdin.buffer.read(4)
+    if len(head) < 4:
+        return None
+    return pickle.loads(sys.stdin.buffer.read(struct.unpack("<I", head)[0]))
+sys.path[:] = read()
+import importlib
+importlib.import_module(read()).serve(read)
+"""
+
+
+def _cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def wanted(dispatcher, argtypes):
+    """Whether a helper would pay for the compile of ``dispatcher`` for ``argtypes``: it is not
+    compiled or loaded in this process, not in the disk cache, the cache is on disk (the helper's
+    work reaches this process through it), two CPUs or more, not turned off, not in a helper."""
+    if os.environ.get(ENV, "1") == "0" or os.environ.get(_IN_HELPER) or _cpus() < 2:
+        return False
+    if tuple(argtypes) in dispatcher.overloads:
+        return False
+    cache = getattr(dispatcher, "_cache", None)
+    if not isinstance(cache, caching.Cache):
+        return False
+    try:
+        key = cache._index_key(tuple(argtypes), dispatcher.targetctx.codegen())
+        return key not in cache._cache_file._load_index()
+    except Exception:  # (a cache this code cannot read: Numba will compile, without a helper)
+        return False
+
+
+class Ahead:
+    """One first compile's helper and its jobs (``_nb_common._Load``: a kernel, its argument types,
+    its codes): ``add``/``add_slot`` as the epoch is typed, ``obtain`` where this process needs one
+    compiled, ``finish`` once the epoch is compiled."""
+
+    def __init__(self, values_of):
+        self.values_of = values_of  # slot -> the plan's codes for it (None: never called)
+        self.jobs = collections.deque()  # not yet taken
+        self.seen = set()
+        self.running = None  # the helper's job
+        self.done = set()  # the helper's finished jobs
+        self.here = []  # the jobs this process took back and compiled
+        self.idle = threading.Event()  # the helper takes no more jobs (told so, or gone)
+        self.closed = False
+        self.cond = threading.Condition()
+        env = dict(os.environ, **{_IN_HELPER: "1"})
+        from numba.core import config
+        if config.CACHE_DIR:
+            env["NUMBA_CACHE_DIR"] = config.CACHE_DIR
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        except (OSError, ValueError):
+            self.proc = None
+            self.idle.set()
+            return
+        threading.Thread(target=self._serve, name="fastbp-compile-ahead", daemon=True).start()
+
+    def add(self, job):
+        """A job the helper may take (or this process, in ``obtain`` or ``finish``)."""
+        with self.cond:
+            if job not in self.seen:
+                self.seen.add(job)
+                self.jobs.append(job)
+                self.cond.notify_all()
+
+    def add_slot(self, module, name, argtypes, slot):
+        """A slot's call site was typed: the kernel for the plan's codes is a job (unless this
+        process has it already)."""
+        codes = self.values_of(slot)
+        if codes is not None:
+            job = KC._Load(module, name, argtypes, tuple(sorted(codes.items())))
+            if argtypes not in job.separate().variant(job.values).symbols:
+                self.add(job)
+
+    def obtain(self, job):
+        """Have ``job``'s kernel here: taken back from the queue and compiled here, or waited for
+        while the helper compiles it, then loaded (``job()``: from the cache when the helper
+        finished it)."""
+        with self.cond:
+            if job in self.jobs:
+                self.jobs.remove(job)
+                self.here.append(job)
+            else:
+                while self.running == job and not self.idle.is_set():
+                    self.cond.wait(0.1)
+        job()
+
+    def finish(self):
+        """The epoch is compiled (or failed): no more jobs; compile the oldest here while the
+        helper takes the newest, then wait for its last one (it is then in the cache)."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        while True:
+            with self.cond:
+                if not self.jobs:
+                    break
+                job = self.jobs.popleft()
+                self.here.append(job)
+            try:
+                job()
+            except Exception:
+                pass  # (compiled again, and its error raised, where the caller asks for it)
+        with self.cond:
+            helping = self.running is not None
+        if helping:
+            self.idle.wait(PATIENCE)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # (idle, or past patience: what it did not finish was compiled here)
+        LAST.clear()
+        LAST.update(helper=sorted(j.name for j in self.done), here=sorted(j.name for j in self.here))
+
+    def _next(self):
+        """The helper's next job: the newest, once the calls typed together have all come (an
+        epoch's are typed within milliseconds, the biggest kernel, a layer's update, last)."""
+        with self.cond:
+            while not self.jobs and not self.closed:
+                self.cond.wait()
+            count = -1
+            while count != len(self.jobs) and not self.closed:
+                count = len(self.jobs)
+                self.cond.wait(SETTLE)
+            self.running = self.jobs.pop() if self.jobs else None
+            return self.running
+
+    def _serve(self):
+        """Answer the helper: each line it writes says its last job is done and asks for the next.
+        Then let it go (it exits when its input ends)."""
+        try:
+            for first in (list(sys.path), __name__):  # where to import from, and this module
+                data = pickle.dumps(first)
+                self.proc.stdin.write(struct.pack("<I", len(data)) + data)
+            self.proc.stdin.flush()
+            while self.proc.stdout.readline():
+                with self.cond:
+                    if self.running is not None:
+                        self.done.add(self.running)
+                    self.running = None
+                    self.cond.notify_all()
+                job = self._next()
+                if job is None:
+                    break
+                data = pickle.dumps(job)
+                self.proc.stdin.write(struct.pack("<I", len(data)) + data)
+                self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self.cond:
+                self.running = None
+                self.idle.set()
+                self.cond.notify_all()
+            try:
+                self.proc.stdin.close()  # (it exits at the end of its input)
+            except OSError:
+                pass
+            try:
+                self.proc.wait(PATIENCE)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def serve(read):
+    """The helper's loop: ask for a job, compile it (``_nb_common._Load``: into the cache), again
+    until told there is none. First, while the parent types its epoch, Numba's first compile
+    (a trivial function, not cached): it loads the typing and lowering registries, a fixed half
+    second that the first job would otherwise pay."""
+    from numba import njit
+    njit(lambda x: x + 1)(1)
+    while True:
+        sys.stdout.write("next\n")
+        sys.stdout.flush()
+        job = read()
+        if job is None:
+            return
+        try:
+            job()
+        except Exception:
+            pass  # (the parent compiles what is not in the cache, and reports its errors)

@@ -1,0 +1,85 @@
+"""A first compile on two cores (``kernels/compile_ahead.py``): a helper process compiles the
+kernels a fused epoch calls while this process compiles the epoch. The results are those of the
+NumPy reference whoever compiled what; a helper that never answers costs nothing but itself."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import fastbp as fb  # noqa: E402
+from fastbp.kernels import compile_ahead as CA  # noqa: E402
+
+CHILD = textwrap.dedent("""
+    import json, os, sys, time
+    import numpy as np
+    import fastbp as fb
+    from fastbp.kernels import compile_ahead
+    if os.environ.get("HELPER") == "hangs":
+        compile_ahead.CHILD = "import time; time.sleep(600)"
+        compile_ahead.PATIENCE = 600.0
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (40, 16)).astype(np.uint8)
+    y = rng.integers(0, 3, 40)
+    net = fb.Network.from_sizes([16, 6, 3], backend=fb.get_backend("numba", threads=THREADS), seed=0)
+    t = time.perf_counter()
+    h = net.fit(X, y, epochs=2, batch_size=5, lr=0.5, momentum=0.5)
+    print(json.dumps({"W": [p["W"].tolist() for p in net.get_params()], "engine": h["engine"],
+                      "jobs": compile_ahead.LAST, "seconds": time.perf_counter() - t}))
+""")
+
+
+def reference():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (40, 16)).astype(np.uint8)
+    y = rng.integers(0, 3, 40)
+    net = fb.Network.from_sizes([16, 6, 3], backend="numpy", seed=0)
+    net.fit(X, y, epochs=2, batch_size=5, lr=0.5, momentum=0.5)
+    return [p["W"] for p in net.get_params()]
+
+
+def run_child(cache, threads=1, **env):
+    env = dict({k: v for k, v in os.environ.items() if k != CA.ENV}, NUMBA_CACHE_DIR=str(cache), **env)
+    out = subprocess.run([sys.executable, "-c", CHILD.replace("THREADS", str(threads))], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def assert_reference(r):
+    for w, ref in zip(r["W"], reference()):
+        np.testing.assert_allclose(np.array(w), ref, rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.skipif(CA._cpus() < 2, reason="the helper runs only with two CPUs or more")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_first_fit_shares_its_compile_with_a_helper_and_trains_as_the_reference(tmp_path, threads):
+    first = run_child(tmp_path / "cache", threads)
+    assert first["jobs"]["helper"], first["jobs"]  # the helper compiled some of the kernels
+    assert_reference(first)
+    again = run_child(tmp_path / "cache", threads)  # a new process loads both processes' kernels
+    assert again["jobs"] == {} and again["W"] == first["W"] and again["engine"] == first["engine"]
+
+
+@pytest.mark.skipif(CA._cpus() < 2, reason="the helper runs only with two CPUs or more")
+def test_a_helper_that_never_answers_costs_no_waiting_and_this_process_compiles_everything(tmp_path):
+    r = run_child(tmp_path / "cache", HELPER="hangs")
+    assert r["jobs"]["helper"] == [] and r["jobs"]["here"], r["jobs"]
+    assert r["seconds"] < 300  # not the helper's patience (600 s): it was never waited for
+    assert_reference(r)
+
+
+def test_no_helper_when_turned_off_or_when_the_kernel_is_compiled_already(monkeypatch):
+    from fastbp.kernels import _nb_epoch as KF
+    net = fb.Network.from_sizes([16, 6, 3], backend=fb.get_backend("numba"), seed=0)
+    net.fit(np.random.default_rng(0).random((10, 16)), np.arange(10) % 3, epochs=1)
+    for argtypes in KF.train_epoch.overloads:
+        assert not CA.wanted(KF.train_epoch, argtypes)  # compiled (or loaded) here
+    assert KF.train_epoch.overloads
+    monkeypatch.setenv(CA.ENV, "0")
+    assert not CA.wanted(KF.train_epoch, ("not", "compiled"))
