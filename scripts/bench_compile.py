@@ -17,7 +17,9 @@ checkout runs with its own kernels (its ``fastbp/`` copied, its ``kernels/`` lin
 run the installed kernels), and each child checks that it did.
 ``--breakdown``: instead, the default fit compiled in this process from an empty cache, with the
 seconds each compiled kernel took itself (Numba's compile events, minus those of the kernels it
-compiled on the way), most first.
+compiled on the way), most first; all of it in the one process (no helper process compiling half
+of it, ``FASTBP_COMPILE_AHEAD=0``). The table's steps run as a user's would, with the helper where
+the machine has two CPUs or more (``kernels/compile_ahead.py``).
 """
 from __future__ import annotations
 
@@ -133,7 +135,7 @@ for name, seconds in sorted(own.items(), key=lambda kv: -kv[1]):
 def breakdown(repo):
     with tempfile.TemporaryDirectory() as cache:
         subprocess.run([sys.executable, "-c", f"REPO={package_path(repo, cache)!r}\n" + BREAKDOWN], check=True,
-                       env=dict(os.environ, NUMBA_CACHE_DIR=os.path.join(cache, "numba")))
+                       env=dict(os.environ, NUMBA_CACHE_DIR=os.path.join(cache, "numba"), FASTBP_COMPILE_AHEAD="0"))
 
 
 def main(argv=None):
