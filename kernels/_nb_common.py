@@ -40,7 +40,9 @@ the blocked products, a layer's update, the optimiser's rule, the activations, t
 deltas and the deltas of the layer below. (The deltas of the layer below were
 linked into the one-thread epoch until their loops ran from 0: with an index from a run-time
 ``lo`` LLVM left them scalar, and only the linked copy, where ``lo`` was a constant 0, was fast.)
-A cached caller's reload hooks load them (and define their symbols) before its code is linked,
+(A first compile may hand them to a helper process, ``compile_ahead.py``: while it runs, a call of
+one with a declared return type is typed without compiling it, ``DEFER``, and the caller obtains
+it just before its code is linked.) A cached caller's reload hooks load them (and define their symbols) before its code is linked,
 and a cached kernel of ours that would call a symbol not defined then is compiled again instead
 (``_symbols_defined``). Those kernels are compiled without Numba's reference counting unless
 they allocate (``nrt=True``): an increment and a decrement of every array argument on each call

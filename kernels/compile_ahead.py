@@ -40,7 +40,9 @@ SETTLE = 0.02  # seconds without a new job before the helper takes one
 LAST = {}  # the last first compile's jobs by who compiled them: "helper", "here" (names; for tests, benchmarks)
 
 CHILD = r"""
-import os, pickle, struct, sys
+import os, pickle, signal, struct, sys
+if hasattr(signal, "pthread_sigmask"):  # (started by a thread that blocks SIGINT: Ctrl-C ends it as any child)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 def read():
     head = sys.stdin.buffer.read(4)
     if len(head) < 4:
@@ -99,7 +101,7 @@ class Ahead:
         try:
             self.proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError):  # (no interpreter to run: this process compiles it all)
             self.proc = None
             self.idle.set()
             return
@@ -135,11 +137,14 @@ class Ahead:
                     self.cond.wait(0.1)
         job()
 
-    def finish(self):
-        """The epoch is compiled (or failed): no more jobs; compile the oldest here while the
-        helper takes the newest, then wait for its last one (it is then in the cache)."""
+    def finish(self, rest=True):
+        """The epoch is compiled: no more jobs; compile the oldest here while the helper takes
+        the newest, then wait for its last one (it is then in the cache). ``rest=False`` (the
+        epoch's compile failed): neither, the helper is stopped."""
         with self.cond:
             self.closed = True
+            if not rest:
+                self.jobs.clear()
             self.cond.notify_all()
         while True:
             with self.cond:
@@ -152,7 +157,7 @@ class Ahead:
             except Exception:
                 pass  # (compiled again, and its error raised, where the caller asks for it)
         with self.cond:
-            helping = self.running is not None
+            helping = rest and self.running is not None
         if helping:
             self.idle.wait(PATIENCE)
         if self.proc is not None and self.proc.poll() is None:

@@ -40,7 +40,9 @@ on its worker thread.
 
 Environment: nothing process-wide is changed. Numba's cache lives in ``__pycache__`` beside the
 kernels (or ``NUMBA_CACHE_DIR``); ``NumbaBackend.info()`` reports versions, the CPU name and
-features Numba compiles for, and whether ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` are set.
+features Numba compiles for, and whether ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` are set. A first
+compile of an epoch, on two CPUs or more, has a helper process compile half of it into that cache
+(``compile_ahead.py``; ``FASTBP_COMPILE_AHEAD=0``: not).
 """
 from __future__ import annotations
 
@@ -451,16 +453,18 @@ def with_slots(kernel, args, fns, plan, key=None):
             if addresses is None:
                 codes = functools.partial(KF.slot_codes, acts=plan.acts, loss=plan.loss, opt=plan.opt)
                 ahead = compile_ahead.Ahead(codes) if compile_ahead.wanted(dispatcher, argtypes) else None
+                compiled = False
                 try:
                     with global_compiler_lock:  # (the hooks serve this compile only)
                         KC.SLOT_TYPED, KC.DEFER = (ahead.add_slot, ahead) if ahead is not None else (None, None)
                         try:
                             dispatcher.compile(argtypes)
+                            compiled = True
                         finally:
                             KC.SLOT_TYPED = KC.DEFER = None
                 finally:
                     if ahead is not None:
-                        ahead.finish()
+                        ahead.finish(rest=compiled)
                 addresses = _SLOT_ADDRESSES[key] = KC.slot_addresses(dispatcher.overloads[argtypes], codes)
     fns[:addresses.size] = addresses
     return dispatcher(*args)
