@@ -92,6 +92,7 @@ class Ahead:
         self.done = set()  # the helper's finished jobs
         self.here = []  # the jobs this process took back and compiled
         self.idle = threading.Event()  # the helper takes no more jobs (told so, or gone)
+        self.server = None  # the thread that answers it
         self.closed = False
         self.cond = threading.Condition()
         env = dict(os.environ, **{_IN_HELPER: "1"})
@@ -105,7 +106,8 @@ class Ahead:
             self.proc = None
             self.idle.set()
             return
-        threading.Thread(target=self._serve, name="fastbp-compile-ahead", daemon=True).start()
+        self.server = threading.Thread(target=self._serve, name="fastbp-compile-ahead", daemon=True)
+        self.server.start()
 
     def add(self, job):
         """A job the helper may take (or this process, in ``obtain`` or ``finish``)."""
@@ -160,8 +162,10 @@ class Ahead:
             helping = rest and self.running is not None
         if helping:
             self.idle.wait(PATIENCE)
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # (idle, or past patience: what it did not finish was compiled here)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()  # (done, idle, or past patience: what it did not finish was compiled here)
+            self.server.join()  # (at once: its helper is gone)
         LAST.clear()
         LAST.update(helper=sorted(j.name for j in self.done), here=sorted(j.name for j in self.here))
 
