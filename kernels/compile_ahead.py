@@ -61,11 +61,27 @@ def _cpus():
         return os.cpu_count() or 1
 
 
+def interpreter():
+    """The Python to run the helper with (multiprocessing's: ``sys.executable``, or what the host
+    program set), or None: a frozen program (``sys.frozen``: its executable runs the program, not
+    ``-c``) or an executable that is not a Python (an embedding program's own binary)."""
+    if getattr(sys, "frozen", False):
+        return None
+    from multiprocessing import spawn
+    exe = spawn.get_executable()
+    if isinstance(exe, bytes):
+        exe = os.fsdecode(exe)
+    if not exe or not os.path.basename(exe).lower().startswith(("python", "pypy")):
+        return None
+    return exe
+
+
 def wanted(dispatcher, argtypes):
     """Whether a helper would pay for the compile of ``dispatcher`` for ``argtypes``: it is not
     compiled or loaded in this process, not in the disk cache, the cache is on disk (the helper's
-    work reaches this process through it), two CPUs or more, not turned off, not in a helper."""
-    if os.environ.get(ENV, "1") == "0" or os.environ.get(_IN_HELPER) or _cpus() < 2:
+    work reaches this process through it), two CPUs or more, a Python to run it (``interpreter``),
+    not turned off, not in a helper."""
+    if os.environ.get(ENV, "1") == "0" or os.environ.get(_IN_HELPER) or _cpus() < 2 or interpreter() is None:
         return False
     if tuple(argtypes) in dispatcher.overloads:
         return False
@@ -100,7 +116,7 @@ class Ahead:
         if config.CACHE_DIR:
             env["NUMBA_CACHE_DIR"] = config.CACHE_DIR
         try:
-            self.proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
+            self.proc = subprocess.Popen([interpreter(), "-c", CHILD], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
         except (OSError, ValueError, TypeError):  # (no interpreter to run: this process compiles it all)
             self.proc = None

@@ -83,3 +83,15 @@ def test_no_helper_when_turned_off_or_when_the_kernel_is_compiled_already(monkey
     assert KF.train_epoch.overloads
     monkeypatch.setenv(CA.ENV, "0")
     assert not CA.wanted(KF.train_epoch, ("not", "compiled"))
+
+
+def test_no_helper_from_a_frozen_program_or_an_executable_that_is_not_python(monkeypatch):
+    from multiprocessing import spawn
+    assert CA.interpreter() is not None  # (this test runs under a Python)
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert CA.interpreter() is None  # its executable would run the program itself
+    monkeypatch.delattr(sys, "frozen")
+    monkeypatch.setattr(spawn, "get_executable", lambda: "/opt/host/bin/blender")
+    assert CA.interpreter() is None
+    from fastbp.kernels import _nb_epoch as KF
+    assert not CA.wanted(KF.train_epoch, ("not", "compiled"))
