@@ -191,9 +191,10 @@ class _KernelsStamp:
 def _install_locators():
     """Put a stamped variant of each of Numba's file-backed cache locators first (once)."""
     stock = caching.CacheImpl._locator_classes
-    if any(issubclass(k, _KernelsStamp) for k in stock):
-        return
-    ours = [type(f"FastbpKernels{k.__name__}", (_KernelsStamp, k), {}) for k in stock
+    if any(getattr(k, "fastbp_stamped", False) for k in stock):
+        return  # (by name, not class: these modules imported again under another name, ``kernels._nb_common``
+        # beside ``fastbp.kernels._nb_common``, must not stamp the stamped locators twice)
+    ours = [type(f"FastbpKernels{k.__name__}", (_KernelsStamp, k), {"fastbp_stamped": True}) for k in stock
             if issubclass(k, caching._SourceFileBackedLocatorMixin)]
     stock[:0] = ours
 

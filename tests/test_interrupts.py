@@ -281,7 +281,7 @@ def test_the_wait_for_the_workers_ends_when_they_do_not_at_the_next_poll(monkeyp
     """run_workers blocks on the workers themselves: it never sleeps in a signal poll (which would
     add up to its period, 10 ms, to every epoch: a third of a short epoch). Checked by the calls
     it makes: every sigtimedwait it makes is a non-blocking check."""
-    from kernels import numba_backend as nb
+    from fastbp.kernels import numba_backend as nb
 
     calls = []
     real = signal.sigtimedwait

@@ -416,3 +416,21 @@ def test_kernels_called_by_address_are_compiled_for_the_codes_chosen_and_only_th
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("bound_kernels", None)
+
+
+def test_the_kernels_imported_first_under_another_name_keep_one_stamped_cache_folder(tmp_path):
+    """A checkout's ``kernels`` package imported as such (``from kernels import ...``, the repository
+    root on sys.path) before ``fastbp.kernels``: the second copy of ``_nb_common`` stamped Numba's
+    already stamped locators again, and the kernels' cache folder became ``fastbp-<h>/fastbp-<h>``."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {os.path.dirname(C.KERNELS_DIR)!r})
+        import kernels._nb_common
+        from fastbp.kernels import numba_backend as NB
+        print(NB.kernel_cache()["cache_dir"])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    folder = out.stdout.strip().splitlines()[-1]
+    assert os.path.basename(folder).startswith("fastbp-")
+    assert not os.path.basename(os.path.dirname(folder)).startswith("fastbp-"), folder
