@@ -22,6 +22,7 @@ stops writing to it.
 from __future__ import annotations
 
 import collections
+import importlib
 import os
 import pickle
 import struct
@@ -35,7 +36,7 @@ from . import _nb_common as KC
 
 ENV = "FASTBP_COMPILE_AHEAD"  # "0": never start a helper
 _IN_HELPER = "FASTBP_COMPILE_AHEAD_HELPER"  # set in the helper's environment (it starts none)
-PATIENCE = 120.0  # seconds this process waits for the helper's last job before compiling it too
+PATIENCE = 30.0  # seconds this process waits for a job the helper runs before compiling it too (one takes 0.2-2 s)
 SETTLE = 0.02  # seconds without a new job before the helper takes one
 LAST = {}  # the last first compile's jobs by who compiled them: "helper", "here" (names; for tests, benchmarks)
 
@@ -43,6 +44,8 @@ CHILD = r"""
 import os, pickle, signal, struct, sys
 if hasattr(signal, "pthread_sigmask"):  # (started by a thread that blocks SIGINT: Ctrl-C ends it as any child)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+answers = os.fdopen(os.dup(1), "w")  # the protocol's own copy of stdout; whatever else prints goes to stderr
+os.dup2(2, 1)
 def read():
     head = sys.stdin.buffer.read(4)
     if len(head) < 4:
@@ -50,8 +53,9 @@ def read():
     return pickle.loads(sys.stdin.buffer.read(struct.unpack("<I", head)[0]))
 sys.path[:] = read()
 import importlib
-importlib.import_module(read()).serve(read)
+importlib.import_module(read()).serve(read, answers, read())
 """
+ASK = b"next\n"  # the helper's only line: its last job is done, the next please
 
 
 def _cpus():
@@ -74,6 +78,12 @@ def interpreter():
     if not exe or not os.path.basename(exe).lower().startswith(("python", "pypy")):
         return None
     return exe
+
+
+def _cache_path(dispatcher):
+    """The folder of a kernel's cache (None: it has none on disk)."""
+    cache = getattr(dispatcher, "_cache", None)
+    return cache._cache_path if isinstance(cache, caching.Cache) else None
 
 
 def wanted(dispatcher, argtypes):
@@ -100,8 +110,9 @@ class Ahead:
     its codes): ``add``/``add_slot`` as the epoch is typed, ``obtain`` where this process needs one
     compiled, ``finish`` once the epoch is compiled."""
 
-    def __init__(self, values_of):
+    def __init__(self, values_of, cache_path):
         self.values_of = values_of  # slot -> the plan's codes for it (None: never called)
+        self.cache_path = cache_path  # the kernels' cache folder here (the helper checks it has the same)
         self.jobs = collections.deque()  # not yet taken
         self.seen = set()
         self.running = None  # the helper's job
@@ -115,15 +126,19 @@ class Ahead:
         from numba.core import config
         if config.CACHE_DIR:
             env["NUMBA_CACHE_DIR"] = config.CACHE_DIR
-        try:
-            self.proc = subprocess.Popen([interpreter(), "-c", CHILD], stdin=subprocess.PIPE,
+        self.proc = None
+        try:  # (-I: nothing from the working folder or PYTHON* variables; it is sent this sys.path)
+            self.proc = subprocess.Popen([interpreter(), "-I", "-c", CHILD], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-        except (OSError, ValueError, TypeError):  # (no interpreter to run: this process compiles it all)
-            self.proc = None
+            self.server = threading.Thread(target=self._serve, name="fastbp-compile-ahead", daemon=True)
+            self.server.start()
+        except (OSError, ValueError, TypeError, RuntimeError):  # (no interpreter, or no thread: all compiled here)
+            if self.proc is not None:
+                self.proc.kill()
+                self.proc.wait()
+                self._close()
+            self.proc = self.server = None
             self.idle.set()
-            return
-        self.server = threading.Thread(target=self._serve, name="fastbp-compile-ahead", daemon=True)
-        self.server.start()
 
     def add(self, job):
         """A job the helper may take (or this process, in ``obtain`` or ``finish``)."""
@@ -150,9 +165,8 @@ class Ahead:
             if job in self.jobs:
                 self.jobs.remove(job)
                 self.here.append(job)
-            else:
-                while self.running == job and not self.idle.is_set():
-                    self.cond.wait(0.1)
+            elif self.running == job:
+                self.cond.wait_for(lambda: self.running != job or self.idle.is_set(), PATIENCE)
         job()
 
     def finish(self, rest=True):
@@ -175,8 +189,8 @@ class Ahead:
             except Exception:
                 pass  # (compiled again, and its error raised, where the caller asks for it)
         with self.cond:
-            helping = rest and self.running is not None
-        if helping:
+            helping = self.running is not None
+        if helping:  # (its last job: not killed halfway, which leaves temporary files in the cache)
             self.idle.wait(PATIENCE)
         if self.proc is not None:
             if self.proc.poll() is None:
@@ -202,11 +216,11 @@ class Ahead:
         """Answer the helper: each line it writes says its last job is done and asks for the next.
         Then let it go (it exits when its input ends)."""
         try:
-            for first in (list(sys.path), __name__):  # where to import from, and this module
+            for first in (list(sys.path), __name__, self.cache_path):  # where to import from, this module
                 data = pickle.dumps(first)
                 self.proc.stdin.write(struct.pack("<I", len(data)) + data)
             self.proc.stdin.flush()
-            while self.proc.stdout.readline():
+            while self.proc.stdout.readline() == ASK:  # (anything else: not our helper, or gone)
                 with self.cond:
                     if self.running is not None:
                         self.done.add(self.running)
@@ -234,18 +248,30 @@ class Ahead:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+            self._close()
+
+    def _close(self):
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
 
 
-def serve(read):
-    """The helper's loop: ask for a job, compile it (``_nb_common._Load``: into the cache), again
-    until told there is none. First, while the parent types its epoch, Numba's first compile
-    (a trivial function, not cached): it loads the typing and lowering registries, a fixed half
-    second that the first job would otherwise pay."""
+def serve(read, answers, cache_path):
+    """The helper's loop: ask for a job (a line on ``answers``), compile it (``_nb_common._Load``:
+    into the cache), again until told there is none. Not when its kernels' cache folder is not the
+    parent's ``cache_path`` (Numba's cache folder set in the parent's code after the kernels were
+    made, say): its work would not reach the parent. First, while the parent types its epoch,
+    Numba's first compile (a trivial function, not cached): it loads the typing and lowering
+    registries, a fixed half second that the first job would otherwise pay."""
+    if _cache_path(importlib.import_module(__name__.rsplit(".", 1)[0] + "._nb_epoch").train_epoch) != cache_path:
+        return
     from numba import njit
     njit(lambda x: x + 1)(1)
     while True:
-        sys.stdout.write("next\n")
-        sys.stdout.flush()
+        answers.write(ASK.decode())
+        answers.flush()
         job = read()
         if job is None:
             return

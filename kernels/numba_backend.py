@@ -452,7 +452,8 @@ def with_slots(kernel, args, fns, plan, key=None):
             addresses = _SLOT_ADDRESSES.get(key)
             if addresses is None:
                 codes = functools.partial(KF.slot_codes, acts=plan.acts, loss=plan.loss, opt=plan.opt)
-                ahead = compile_ahead.Ahead(codes) if compile_ahead.wanted(dispatcher, argtypes) else None
+                ahead = compile_ahead.Ahead(codes, compile_ahead._cache_path(dispatcher)) \
+                    if compile_ahead.wanted(dispatcher, argtypes) else None
                 compiled = False
                 try:
                     with global_compiler_lock:  # (the hooks serve this compile only)
