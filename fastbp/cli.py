@@ -241,6 +241,7 @@ def info(out=print):
         cache = kernels.backend_class("numba").info()
         out(f"numba kernel cache: {cache['cache_dir']} ({cache['cache_files']} files, "
             f"{cache['cache_bytes'] / 1e6:.1f} MB)")
+        out(f"numba first compile: {cache['first_compile']}")
 
 
 def main(argv=None):

@@ -80,6 +80,19 @@ def interpreter():
     return exe
 
 
+def status():
+    """Whether a first compile here would have a helper, in words (``fastbp info``)."""
+    if os.environ.get(ENV, "1") == "0":
+        return f"in this process only ({ENV}=0)"
+    if os.environ.get(_IN_HELPER):
+        return "in this process only (it is a helper)"
+    if _cpus() < 2:
+        return "in this process only (one CPU)"
+    if interpreter() is None:
+        return "in this process only (no Python to run a helper with)"
+    return f"shared with a helper process ({_cpus()} CPUs; {ENV}=0 turns it off)"
+
+
 def _cache_path(dispatcher):
     """The folder of a kernel's cache (None: it has none on disk)."""
     cache = getattr(dispatcher, "_cache", None)

@@ -151,6 +151,7 @@ class NumbaBackend(NumpyBackend):
             "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
             "NUMBA_CPU_FEATURES": os.environ.get("NUMBA_CPU_FEATURES"),
             "two_threads_supported": TWO_THREADS_SUPPORTED,
+            "first_compile": compile_ahead.status(),
             **kernel_cache(),
         }
 

@@ -106,3 +106,17 @@ def test_no_helper_from_a_frozen_program_or_an_executable_that_is_not_python(mon
     assert CA.interpreter() is None
     from fastbp.kernels import _nb_epoch as KF
     assert not CA.wanted(KF.train_epoch, ("not", "compiled"))
+
+
+def test_fastbp_info_says_whether_a_first_compile_has_a_helper(monkeypatch):
+    monkeypatch.setenv(CA.ENV, "0")
+    assert CA.status() == f"in this process only ({CA.ENV}=0)"
+    monkeypatch.delenv(CA.ENV)
+    monkeypatch.setattr(CA, "_cpus", lambda: 1)
+    assert CA.status() == "in this process only (one CPU)"
+    monkeypatch.setattr(CA, "_cpus", lambda: 4)
+    assert CA.status().startswith("shared with a helper process (4 CPUs")
+    assert fb.get_backend("numba").info()["first_compile"] == CA.status()
+    out = subprocess.run([sys.executable, "-m", "fastbp", "info"], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, **{CA.ENV: "0"}))
+    assert f"numba first compile: in this process only ({CA.ENV}=0)" in out.stdout, out.stdout
