@@ -58,11 +58,36 @@ importlib.import_module(read()).serve(read, answers, read())
 ASK = b"next\n"  # the helper's only line: its last job is done, the next please
 
 
-def _cpus():
+def _cpus(cgroup="/sys/fs/cgroup"):
+    """The CPUs this process may use: those it may run on, and no more than its cgroup's CPU quota
+    (a container started with ``--cpus=1`` sees every CPU of the host but gets the time of one)."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup)
+    return n if quota is None else max(1, min(n, int(quota)))
+
+
+def _cgroup_quota(root):
+    """The cgroup's CPU quota in CPUs (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` over
+    ``cpu.cfs_period_us``), None when there is none or no cgroup to read."""
+    try:
+        with open(os.path.join(root, "cpu.max")) as f:
+            quota, period = f.read().split()[:2]
+    except (OSError, ValueError):
+        try:
+            with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as f:
+                quota = f.read().strip()
+            with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as f:
+                period = f.read().strip()
+        except OSError:
+            return None
+    try:
+        quota, period = float(quota), float(period)
+    except ValueError:  # ("max": no quota)
+        return None
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def interpreter():

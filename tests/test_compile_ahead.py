@@ -120,3 +120,21 @@ def test_fastbp_info_says_whether_a_first_compile_has_a_helper(monkeypatch):
     out = subprocess.run([sys.executable, "-m", "fastbp", "info"], capture_output=True, text=True, timeout=120,
                          env=dict(os.environ, **{CA.ENV: "0"}))
     assert f"numba first compile: in this process only ({CA.ENV}=0)" in out.stdout, out.stdout
+
+
+def test_the_cpus_counted_are_no_more_than_the_cgroups_quota(tmp_path):
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("100000 100000\n")  # one CPU's time (docker --cpus=1)
+    assert CA._cpus(str(v2)) == 1
+    (v2 / "cpu.max").write_text("250000 100000\n")
+    assert CA._cpus(str(v2)) == min(2, CA._cpus(str(tmp_path / "none")))
+    (v2 / "cpu.max").write_text("max 100000\n")  # no quota
+    assert CA._cpus(str(v2)) == CA._cpus(str(tmp_path / "none"))
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("50000\n")  # half a CPU
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert CA._cpus(str(tmp_path / "v1")) == 1
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")  # no quota
+    assert CA._cpus(str(tmp_path / "v1")) == CA._cpus(str(tmp_path / "none"))
