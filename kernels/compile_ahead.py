@@ -1,23 +1,28 @@
 """A first compile on two cores: while this process compiles a fused epoch, a second Python
-process (the helper) compiles the kernels that epoch calls by address (``_nb_common``'s ``.at``:
-the activations, the output deltas, a layer's update with the optimiser's rule, the deltas of a
-layer below) into the same on-disk cache, from which this process then loads them. Numba
-compiles one function at a time per process (a global lock, and the GIL), and a first fit's
-seconds are about half the epoch with the kernels below it, half the kernels called by address.
+process (the helper) compiles the kernels that epoch calls into the same on-disk cache, from
+which this process then loads them. Numba compiles one function at a time per process (a global
+lock, and the GIL), and about half a first fit's seconds are the kernels an epoch calls: by
+address (``_nb_common``'s ``.at``: the activations, the output deltas, a layer's update with the
+optimiser's rule, the deltas of a layer below) and by symbol (``separately``: the blocked
+products, the batch gather).
 
 The helper learns what to compile while this process types the epoch: each ``.at`` call site,
-once typed, is a job (the kernel, its argument types, the plan's codes for that slot). It asks for
-the jobs one at a time, the newest first; once the epoch is compiled this process takes the
-oldest itself, then waits for the helper's last job, so the two finish together. Whatever the
-helper did not finish (it failed, was slow to start, or the cache could not be shared) is compiled
-here as before: the helper only ever saves time, and the code either process runs is Numba's
-cached code, keyed as always.
+once typed, is a job (``_nb_common._Load``: the kernel, its argument types, the plan's codes for
+that slot), and so is each call of a ``separately`` kernel with a declared return type, which is
+then typed without being compiled (``_nb_common.DEFER``) and obtained just before the epoch's
+code is linked. The helper asks for the jobs one at a time, the newest first (the biggest, a
+layer's update, is typed last); this process takes back the ones it needs before linking and,
+once the epoch is compiled, the oldest of the rest, then waits for the helper's last job, so the
+two finish together. Whatever the helper did not finish (it failed, hung, was slow to start, or
+its cache is not this process's) is compiled here as before: the helper only ever saves time,
+and the code either process runs is Numba's cached code, keyed as always.
 
-The helper is started only for a compile (an epoch neither loaded in this process nor in the
-cache), with at least two CPUs to run on and a cache on disk to share; ``FASTBP_COMPILE_AHEAD=0``
-turns it off. It is a ``python -c`` child with this process's ``sys.path`` and environment (and
-Numba's cache folder, when it was set in code), and ends when its jobs are done or this process
-stops writing to it.
+A helper is started only for a compile (an epoch neither loaded in this process nor in the
+cache), with at least two CPUs to run on (affinity and cgroup quota), a Python to run it with
+(not from a frozen program) and a cache on disk to share; ``FASTBP_COMPILE_AHEAD=0`` turns it off,
+``fastbp info`` says which. It is a ``python -I -c`` child given this process's ``sys.path`` and
+environment (and Numba's cache folder, when set in code); it answers on its own copy of stdout,
+and is killed once it has no job left.
 """
 from __future__ import annotations
 
