@@ -398,12 +398,12 @@ class _Separate:
                                   if p in top.constants and isinstance(a, types.IntegerLiteral)))
             separate = top.variant(values)
             argtypes = tuple(types.unliteral(a) for a in args)
-            job = _Load(top.module, top.name, argtypes, values)
+            job = None
             if DEFER is not None and top.returns is not None and argtypes not in separate.symbols:
+                job = _Load(top.module, top.name, argtypes, values)
                 DEFER.add(job)  # (compiled later, before the caller's code is linked: see _defer)
                 name, restype = separate.symbol(argtypes), top.returns
             else:
-                job = None
                 name, restype = separate.ensure(argtypes)
             # the bound constants stay literal in the call's signature: Numba files an intrinsic's
             # lowering under its signature's types, so two variants of one signature would share one
@@ -451,8 +451,8 @@ class _Separate:
             if index is None or not (isinstance(fns, types.Array) and fns.dtype == types.int64 and fns.ndim == 1):
                 raise TypingError(f"{top.name}.at(fns, slot, ...): fns a 1-d int64 array, slot a literal int")
             argtypes = tuple(types.unliteral(a) for a in args)
-            if SLOT_TYPED is not None:  # (a helper process may compile the kernel meanwhile: compile_ahead)
-                SLOT_TYPED(top.module, top.name, argtypes, index)
+            if DEFER is not None:  # (a helper process may compile the kernel meanwhile: compile_ahead)
+                DEFER.add_slot(top.module, top.name, argtypes, index)
 
             def codegen(context, builder, sig, llargs):
                 fnty = context.call_conv.get_function_type(top.returns, argtypes)
@@ -476,11 +476,11 @@ class _Separate:
         return at
 
 
-SLOT_TYPED = None  # called with (module, name, argument types, slot) as each ``.at`` call is typed
-# While set (``compile_ahead``: a helper process compiles too), a call of a separately compiled kernel
-# with a declared return type is typed without compiling the kernel: ``DEFER.add(job)`` (a ``_Load``),
-# and the caller's library obtains it (``DEFER.obtain(job)``: compiled by the helper or here, loaded,
-# its symbol defined) just before its code is linked (``_defer``).
+# While set (a ``compile_ahead.Ahead``: a helper process compiles too), each ``.at`` call typed is
+# reported (``DEFER.add_slot(module, name, argument types, slot)``), and a call of a separately
+# compiled kernel with a declared return type is typed without compiling the kernel:
+# ``DEFER.add(job)`` (a ``_Load``), and the caller's library obtains it (``DEFER.obtain(job)``:
+# compiled by the helper or here, loaded, its symbol defined) just before its code is linked (``_defer``).
 DEFER = None
 
 
@@ -496,7 +496,7 @@ def _defer(library, job):
 
         def finalize_final_module():
             for job in pending:
-                (DEFER.obtain if DEFER is not None else _Load.__call__)(job)
+                DEFER.obtain(job) if DEFER is not None else job()
             stock()
         library._finalize_final_module = finalize_final_module
     if job not in pending:

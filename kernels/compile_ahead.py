@@ -110,16 +110,24 @@ def interpreter():
     return exe
 
 
+def _why_not():
+    """Why this process starts no helper (None: it may, for a compile that needs one)."""
+    if os.environ.get(ENV, "1") == "0":
+        return f"{ENV}=0"
+    if os.environ.get(_IN_HELPER):
+        return "it is a helper"
+    if _cpus() < 2:
+        return "one CPU"
+    if interpreter() is None:
+        return "no Python to run a helper with"
+    return None
+
+
 def status():
     """Whether a first compile here would have a helper, in words (``fastbp info``)."""
-    if os.environ.get(ENV, "1") == "0":
-        return f"in this process only ({ENV}=0)"
-    if os.environ.get(_IN_HELPER):
-        return "in this process only (it is a helper)"
-    if _cpus() < 2:
-        return "in this process only (one CPU)"
-    if interpreter() is None:
-        return "in this process only (no Python to run a helper with)"
+    why = _why_not()
+    if why is not None:
+        return f"in this process only ({why})"
     return f"shared with a helper process ({_cpus()} CPUs; {ENV}=0 turns it off)"
 
 
@@ -134,9 +142,7 @@ def wanted(dispatcher, argtypes):
     compiled or loaded in this process, not in the disk cache, the cache is on disk (the helper's
     work reaches this process through it), two CPUs or more, a Python to run it (``interpreter``),
     not turned off, not in a helper."""
-    if os.environ.get(ENV, "1") == "0" or os.environ.get(_IN_HELPER) or _cpus() < 2 or interpreter() is None:
-        return False
-    if tuple(argtypes) in dispatcher.overloads:
+    if _why_not() is not None or tuple(argtypes) in dispatcher.overloads:
         return False
     cache = getattr(dispatcher, "_cache", None)
     if not isinstance(cache, caching.Cache):
@@ -150,7 +156,7 @@ def wanted(dispatcher, argtypes):
 
 class Ahead:
     """One first compile's helper and its jobs (``_nb_common._Load``: a kernel, its argument types,
-    its codes): ``add``/``add_slot`` as the epoch is typed, ``obtain`` where this process needs one
+    its codes): ``add``/``add_slot`` as the epoch is typed (``_nb_common.DEFER``), ``obtain`` where this process needs one
     compiled, ``finish`` once the epoch is compiled."""
 
     def __init__(self, values_of, cache_path):

@@ -457,13 +457,13 @@ def with_slots(kernel, args, fns, plan, key=None):
                     if compile_ahead.wanted(dispatcher, argtypes) else None
                 compiled = False
                 try:
-                    with global_compiler_lock:  # (the hooks serve this compile only)
-                        KC.SLOT_TYPED, KC.DEFER = (ahead.add_slot, ahead) if ahead is not None else (None, None)
+                    with global_compiler_lock:  # (the hook serves this compile only)
+                        KC.DEFER = ahead
                         try:
                             dispatcher.compile(argtypes)
                             compiled = True
                         finally:
-                            KC.SLOT_TYPED = KC.DEFER = None
+                            KC.DEFER = None
                 finally:
                     if ahead is not None:
                         ahead.finish(rest=compiled)
@@ -614,7 +614,7 @@ def _after_fork_in_child():
     _POOL._reset()
     _LEFT_RUNNING.clear()
     _COMPILING = threading.Lock()  # (a parent's thread may have held it: it has no thread here)
-    KC.SLOT_TYPED = KC.DEFER = None
+    KC.DEFER = None
 
 
 if hasattr(os, "register_at_fork"):
