@@ -1,6 +1,6 @@
 """CUDA on the CPU, for the tests that have no GPU.
 
-``EMULATOR``: the C++ prelude that runs a CUDA thread block on CPU threads (one std::thread per
+``EMULATOR``: the C++ prelude that runs a CUDA thread block on CPU threads (one POSIX thread per
 CUDA thread, a barrier for ``__syncthreads``, the warp shuffles through an exchange buffer
 guarded by one barrier per warp); a rendered kernel compiles after it as C++.
 
@@ -30,20 +30,17 @@ import numpy as np
 GXX = shutil.which("g++")
 
 EMULATOR = r"""
-// CUDA thread blocks on the CPU: NT std::threads, __syncthreads as a barrier, warp shuffles
+// CUDA thread blocks on the CPU: NT POSIX threads, __syncthreads as a barrier, warp shuffles
 // through an exchange buffer guarded by one barrier per warp. Each case's rendered kernel goes in
-// its own namespace (one compilation for all cases).
-#include <algorithm>
-#include <barrier>
+// its own namespace (one compilation for all cases). Only C headers and <cmath>: <thread>,
+// <barrier>, <vector> and <memory> took 1.3 s of each g++ run, more than the kernel itself.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <string>
-#include <thread>
-#include <vector>
-using std::max;
-using std::min;
+#include <pthread.h>
+template <typename A> static inline A max(A a, A b) { return a < b ? b : a; }
+template <typename A> static inline A min(A a, A b) { return b < a ? b : a; }
 #define __global__
 #define __device__
 #define __forceinline__ inline
@@ -52,52 +49,83 @@ using std::min;
 #define __align__(n)
 #define __restrict__
 #define __cluster_dims__(...)
-#include <memory>
 struct fb_dim { int x; };
 thread_local fb_dim threadIdx, blockIdx;
+static void fb_check(int err, const char *what) {
+    if (err) { std::fprintf(stderr, "%s failed (%d)\n", what, err); std::exit(5); }
+}
+template <typename V> struct fb_buf {  // n zeroed values on the heap (a std::vector without <vector>)
+    V *p;
+    size_t n;
+    explicit fb_buf(size_t count) : p(static_cast<V *>(std::calloc(count ? count : 1, sizeof(V)))), n(count) {
+        if (!p) { std::fprintf(stderr, "out of memory\n"); std::exit(5); }
+    }
+    fb_buf(fb_buf &&o) : p(o.p), n(o.n) { o.p = nullptr; o.n = 0; }
+    fb_buf(const fb_buf &) = delete;
+    ~fb_buf() { std::free(p); }
+    V *data() { return p; }
+    const V *data() const { return p; }
+    size_t size() const { return n; }
+    V &operator[](size_t i) { return p[i]; }
+};
 struct fb_block_state {  // one running block: its barriers, shuffle slots and shared memory
-    std::barrier<> block;
-    std::vector<std::unique_ptr<std::barrier<>>> warps;
-    std::vector<double> slots;
-    std::vector<unsigned char> shared;
+    pthread_barrier_t block;
+    fb_buf<pthread_barrier_t> warps;
+    fb_buf<double> slots;
+    fb_buf<unsigned char> shared;
     int rank;
-    fb_block_state(int nt, int r) : block(nt), slots(nt), shared(1 << 20), rank(r) {
-        for (int w = 0; w < nt / 32; w++) warps.emplace_back(new std::barrier<>(32));
+    fb_block_state(int nt, int r) : warps(nt / 32), slots(nt), shared(1 << 20), rank(r) {
+        fb_check(pthread_barrier_init(&block, nullptr, nt), "pthread_barrier_init");
+        for (int w = 0; w < nt / 32; w++) fb_check(pthread_barrier_init(&warps[w], nullptr, 32), "pthread_barrier_init");
+    }
+    ~fb_block_state() {
+        pthread_barrier_destroy(&block);
+        for (size_t w = 0; w < warps.size(); w++) pthread_barrier_destroy(&warps[w]);
     }
 };
+static void fb_wait(pthread_barrier_t *b) {
+    const int err = pthread_barrier_wait(b);
+    if (err && err != PTHREAD_BARRIER_SERIAL_THREAD) fb_check(err, "pthread_barrier_wait");
+}
 thread_local fb_block_state *fb_here;
-static std::vector<fb_block_state *> fb_cluster_blocks;  // the running cluster's blocks, by rank
-static std::barrier<> *fb_cluster_barrier;
-static void __syncthreads() { fb_here->block.arrive_and_wait(); }
-static void __syncwarp() { fb_here->warps[threadIdx.x >> 5]->arrive_and_wait(); }
-static void fb_cluster_sync() { fb_cluster_barrier->arrive_and_wait(); }
+static fb_block_state *fb_cluster_blocks[16];  // the running cluster's blocks, by rank
+static pthread_barrier_t fb_cluster_barrier;
+static void __syncthreads() { fb_wait(&fb_here->block); }
+static void __syncwarp() { fb_wait(&fb_here->warps[threadIdx.x >> 5]); }
+static void fb_cluster_sync() { fb_wait(&fb_cluster_barrier); }
 static int fb_cluster_rank() { return fb_here->rank; }
 template <typename F> static F *fb_remote(F *p, int r) {  // the same place in block r's shared memory
     return reinterpret_cast<F *>(fb_cluster_blocks[r]->shared.data()
                                  + (reinterpret_cast<unsigned char *>(p) - fb_here->shared.data()));
 }
+template <typename Body> struct fb_thread_args { Body *body; fb_block_state *state; int t, block; };
+template <typename Body> static void *fb_thread_main(void *p) {
+    auto *a = static_cast<fb_thread_args<Body> *>(p);
+    fb_here = a->state;
+    threadIdx.x = a->t;
+    blockIdx.x = a->block;
+    (*a->body)();
+    return nullptr;
+}
 // A grid of `blocks` blocks of `nt` threads, `cluster` blocks at a time: a cluster's blocks run
 // together (they wait for each other), clusters one after another (they share nothing).
 template <typename Body> static void fb_run_grid(int blocks, int nt, int cluster, Body body) {
+    if (cluster > 16) { std::fprintf(stderr, "cluster of %d blocks\n", cluster); std::exit(5); }
     for (int first = 0; first < blocks; first += cluster) {
-        std::vector<std::unique_ptr<fb_block_state>> states;
-        fb_cluster_blocks.clear();
-        for (int r = 0; r < cluster; r++) {
-            states.emplace_back(new fb_block_state(nt, r));
-            fb_cluster_blocks.push_back(states.back().get());
-        }
-        std::barrier<> together(cluster * nt);
-        fb_cluster_barrier = &together;
-        std::vector<std::thread> threads;
+        fb_buf<fb_block_state *> states(cluster);
+        for (int r = 0; r < cluster; r++) fb_cluster_blocks[r] = states[r] = new fb_block_state(nt, r);
+        fb_check(pthread_barrier_init(&fb_cluster_barrier, nullptr, cluster * nt), "pthread_barrier_init");
+        fb_buf<pthread_t> threads(size_t(cluster) * nt);
+        fb_buf<fb_thread_args<Body>> args(size_t(cluster) * nt);
         for (int r = 0; r < cluster; r++)
-            for (int t = 0; t < nt; t++)
-                threads.emplace_back([&, r, t] {
-                    fb_here = states[r].get();
-                    threadIdx.x = t;
-                    blockIdx.x = first + r;
-                    body();
-                });
-        for (auto &th : threads) th.join();
+            for (int t = 0; t < nt; t++) {
+                const size_t i = size_t(r) * nt + t;
+                args[i] = {&body, states[r], t, first + r};
+                fb_check(pthread_create(&threads[i], nullptr, fb_thread_main<Body>, &args[i]), "pthread_create");
+            }
+        for (size_t i = 0; i < threads.size(); i++) fb_check(pthread_join(threads[i], nullptr), "pthread_join");
+        pthread_barrier_destroy(&fb_cluster_barrier);
+        for (int r = 0; r < cluster; r++) delete states[r];
     }
 }
 struct float4 { float x, y, z, w; };
@@ -108,28 +136,33 @@ static double2 make_double2(double x, double y) { return {x, y}; }
 template <typename F> static F __shfl_sync(unsigned, F v, int src) {
     const int t = threadIdx.x, w = t >> 5;
     fb_here->slots[t] = double(v);
-    fb_here->warps[w]->arrive_and_wait();
+    fb_wait(&fb_here->warps[w]);
     const F r = F(fb_here->slots[(w << 5) | src]);
-    fb_here->warps[w]->arrive_and_wait();
+    fb_wait(&fb_here->warps[w]);
     return r;
 }
 template <typename F> static F __shfl_xor_sync(unsigned, F v, int o) {
     const int t = threadIdx.x, w = t >> 5;
     fb_here->slots[t] = double(v);
-    fb_here->warps[w]->arrive_and_wait();
+    fb_wait(&fb_here->warps[w]);
     const F r = F(fb_here->slots[t ^ o]);
-    fb_here->warps[w]->arrive_and_wait();
+    fb_wait(&fb_here->warps[w]);
     return r;
 }
-template <typename V> static std::vector<V> load(const std::string &dir, const char *name, size_t n) {
-    std::vector<V> v(n);
-    FILE *f = std::fopen((dir + "/" + name).c_str(), "rb");
+static FILE *fb_open(const char *dir, const char *name, const char *mode) {
+    char path[4096];
+    std::snprintf(path, sizeof path, "%s/%s", dir, name);
+    return std::fopen(path, mode);
+}
+template <typename V> static fb_buf<V> load(const char *dir, const char *name, size_t n) {
+    fb_buf<V> v(n);
+    FILE *f = fb_open(dir, name, "rb");
     if (!f || std::fread(v.data(), sizeof(V), n, f) != n) { std::fprintf(stderr, "cannot read %s\n", name); std::exit(2); }
     std::fclose(f);
     return v;
 }
-template <typename V> static void save(const std::string &dir, const char *name, const std::vector<V> &v) {
-    FILE *f = std::fopen((dir + "/" + name).c_str(), "wb");
+template <typename V> static void save(const char *dir, const char *name, const fb_buf<V> &v) {
+    FILE *f = fb_open(dir, name, "wb");
     std::fwrite(v.data(), sizeof(V), v.size(), f);
     std::fclose(f);
 }

@@ -3,7 +3,7 @@
 Without a GPU (CI): the one clear error without CuPy or without a GPU, "auto" falling back, the
 CUDA template's rendering and argument checks, the rendered source compiled by nvcc (when nvcc is
 installed), and the fused kernel's algorithm itself, run on the CPU: the rendered .cu compiled as
-C++ with one std::thread per CUDA thread (barriers for __syncthreads and the warp shuffles) and
+C++ with one POSIX thread per CUDA thread (barriers for __syncthreads and the warp shuffles) and
 compared with the NumPy reference. With CuPy and a GPU (``-m gpu``): every method against the
 NumPy reference, the fused epoch and the per-batch path against it, predict, the mixing errors.
 """
@@ -238,10 +238,10 @@ def test_the_rendered_sources_compile_with_nvcc(tmp_path):
 GXX = shutil.which("g++")
 
 DRIVER = r"""
-static int run(const std::string &dir) {  // inputs from dir, one epoch of every member, outputs to dir
+static int run(const char *dir) {  // inputs from dir, one epoch of every member, outputs to dir
     int n_samples, n, opt, n_hp, mean, members;
     double scale, slope_h, slope_o;
-    FILE *f = std::fopen((dir + "/params.txt").c_str(), "r");
+    FILE *f = fb_open(dir, "params.txt", "r");
     if (!f || std::fscanf(f, "%d %d %lf %d %d %d %lf %lf %d", &n_samples, &n, &scale, &opt, &n_hp,
                           &mean, &slope_h, &slope_o, &members) != 9) return 2;
     std::fclose(f);
@@ -254,16 +254,16 @@ static int run(const std::string &dir) {  // inputs from dir, one epoch of every
     auto W0 = load<T>(dir, "W0.bin", members * N0 * H), b0 = load<T>(dir, "b0.bin", members * H);
     auto W1 = load<T>(dir, "W1.bin", members * H * K), b1 = load<T>(dir, "b1.bin", members * K);
     const int NS = 3;  // state slots, as many as any optimiser keeps (Adam: m, v and a gradient buffer)
-    std::vector<T> SW0(members * NS * N0 * H), Sb0(members * NS * H), SW1(members * NS * H * K),
-        Sb1(members * NS * K);
-    std::vector<T *> table;
-    for (int m = 0; m < members; m++)
-        for (T *p : {W0.data() + m * N0 * H, b0.data() + m * H, W1.data() + m * H * K, b1.data() + m * K,
-                     SW0.data() + m * NS * N0 * H, Sb0.data() + m * NS * H, SW1.data() + m * NS * H * K,
-                     Sb1.data() + m * NS * K})
-            table.push_back(p);
-    std::vector<double> parts(size_t(members) * NT);
-    std::vector<int> unfinite(members, 0);
+    fb_buf<T> SW0(members * NS * N0 * H), Sb0(members * NS * H), SW1(members * NS * H * K), Sb1(members * NS * K);
+    fb_buf<T *> table(size_t(members) * 8);
+    for (int m = 0; m < members; m++) {
+        T *member[] = {W0.data() + m * N0 * H, b0.data() + m * H, W1.data() + m * H * K, b1.data() + m * K,
+                       SW0.data() + m * NS * N0 * H, Sb0.data() + m * NS * H, SW1.data() + m * NS * H * K,
+                       Sb1.data() + m * NS * K};
+        for (int i = 0; i < 8; i++) table[size_t(m) * 8 + i] = member[i];
+    }
+    fb_buf<double> parts(size_t(members) * NT);
+    fb_buf<int> unfinite(members);
     fb_run_grid(members * CL, NT, CL, [&] {  // a cluster of CL blocks per member
         fused_epoch(X.data(), Y.data(), order.data(), n, scale, table.data(), opt, hp.data(), mean, frozen.data(),
                     slope_h, slope_o, parts.data(), unfinite.data());
@@ -272,7 +272,7 @@ static int run(const std::string &dir) {  // inputs from dir, one epoch of every
         if (unfinite[m]) return 4;  // the cases train finite networks
     save(dir, "W0.out", W0); save(dir, "b0.out", b0); save(dir, "W1.out", W1); save(dir, "b1.out", b1);
     save(dir, "SW0.out", SW0); save(dir, "Sb0.out", Sb0); save(dir, "SW1.out", SW1); save(dir, "Sb1.out", Sb1);
-    std::vector<double> totals(members, 0.0);
+    fb_buf<double> totals(members);
     for (int m = 0; m < members; m++)
         for (int t = 0; t < NT; t++) totals[m] += parts[size_t(m) * NT + t];
     save(dir, "loss.out", totals);
@@ -416,7 +416,7 @@ def _emulate_case(tmp_path, name, config, train):
 
 @pytest.mark.skipif(GXX is None, reason="g++ is not installed")
 def test_the_fused_kernel_run_on_cpu_threads_matches_the_numpy_reference(tmp_path):
-    """Every case's kernel run on CPU threads (a block's threads as std::threads, the launch's blocks
+    """Every case's kernel run on CPU threads (a block's threads as POSIX threads, the launch's blocks
     one after another) against the NumPy reference: parameters, optimiser state and loss of each
     member; the ensemble case checks that block k trains member k and no other."""
     cases = [(name, train, _emulate_case(tmp_path, name, config, train)) for name, config, train in EMULATED]
