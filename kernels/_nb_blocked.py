@@ -16,7 +16,7 @@ from __future__ import annotations
 from numba import njit, types
 
 from ._nb_common import INLINE, separately
-from ._nb_intrinsics import REGISTERS, _axpy_block, _dot_block, _gemm, _rows_dot
+from ._nb_intrinsics import REGISTERS, _axpy_block, _dot_block, _gemm, _rows_dot, min2
 from ._nb_math import dact
 from ._nb_optim import begin, decay_of, finish, gradient_slot
 
@@ -101,7 +101,7 @@ def forward_units(x, m, ld, W, wo, b, lo, hi, zs, Z, gemm):
                 z[j] += bias[j]
         return
     for s0 in range(0, m, CHUNK):
-        _forward_units(x, s0, min(m, s0 + CHUNK), ld, W, wo, b, lo, hi, zs, Z)
+        _forward_units(x, s0, min2(m, s0 + CHUNK), ld, W, wo, b, lo, hi, zs, Z)
 
 
 @separately(returns=types.none)
@@ -147,7 +147,7 @@ def accumulate_units(x, m, ld, P, po, D, lo, hi, cs, gemm):
         _gemm(N_, T_, ld, hi - lo, m, cs, x, 0, rows(x), D, lo, rows(D), 1.0, P, po + lo * ld, ld)
         return
     for s0 in range(0, m, CHUNK):
-        _accumulate_units(x, s0, min(m, s0 + CHUNK), ld, P, po, D, lo, hi, cs)
+        _accumulate_units(x, s0, min2(m, s0 + CHUNK), ld, P, po, D, lo, hi, cs)
 
 
 @separately(constants=("opt",), returns=types.none)

@@ -12,7 +12,7 @@ from numba import njit, types
 
 from ._nb_blocked import backprop_units_at, forward_units, gemm_pays_nb, update_layer_units_at
 from ._nb_common import INLINE, JIT, for_kernels, separately
-from ._nb_intrinsics import _cpu_relax, _load_acquire, _prefetch, _sched_yield, _store_release
+from ._nb_intrinsics import _cpu_relax, _load_acquire, _prefetch, _sched_yield, _store_release, max2, min2
 from ._nb_math import activate_full_at, output_deltas_at
 
 SPINS = 2000  # polls of the barrier before yielding the CPU
@@ -52,7 +52,7 @@ def gather_rows(X, order, start, m, lo, hi, xb):
     prefetched during the previous batch (``prefetch_rows``, at most AHEAD) run out."""
     T = xb.dtype.type
     n_in = X.shape[1]
-    end = min(hi, m)
+    end = min2(hi, m)
     for s in range(lo, end):
         if s + AHEAD < end:
             prefetch_row(X, order[start + s + AHEAD])
@@ -66,7 +66,7 @@ def gather_rows(X, order, start, m, lo, hi, xb):
 def prefetch_lines(a, lo, hi):
     """Ask the CPU to start loading a[lo:hi] (1-D, lo < hi) into the cache, every line of it. (A
     while loop: a range with a step divides by the step, a run-time value to LLVM.)"""
-    i, step = lo, max(1, 64 // a.itemsize)
+    i, step = lo, max2(1, 64 // a.itemsize)
     while i < hi:
         _prefetch(a, i)
         i += step
@@ -84,7 +84,7 @@ def prefetch_rows(X, order, start, lo, hi):
     """Prefetch rows X[order[start + s]] for lo <= s < min(hi, lo + AHEAD) (the start of the next
     batch, while this one computes; ``gather_rows`` prefetches the rest as it goes). More at once
     would only queue behind each other and evict the working set."""
-    for s in range(lo, min(hi, lo + AHEAD)):
+    for s in range(lo, min2(hi, lo + AHEAD)):
         prefetch_row(X, order[start + s])
 
 
@@ -129,11 +129,11 @@ def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, ac
     for start in range(0, n, bs):
         if _load_acquire(stop, 0) != 0:
             break
-        m = min(bs, n - start)
+        m = min2(bs, n - start)
         gather_rows(X, order, start, m, 0, m, xb)
         gather_targets(Y, order, start, m, 0, m, yb)
-        prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
-        prefetch_targets(Y, order, start + m, 0, min(bs, n - start - m))
+        prefetch_rows(X, order, start + m, 0, min2(bs, n - start - m))
+        prefetch_targets(Y, order, start + m, 0, min2(bs, n - start - m))
         for l in range(L):
             x = xb if l == 0 else A[l - 1]
             forward_units(x, m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
@@ -197,7 +197,7 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
     n = order.shape[0]
     H = sizes[1]
     h = (H // 2 + 15) // 16 * 16 if H >= 32 else (H // 2 + 3) // 4 * 4 if H >= 8 else (H + 1) // 2
-    h = min(h, H)
+    h = min2(h, H)
     lo, hi = (h, H) if t == 0 else (0, h)
     xw = XW[t]  # this worker's two batch buffers (2 x bs x lds[0])
     yb = YB[t]  # its targets (bs x width), padded like the rows of A
@@ -207,26 +207,26 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
     total = 0.0
     nb = (n + bs - 1) // bs
     if t == 1:
-        gather_rows(X, order, 0, min(bs, n), 0, min(bs, n), xw[0])
+        gather_rows(X, order, 0, min2(bs, n), 0, min2(bs, n), xw[0])
     for k in range(nb):
         if _load_acquire(stop, 0) != 0:
             return
         start = k * bs
-        m = min(bs, n - start)
+        m = min2(bs, n - start)
         x = xw[k % 2] if t == 1 else xw[0]
         if t == 0:  # worker 0 gathers its copy of the batch here, and the targets
             gather_rows(X, order, start, m, 0, m, x)
-            prefetch_rows(X, order, start + m, 0, min(bs, n - start - m))
-            prefetch_targets(Y, order, start + m, 0, min(bs, n - start - m))
+            prefetch_rows(X, order, start + m, 0, min2(bs, n - start - m))
+            prefetch_targets(Y, order, start + m, 0, min2(bs, n - start - m))
         forward_units(x, m, lds[0], W, woff[0], b[boff[0]:boff[0] + H], lo, hi, zs0, Z[0], gemm)
         if not _barrier(flags, t, 2 * k + 1, stop):
             return
         red = 1.0 / m if mean else 1.0
         if t == 1 and k + 1 < nb:  # worker 1 gathers the next batch while worker 0 runs the small layers
             nxt = start + m
-            mn = min(bs, n - nxt)
+            mn = min2(bs, n - nxt)
             gather_rows(X, order, nxt, mn, 0, mn, xw[(k + 1) % 2])
-            prefetch_rows(X, order, nxt + mn, 0, min(bs, n - nxt - mn))
+            prefetch_rows(X, order, nxt + mn, 0, min2(bs, n - nxt - mn))
         if t == 0:
             gather_targets(Y, order, start, m, 0, m, yb)
             activate_layer(fns, Z[0], A[0], m, H, 0, L, acts, T(slopes[0]))  # the whole layer: one flat loop

@@ -18,7 +18,7 @@ from numba.extending import overload
 from ._nb_common import (INLINE, BCE, CANCEL_ACT_1, CANCEL_ACT_2, CANCEL_ACT_3, CANCEL_LOSS_1, CANCEL_LOSS_2, CANCEL_LOSS_3,
                          CLIP32, CLIP64, EXP, IDENTITY, LEAKY_RELU, MSE, POISSON, QUADRATIC, RELU, SIGMOID,
                          SOFTMAX, TANH, for_kernels, separately)
-from ._nb_intrinsics import _flat, _i32_as_f32, _i64_as_f64
+from ._nb_intrinsics import _flat, _i32_as_f32, _i64_as_f64, max2, min2
 
 
 # --- scalar math -----------------------------------------------------------------------------
@@ -62,13 +62,13 @@ def exp32(x):
 
 @for_kernels
 def sigmoid32(z):
-    z = min(max(z, np.float32(-87.0)), np.float32(87.0))
+    z = min2(max2(z, np.float32(-87.0)), np.float32(87.0))
     return np.float32(1.0) / (np.float32(1.0) + exp32(-z))
 
 
 @for_kernels
 def sigmoid64(z):
-    z = min(max(z, -700.0), 700.0)
+    z = min2(max2(z, -700.0), 700.0)
     return 1.0 / (1.0 + exp64(-z))
 
 
@@ -88,7 +88,7 @@ def _sigmoid_like(z, a):
 
 @for_kernels
 def tanh64(z):
-    z = min(max(z, -20.0), 20.0)
+    z = min2(max2(z, -20.0), 20.0)
     return 1.0 - 2.0 / (exp64(2.0 * z) + 1.0)
 
 
@@ -119,10 +119,10 @@ def softmax_row(z, a, lo, hi):
     T = a.dtype.type
     mx = z[lo]
     for j in range(lo, hi):
-        mx = max(mx, z[j])
+        mx = max2(mx, z[j])
     total = 0.0
     for j in range(lo, hi):
-        e = exp64(max(np.float64(z[j] - mx), -700.0))
+        e = exp64(max2(np.float64(z[j] - mx), -700.0))
         a[j] = T(e)
         total += e
     inv = 1.0 / total
@@ -222,19 +222,19 @@ def output_delta_row(z, a, y, d, n, act, slope, loss, tiny):
             d[k] = T(2.0 * e / n)
     elif loss == BCE:
         for k in range(n):
-            c = min(max(np.float64(a[k]), clip), 1.0 - clip)
+            c = min2(max2(np.float64(a[k]), clip), 1.0 - clip)
             yk = np.float64(y[k])
             value -= yk * math.log(c) + (1.0 - yk) * math.log(1.0 - c)
             d[k] = T((c - yk) / (c * (1.0 - c)))
     elif loss == POISSON:
         for k in range(n):
-            c = max(np.float64(a[k]), clip)
+            c = max2(np.float64(a[k]), clip)
             yk = np.float64(y[k])
             value += (yk * math.log(yk / c) if yk > 0 else 0.0) - yk + c
             d[k] = T(1.0 - yk / c)
     else:
         for k in range(n):
-            c = max(np.float64(a[k]), clip)
+            c = max2(np.float64(a[k]), clip)
             yk = np.float64(y[k])
             value -= yk * math.log(c)
             d[k] = T(-yk / c)

@@ -26,7 +26,7 @@ from ._nb_blocked import backprop_units_at, forward_units, gemm_pays_nb, update_
 from ._nb_common import INLINE, JIT
 from ._nb_epoch import (AHEAD, SLOT_BACK, SLOT_BEGIN, SLOT_DELTAS, SLOT_FINISH, SLOT_UPDATE, _barrier, activate_layer,
                         gather_targets, prefetch_lines, prefetch_targets)
-from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot
+from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot, min2
 from ._nb_math import output_deltas_at
 from ._nb_optim import begin_at, decay_of, finish_at, gradient_slot
 from .sparse import SparseRows, index_dtype, is_sparse, values_dtype
@@ -143,7 +143,7 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
         if _load_acquire(stop, 0) != 0:
             return
         start = k * bs
-        m = min(bs, n - start)
+        m = min2(bs, n - start)
         red = 1.0 / m if mean else 1.0
         for s in range(m):  # this worker's share of the first layer's forward sums
             if start + s + 2 * AHEAD < n:  # (the offsets of the sample whose nonzeros come next)
@@ -166,7 +166,7 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
         ms = s1 - s0
         if ms > 0:
             gather_targets(Y, order, start, m, s0, s1, yb)
-            prefetch_targets(Y, order, start + m, s0, min(s1, n - start - m))
+            prefetch_targets(Y, order, start + m, s0, min2(s1, n - start - m))
             b0 = b[boff[0]:boff[0] + ld]  # (zero-padded: the sums' padding stays zero, the loop one vector pass)
             for s in range(s0, s1):
                 z = Z[0, s]

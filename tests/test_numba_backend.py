@@ -652,6 +652,44 @@ def test_flat_refuses_arrays_that_are_not_c_contiguous_and_keeps_read_only_views
     assert r[0, 0] == 0.0
 
 
+def test_the_kernels_min2_and_max2_are_pythons_min_and_max_of_two_and_compile_nothing_apart():
+    """min2/max2 (the kernels' min and max of two numbers) give what Python's min and max give:
+    ints, floats, the two mixed (the common type), NaN in either place, signed zeros; and they
+    compile no function of their own (Numba's min and max compile one per pair of types)."""
+    from numba import njit
+    from numba.core import event
+    from numba.core.errors import TypingError
+
+    from fastbp.kernels._nb_intrinsics import max2, min2
+
+    @njit
+    def both(a, b):
+        return min2(a, b), max2(a, b)
+
+    nan = float("nan")
+    pairs = [(3, 5), (5, 3), (-2, -2), (1.5, -0.5), (2, 2.5), (2.5, 2), (nan, 1.0), (1.0, nan), (nan, nan),
+             (0.0, -0.0), (-0.0, 0.0), (np.float32(1.25), np.float32(-3.0)), (np.float32(1.5), 2.0)]
+    compiled = []
+
+    class Listener(event.Listener):
+        def on_start(self, e):
+            compiled.append(e.data["dispatcher"].py_func.__name__)
+
+        def on_end(self, e):
+            pass
+
+    with event.install_listener("numba:compile", Listener()):
+        for a, b in pairs:
+            got = both(a, b)
+            for g, want in zip(got, (min(a, b), max(a, b))):
+                assert (np.isnan(g) and np.isnan(want)) or (g == want and np.signbit(g) == np.signbit(want)), (a, b)
+            assert type(got[0]) is type(got[1])
+    assert set(compiled) == {"both"}, compiled
+    assert isinstance(both(2, 3)[0], int) and isinstance(both(2, 3.0)[0], float)
+    with pytest.raises(TypingError, match="two numbers"):
+        both(np.zeros(2), 1.0)
+
+
 def test_the_epochs_threads_are_kept_between_calls_with_sigint_blocked_and_errors_reported():
     """run_workers hands its callables to kept threads (starting two threads per epoch cost as
     much as a short epoch's maths): a few threads serve call after call (one may still be on its
