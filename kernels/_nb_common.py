@@ -469,8 +469,8 @@ class _Separate:
 
         names = ", ".join(params)
         scope = {"typer": typer}
-        exec(f"def {self.fn.__name__}_at(typingctx, fns, slot, {names}):\n    return typer(fns, slot, ({names},))",
-             scope)
+        exec(f"def {self.fn.__name__}_at(typingctx, fb_fns, fb_slot, {names}):\n"  # (fb_: no clash with fn's own)
+             f"    return typer(fb_fns, fb_slot, ({names},))", scope)
         at = _Call(self.fn.__name__ + "_at", scope[self.fn.__name__ + "_at"], prefer_literal=True)
         at._register()
         return at
@@ -507,20 +507,36 @@ def slot_addresses(cres, values_of):
     """The ``fns`` array of a compiled kernel ``cres`` that calls kernels by address (``.at``):
     for each slot its call sites use, the address of the kernel compiled (or loaded) for the
     codes ``values_of(slot)`` (a dict name -> code; None: a slot never called, address 0) and the
-    argument types of those call sites. A slot's call sites must agree on the argument types."""
-    hooks = set(cres.library._reload_init) | set(cres.reload_init or ())
+    argument types of those call sites, its own and those of the separately compiled kernels it
+    calls (``_nb_epoch.layers_above``), theirs in turn. A slot's call sites must agree on the
+    argument types."""
     slots = {}
-    for hook in hooks:
-        if isinstance(hook, _Slot):
-            if slots.setdefault(hook.index, hook).argtypes != hook.argtypes:
-                raise TypeError(f"slot {hook.index} is called with two argument types: {hook.argtypes}, "
-                                f"{slots[hook.index].argtypes}")
+    for hook in slots_below(cres):
+        if slots.setdefault(hook.index, hook).argtypes != hook.argtypes:
+            raise TypeError(f"slot {hook.index} is called with two argument types: {hook.argtypes}, "
+                            f"{slots[hook.index].argtypes}")
     fns = np.zeros(max(slots, default=-1) + 1, np.int64)
     for index, hook in slots.items():
         codes = values_of(index)
         if codes is not None:
             fns[index] = hook.separate().variant(tuple(sorted(codes.items()))).address(hook.argtypes)
     return fns
+
+
+def slots_below(cres):
+    """The calls by address (``_Slot``) in compiled kernel ``cres`` and in the separately compiled
+    kernels it calls (``_Load``: compiled or loaded already, as its caller is), theirs in turn."""
+    hooks, todo = set(), [cres]
+    while todo:
+        got = todo.pop()
+        for hook in set(got.library._reload_init) | set(got.reload_init or ()):
+            if hook not in hooks:
+                hooks.add(hook)
+                if isinstance(hook, _Load):
+                    separate = hook.separate().variant(hook.values)
+                    separate.ensure(hook.argtypes)
+                    todo.append(separate.dispatcher.overloads[hook.argtypes])
+    return [hook for hook in hooks if isinstance(hook, _Slot)]
 
 
 class _Hook:

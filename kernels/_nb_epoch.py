@@ -12,7 +12,7 @@ from numba import njit, types
 
 from ._nb_blocked import backprop_units_at, forward_units, gemm_pays_nb, update_layer_units_at
 from ._nb_common import INLINE, JIT, for_kernels, separately
-from ._nb_intrinsics import _cpu_relax, _load_acquire, _prefetch, _sched_yield, _store_release, max2, min2
+from ._nb_intrinsics import _cpu_relax, _load_acquire, _prefetch, _rows, _sched_yield, _store_release, max2, min2
 from ._nb_math import activate_full_at, output_deltas_at
 
 SPINS = 2000  # polls of the barrier before yielding the CPU
@@ -106,6 +106,50 @@ def activate_layer(fns, Z, A, m, n, l, L, acts, slope):
         activate_full_at(fns, SLOT_HIDDEN, Z, A, m, n, acts[l], slope)
 
 
+@separately()  # (no declared return type: compiled while its caller is typed)
+def layers_above(fns, Z, A, D, yb, m, s0, s1, through, update, W, b, SW, Sb, woff, boff, sizes, lds, acts, slopes,
+                 frozen_w, frozen_b, loss, opt, hp, red, k, tiny):
+    """The two-thread and sparse epochs' work on a batch above the first layer's sums, one kernel
+    for both (compiled once per dtype: the second of them a user meets loads it). Compiled while
+    the epoch that calls it is typed, so that its calls by address are typed then too: a first
+    compile's helper process starts on them (``compile_ahead``; handed to the helper itself, it
+    made a first two-thread fit 1.14x as long).
+    ``through``: samples s0:s1 of the batch of m, from their first-layer sums Z[0] (the
+    caller's), through each layer's activation, the layers above forward, the output deltas
+    against ``yb`` and the deltas of each layer below the output, down to D[0]; returns their
+    summed loss (else 0). ``update``: then the optimiser's step of each layer above the first,
+    from all m samples' deltas (each layer's deltas below were computed with its weights before
+    their step). ``k``: the batch's index in the epoch; ``red``: 1/m for mean gradients, else 1.
+    Z, A, D: L x bs x width. (The one-thread epoch has these loops inline: called, or inlined by
+    Numba, this kernel made the default first compile 10-15% longer.)"""
+    T = W.dtype.type
+    L = acts.shape[0]
+    bs = Z.shape[1]
+    total = 0.0
+    if through:
+        ms = s1 - s0
+        for l in range(L):
+            z = _rows(Z[l], s0, s1)
+            if l > 0:
+                bias = _rows(b, boff[l], boff[l] + sizes[l + 1])
+                forward_units(_rows(A[l - 1], s0, s1), ms, lds[l], W, woff[l], bias, 0, sizes[l + 1], T(1), z,
+                              gemm_pays_nb(bs, sizes[l + 1], W.itemsize))
+            activate_layer(fns, z, _rows(A[l], s0, s1), ms, sizes[l + 1], l, L, acts, T(slopes[l]))
+        out = L - 1
+        total = output_deltas_at(fns, SLOT_DELTAS, _rows(Z[out], s0, s1), _rows(A[out], s0, s1), _rows(yb, s0, s1),
+                                 _rows(D[out], s0, s1), ms, sizes[L], acts[out], T(slopes[out]), loss, T(tiny))
+        for l in range(L - 1, 0, -1):  # over the padded width: zero weights there give zero deltas
+            backprop_units_at(fns, SLOT_BACK, _rows(D[l], s0, s1), ms, sizes[l + 1], W, woff[l], lds[l], 0, lds[l],
+                              _rows(Z[l - 1], s0, s1), _rows(A[l - 1], s0, s1), _rows(D[l - 1], s0, s1), acts[l - 1],
+                              T(slopes[l - 1]), T(tiny))
+    if update:
+        for l in range(L - 1, 0, -1):
+            update_layer_units_at(fns, SLOT_UPDATE, A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0,
+                                  sizes[l + 1], 1.0, opt, hp, red, k, frozen_w[l], frozen_b[l],
+                                  gemm_pays_nb(bs, sizes[l + 1], W.itemsize))
+    return total
+
+
 @njit(**JIT, _nrt=False)  # (it allocates nothing: no reference counting of its views)
 def train_epoch(X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, lds, acts, slopes,
                 frozen_w, frozen_b, loss, opt, hp, mean, tiny, fns, xb, yb, Z, A, D, stop):
@@ -193,7 +237,6 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
     Between barriers no array is written by one worker and read or written by the other.
     ``stop[0] != 0`` ends both workers early (polled before each batch and in the barriers)."""
     T = W.dtype.type
-    L = acts.shape[0]
     n = order.shape[0]
     H = sizes[1]
     h = (H // 2 + 15) // 16 * 16 if H >= 32 else (H // 2 + 3) // 4 * 4 if H >= 8 else (H + 1) // 2
@@ -202,7 +245,6 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
     xw = XW[t]  # this worker's two batch buffers (2 x bs x lds[0])
     yb = YB[t]  # its targets (bs x width), padded like the rows of A
     zs0 = T(scale)
-    one = T(1)
     gemm = gemm_pays_nb(bs, H, W.itemsize)  # the first layer's products by BLAS
     total = 0.0
     nb = (n + bs - 1) // bs
@@ -227,22 +269,10 @@ def train_epoch_2t(t, X, scale, Y, order, bs, W, b, SW, Sb, woff, boff, sizes, l
             mn = min2(bs, n - nxt)
             gather_rows(X, order, nxt, mn, 0, mn, xw[(k + 1) % 2])
             prefetch_rows(X, order, nxt + mn, 0, min2(bs, n - nxt - mn))
-        if t == 0:
+        if t == 0:  # (the first layer's activation over all its units: one flat loop)
             gather_targets(Y, order, start, m, 0, m, yb)
-            activate_layer(fns, Z[0], A[0], m, H, 0, L, acts, T(slopes[0]))  # the whole layer: one flat loop
-            for l in range(1, L):
-                forward_units(A[l - 1], m, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
-                              sizes[l + 1], one, Z[l], gemm_pays_nb(bs, sizes[l + 1], W.itemsize))
-                activate_layer(fns, Z[l], A[l], m, sizes[l + 1], l, L, acts, T(slopes[l]))
-            out = L - 1
-            total += output_deltas_at(fns, SLOT_DELTAS, Z[out], A[out], yb, D[out], m, sizes[L], acts[out],
-                                      T(slopes[out]), loss, T(tiny))
-            for l in range(L - 1, 0, -1):
-                backprop_units_at(fns, SLOT_BACK, D[l], m, sizes[l + 1], W, woff[l], lds[l], 0, lds[l], Z[l - 1],
-                                  A[l - 1], D[l - 1], acts[l - 1], T(slopes[l - 1]), T(tiny))
-                update_layer_units_at(fns, SLOT_UPDATE, A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0,
-                                      sizes[l + 1], 1.0, opt, hp, red, k, frozen_w[l], frozen_b[l],
-                                      gemm_pays_nb(bs, sizes[l + 1], W.itemsize))
+            total += layers_above(fns, Z, A, D, yb, m, 0, m, True, True, W, b, SW, Sb, woff, boff, sizes, lds, acts,
+                                  slopes, frozen_w, frozen_b, loss, opt, hp, red, k, tiny)
         if not _barrier(flags, t, 2 * k + 2, stop):
             return
         update_layer_units_at(fns, SLOT_UPDATE, x, m, lds[0], W, SW, woff[0], b, Sb, boff[0], D[0], lo, hi, scale,

@@ -2,8 +2,8 @@
 of the polynomial exp (an integer's bits as a float: 2**n), a flat view of contiguous rows, the
 acquire/release atomics of the stop flag and the two-thread barrier, a prefetch hint (the next
 batch's rows), x86's ``pause`` and libc's ``sched_yield`` for the barrier's spin loop, the vector
-loops of the sparse first layer and of the dense blocked products, BLAS's gemm, and ``min2``/``max2``
-(the kernels' min and max of two numbers)."""
+loops of the sparse first layer and of the dense blocked products, BLAS's gemm, ``min2``/``max2``
+(the kernels' min and max of two numbers) and ``_rows`` (a view of rows lo:hi)."""
 from __future__ import annotations
 
 import contextlib
@@ -82,6 +82,29 @@ def _flat(typingctx, a):
         out.strides = cgutils.pack_array(builder, [src.itemsize])
         return impl_ret_borrowed(context, builder, flat, out._getvalue())
     return flat(a), codegen
+
+
+@intrinsic
+def _rows(typingctx, a, lo, hi):
+    """``a[lo:hi]``, rows lo to hi of a C-contiguous array (a view: its own type, shape, strides),
+    for 0 <= lo <= hi <= len(a), which the caller guarantees (not checked). Not Numba's slice:
+    each of those builds a slice object, then clamps and wraps its ends, code to type and lower
+    for every view (``_nb_epoch.layers_above`` takes twenty)."""
+    if not isinstance(a, types.Array) or a.layout != "C" or not all(isinstance(t, types.Integer) for t in (lo, hi)):
+        raise TypingError(f"_rows: expected a C-contiguous array and two ints, got {a}, {lo}, {hi}")
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        src = context.make_array(aryty)(context, builder, args[0])
+        first, last = (context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:]))
+        shape = cgutils.unpack_tuple(builder, src.shape, aryty.ndim)
+        strides = cgutils.unpack_tuple(builder, src.strides, aryty.ndim)
+        out = context.make_array(aryty)(context, builder)
+        context.populate_array(out, data=cgutils.pointer_add(builder, src.data, builder.mul(first, strides[0])),
+                               shape=cgutils.pack_array(builder, [builder.sub(last, first)] + shape[1:]),
+                               strides=src.strides, itemsize=src.itemsize, meminfo=src.meminfo, parent=src.parent)
+        return impl_ret_borrowed(context, builder, aryty, out._getvalue())
+    return a(a, lo, hi), codegen
 
 
 @intrinsic

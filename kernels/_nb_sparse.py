@@ -22,12 +22,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._nb_blocked import backprop_units_at, forward_units, gemm_pays_nb, update_layer_units_at
+from ._nb_blocked import gemm_pays_nb, update_layer_units_at
 from ._nb_common import INLINE, JIT
-from ._nb_epoch import (AHEAD, SLOT_BACK, SLOT_BEGIN, SLOT_DELTAS, SLOT_FINISH, SLOT_UPDATE, _barrier, activate_layer,
-                        gather_targets, prefetch_lines, prefetch_targets)
+from ._nb_epoch import (AHEAD, SLOT_BEGIN, SLOT_FINISH, SLOT_UPDATE, _barrier, gather_targets, layers_above,
+                        prefetch_lines, prefetch_targets)
 from ._nb_intrinsics import _load_acquire, _prefetch, _rows_axpy, _rows_dot, min2
-from ._nb_math import output_deltas_at
 from ._nb_optim import begin_at, decay_of, finish_at, gradient_slot
 from .sparse import SparseRows, index_dtype, is_sparse, values_dtype
 
@@ -123,7 +122,6 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
     batch's targets) are each worker's own. Worker t's summed loss goes to ``losses[t]``.
     ``stop[0] != 0`` ends the epoch early (polled before each batch and in the barriers)."""
     T = W.dtype.type
-    L = acts.shape[0]
     n = order.shape[0]
     H = sizes[1]
     ld = lds[1]  # the input-major rows' length: the first layer's units, padded
@@ -134,7 +132,6 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
     lo_p, hi_p = spans[t, 0], spans[t, 1]  # this worker's nonzeros of each sample of the batch
     yb = Yb[t]
     zs0 = T(scale)
-    one = T(1)
     slot = gradient_slot(opt, hp)
     G = W if slot < 0 else SW[slot]  # where the first layer's weight gradient goes
     total = 0.0
@@ -175,26 +172,13 @@ def train_epoch_sparse(t, nw, indptr, indices, values, split, scale, Y, order, b
                     if nw > 1:
                         v += P[1, s, j]
                     z[j] = v * zs0 + b0[j]
-            activate_layer(fns, Z[0, s0:s1], A[0, s0:s1], ms, H, 0, L, acts, T(slopes[0]))
-            for l in range(1, L):
-                forward_units(A[l - 1, s0:s1], ms, lds[l], W, woff[l], b[boff[l]:boff[l] + sizes[l + 1]], 0,
-                              sizes[l + 1], one, Z[l, s0:s1], gemm_pays_nb(bs, sizes[l + 1], W.itemsize))
-                activate_layer(fns, Z[l, s0:s1], A[l, s0:s1], ms, sizes[l + 1], l, L, acts, T(slopes[l]))
-            out = L - 1
-            total += output_deltas_at(fns, SLOT_DELTAS, Z[out, s0:s1], A[out, s0:s1], yb[s0:s1], D[out, s0:s1], ms,
-                                      sizes[L], acts[out],
-                                   T(slopes[out]), loss, T(tiny))
-            for l in range(L - 1, 0, -1):
-                backprop_units_at(fns, SLOT_BACK, D[l, s0:s1], ms, sizes[l + 1], W, woff[l], lds[l], 0, lds[l],
-                                  Z[l - 1, s0:s1], A[l - 1, s0:s1], D[l - 1, s0:s1], acts[l - 1], T(slopes[l - 1]),
-                                  T(tiny))
+            total += layers_above(fns, Z, A, D, yb, m, s0, s1, True, False, W, b, SW, Sb, woff, boff, sizes, lds,
+                                  acts, slopes, frozen_w, frozen_b, loss, opt, hp, red, k, tiny)
         if nw > 1 and not _barrier(flags, t, 2 * k + 2, stop):
             return
         if t == 0:  # the layers above and the first layer's biases, from every sample's deltas
-            for l in range(L - 1, 0, -1):
-                update_layer_units_at(fns, SLOT_UPDATE, A[l - 1], m, lds[l], W, SW, woff[l], b, Sb, boff[l], D[l], 0,
-                                      sizes[l + 1], 1.0, opt, hp, red, k, frozen_w[l], frozen_b[l],
-                                      gemm_pays_nb(bs, sizes[l + 1], W.itemsize))
+            layers_above(fns, Z, A, D, yb, m, 0, m, False, True, W, b, SW, Sb, woff, boff, sizes, lds, acts, slopes,
+                         frozen_w, frozen_b, loss, opt, hp, red, k, tiny)
             # the rule's bias part only (the weights come next); gemm as the rule says, not a literal
             # False: a literal argument would compile this call's whole tree once more
             update_layer_units_at(fns, SLOT_UPDATE, A[0], m, ld, W, SW, w0, b, Sb, boff[0], D[0], 0, H, 1.0, opt, hp,

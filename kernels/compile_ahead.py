@@ -206,6 +206,12 @@ class Ahead:
             if argtypes not in job.separate().variant(job.values).symbols:
                 self.add(job)
 
+    def add_slots(self, slots):
+        """``add_slot`` for each of the calls by address (``_nb_common._Slot``) of the kernels the
+        compiled epoch calls by symbol (typed in their compile, maybe the helper's, not here)."""
+        for hook in slots:
+            self.add_slot(hook.module, hook.name, hook.argtypes, hook.index)
+
     def obtain(self, job):
         """Have ``job``'s kernel here: taken back from the queue and compiled here, or waited for
         while the helper compiles it, then loaded (``job()``: from the cache when the helper

@@ -464,6 +464,8 @@ def with_slots(kernel, args, fns, plan, key=None):
                             compiled = True
                         finally:
                             KC.DEFER = None
+                    if ahead is not None:  # (the calls by address of the kernels it calls by symbol: typed there)
+                        ahead.add_slots(KC.slots_below(dispatcher.overloads[argtypes]))
                 finally:
                     if ahead is not None:
                         ahead.finish(rest=compiled)

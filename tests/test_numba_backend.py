@@ -11,7 +11,7 @@ pytest.importorskip("numba")
 
 import fastbp as fb  # noqa: E402
 from fastbp.kernels import Activation, get_backend  # noqa: E402
-from fastbp.kernels.numba_backend import NumbaBackend  # noqa: E402
+from fastbp.kernels.numba_backend import TWO_THREADS_SUPPORTED, NumbaBackend  # noqa: E402
 
 TOL = {"float64": dict(rtol=1e-9, atol=1e-11), "float32": dict(rtol=2e-4, atol=2e-5)}
 ACTS = [Activation("sigmoid"), Activation("tanh"), Activation("relu"), Activation("leaky_relu", 0.2),
@@ -176,6 +176,45 @@ def test_fused_epoch_matches_numpy_and_per_batch_path(dtype, sizes, hidden, out,
     assert_same(fused, ref, dtype)
     assert_same(per_batch, ref, dtype)
     assert_same(fused, per_batch, dtype)
+
+
+@pytest.mark.skipif(not TWO_THREADS_SUPPORTED, reason="the two-thread epoch needs two threads")
+def test_the_two_thread_and_sparse_epochs_share_one_kernel_above_the_first_layer():
+    """The two-thread and sparse epochs (one and two workers) call one compiled ``layers_above``
+    (the same argument types: the second engine a user meets loads it), and the calls by address
+    in it and around it are found (``slots_below``) with the one-thread epoch's argument types:
+    every engine shares the activation, delta and update kernels of a configuration."""
+    from numba import types
+
+    from fastbp.kernels import _nb_common as C
+    from fastbp.kernels import _nb_epoch as F
+    from fastbp.kernels import _nb_sparse as S
+
+    X, y = data(n_in=16, n_out=4)
+    X[X < 160] = 0  # (mostly zeros: what the sparse engine is for)
+    engines = {}
+    for threads, sparse in ((1, False), (2, False), (1, True), (2, True)):
+        net = fb.Network.from_sizes([16, 9, 4], backend=NumbaBackend("float32", threads=threads, sparse=sparse), seed=1)
+        engines[net.fit(X, y, epochs=1, batch_size=5, lr=0.5)["engine"]] = True
+    assert set(engines) == {"numba-fused-1t", "numba-fused-2t", "numba-sparse-1t", "numba-sparse-2t"}
+
+    above, slots, callers = set(), {}, set()
+    for kernel in (F.train_epoch, F.train_epoch_2t, S.train_epoch_sparse):
+        for cres in kernel.overloads.values():  # (the float32 ones: this test's, and maybe other tests')
+            if types.Array(types.float32, 1, "C") not in cres.signature.args:  # (W, b)
+                continue
+            direct = set(cres.library._reload_init) | set(cres.reload_init or ())
+            calls = {h.argtypes for h in direct if isinstance(h, C._Load) and h.name == "layers_above"}
+            above |= calls
+            callers |= {kernel.py_func.__name__} if calls else set()
+            below = C.slots_below(cres)  # (the two-thread epoch's own call by address: layer 0's update only)
+            assert {F.SLOT_HIDDEN, F.SLOT_OUT, F.SLOT_DELTAS, F.SLOT_BACK, F.SLOT_UPDATE} <= {h.index for h in below}
+            for hook in below:
+                assert slots.setdefault(hook.index, hook.argtypes) == hook.argtypes, (kernel, hook.index)
+    assert callers == {"train_epoch_2t", "train_epoch_sparse"}
+    assert len(above) == 1  # one kernel for both engines
+    assert set(slots) == {F.SLOT_HIDDEN, F.SLOT_OUT, F.SLOT_DELTAS, F.SLOT_UPDATE, F.SLOT_BACK, F.SLOT_BEGIN,
+                          F.SLOT_FINISH}
 
 
 @pytest.mark.parametrize("engine", ["1t", "2t", "sparse"])
@@ -650,6 +689,41 @@ def test_flat_refuses_arrays_that_are_not_c_contiguous_and_keeps_read_only_views
     with pytest.raises(TypingError):
         poke(r)
     assert r[0, 0] == 0.0
+
+
+def test_rows_is_a_view_of_rows_lo_to_hi_of_a_c_array_and_refuses_other_layouts():
+    """``_rows(a, lo, hi)`` is ``a[lo:hi]`` without Numba's slice (which clamps and wraps its
+    ends): the same elements, shape and strides, written through; 1-D to 3-D; empty when lo ==
+    hi; strided arrays are refused while typing."""
+    from numba import njit
+    from numba.core.errors import TypingError
+
+    from fastbp.kernels._nb_intrinsics import _rows
+
+    @njit
+    def rows(a, lo, hi):
+        v = _rows(a, lo, hi)
+        return v.shape, v.strides, v.size, v
+
+    @njit
+    def double_rows(B, l, lo, hi):
+        v = _rows(B[l], lo, hi)
+        for i in range(v.shape[0]):
+            for j in range(v.shape[1]):
+                v[i, j] *= 2
+
+    for a in (np.arange(7.0), np.arange(24, dtype=np.float32).reshape(6, 4), np.arange(60).reshape(5, 3, 4)):
+        for lo, hi in ((0, len(a)), (1, 3), (2, 2), (len(a) - 1, len(a))):
+            shape, strides, size, v = rows(a, lo, hi)
+            assert shape == a[lo:hi].shape and strides == a[lo:hi].strides and size == a[lo:hi].size
+            np.testing.assert_array_equal(v, a[lo:hi])
+    B = np.arange(2 * 5 * 4, dtype=np.float32).reshape(2, 5, 4)
+    expected = B.copy()
+    expected[1, 2:4] *= 2
+    double_rows(B, 1, 2, 4)
+    np.testing.assert_array_equal(B, expected)
+    with pytest.raises(TypingError, match="C-contiguous"):
+        rows(np.arange(12.0).reshape(3, 4)[:, ::2], 0, 1)
 
 
 def test_the_kernels_min2_and_max2_are_pythons_min_and_max_of_two_and_compile_nothing_apart():
