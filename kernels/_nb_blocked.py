@@ -51,9 +51,10 @@ def _forward_units(x, s0, s1, ld, W, wo, b, lo, hi, zs, Z):
             while j + UNITS <= hi:
                 _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, UNITS, SAMPLES)
                 j += UNITS
-            while j + HALF <= hi:
-                _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, HALF, SAMPLES)
-                j += HALF
+            if HALF > 1:  # (a constant: with AVX2's two units a block, no such loop)
+                while j + HALF <= hi:
+                    _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, HALF, SAMPLES)
+                    j += HALF
             while j < hi:
                 _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, 1, SAMPLES)
                 j += 1
@@ -62,9 +63,10 @@ def _forward_units(x, s0, s1, ld, W, wo, b, lo, hi, zs, Z):
             while j + UNITS <= hi:
                 _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, UNITS, 1)
                 j += UNITS
-            while j + HALF <= hi:
-                _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, HALF, 1)
-                j += HALF
+            if HALF > 1:
+                while j + HALF <= hi:
+                    _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, HALF, 1)
+                    j += HALF
             while j < hi:
                 _dot_block(x, s, ld, W, wo + j * ld, zs, b, Z, j, 1, 1)
                 j += 1
@@ -119,15 +121,16 @@ def _accumulate_units(x, s0, s1, ld, P, po, D, lo, hi, cs):
             _axpy_block(x, s, ld, P, po + j * ld, D, j, cs, UNITS, 1)
             s += 1
         j += UNITS
-    while j + HALF <= hi:
-        s = s0
-        while s + SAMPLES <= s1:
-            _axpy_block(x, s, ld, P, po + j * ld, D, j, cs, HALF, SAMPLES)
-            s += SAMPLES
-        while s < s1:
-            _axpy_block(x, s, ld, P, po + j * ld, D, j, cs, HALF, 1)
-            s += 1
-        j += HALF
+    if HALF > 1:  # (a constant: with AVX2's two units a block, no such loop)
+        while j + HALF <= hi:
+            s = s0
+            while s + SAMPLES <= s1:
+                _axpy_block(x, s, ld, P, po + j * ld, D, j, cs, HALF, SAMPLES)
+                s += SAMPLES
+            while s < s1:
+                _axpy_block(x, s, ld, P, po + j * ld, D, j, cs, HALF, 1)
+                s += 1
+            j += HALF
     while j < hi:
         s = s0
         while s + SAMPLES <= s1:
