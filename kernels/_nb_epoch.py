@@ -1,6 +1,7 @@
 """The fused epochs of the numba backend, one compiled call per epoch: ``train_epoch`` (one
 thread, any depth) and ``train_epoch_2t`` (two workers, two or more layers, synchronised by
-``_barrier``), with the gathering of each batch's rows by the shuffled order into buffers
+``_barrier``; its worker 0 runs the layers above the first through ``layers_above``, the kernel the
+sparse epoch shares), with the gathering of each batch's rows by the shuffled order into buffers
 aligned to 128 bytes (uint8 converted on the fly). The caller allocates every buffer, so the
 epochs are compiled without reference counting (each view of an array they allocated was an
 atomic increment and decrement). The next batch's input rows are prefetched into L2

@@ -1,7 +1,8 @@
 """The fused epoch with a sparse first layer (``train_epoch_sparse``, one worker of one or two):
 the first layer's forward product and weight gradient run over each sample's nonzero inputs only
 (``kernels/sparse.py``'s rows: indices and values per sample, made once per fit), the layers above
-as in the dense epoch (``_nb_blocked.py``), the optimiser's rule of ``_nb_optim.py`` around them.
+by the two-thread dense epoch's kernel (``_nb_epoch.layers_above``), the optimiser's rule of
+``_nb_optim.py`` around them.
 
 Layout: the first layer's weights INPUT-MAJOR (row i holds the weights from input i to every
 unit, padded to 128 bytes), so that each nonzero input is one contiguous multiply-add over the

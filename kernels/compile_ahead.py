@@ -10,7 +10,8 @@ The helper learns what to compile while this process types the epoch: each ``.at
 once typed, is a job (``_nb_common._Load``: the kernel, its argument types, the plan's codes for
 that slot), and so is each call of a ``separately`` kernel with a declared return type, which is
 then typed without being compiled (``_nb_common.DEFER``) and obtained just before the epoch's
-code is linked. The helper asks for the jobs one at a time, the newest first (the biggest, a
+code is linked; once the epoch is compiled, so are the calls by address of the kernels it loaded
+rather than typed (``_nb_common.slots_below``). The helper asks for the jobs one at a time, the newest first (the biggest, a
 layer's update, is typed last); this process takes back the ones it needs before linking and,
 once the epoch is compiled, the oldest of the rest, then waits for the helper's last job, so the
 two finish together. Whatever the helper did not finish (it failed, hung, was slow to start, or
